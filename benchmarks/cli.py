@@ -1,0 +1,69 @@
+"""``autorec-bench`` (also ``python -m benchmarks``): one subcommand per module in
+``benchmarks/commands/``, imported lazily so that ``autorec-bench datasets`` never imports a framework.
+
+A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from autorec.errors import AutoRecBenchError
+
+# subcommand -> module under benchmarks.commands
+COMMANDS = {
+    "datasets": "datasets",
+    "split": "split",
+    "run": "run",
+    "sweep": "sweep",
+    "tune": "tune",
+    "report": "report",
+    "verify": "verify",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"benchmarks.commands.{COMMANDS[name]}")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autorec-bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = _load(name) if (only is None or only == name) else None
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("benchmarks.commands"):
+                continue  # command not implemented in this checkout
+            raise
+        if mod is None:
+            sub.add_parser(name)
+            continue
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    only = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(only)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except AutoRecBenchError as exc:
+        print(f"autorec-bench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"autorec-bench {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
