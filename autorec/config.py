@@ -25,6 +25,7 @@ REG_FORMS = ("paper", "wd")
 PATHS = ("dense", "sparse")
 BASES = ("item", "user")
 INITS = ("xavier", "normal", "uniform", "default")
+LOSSES = ("d2l", "observed-sum", "observed-mean")
 SCHEDULES = ("constant", "step", "cosine")
 COLD_START = ("constant", "global-mean")
 _DEVICE_RE = re.compile(r"^(cpu|cuda|gpu)(:\d+)?$|^(cpu|gpu)\(\d+\)$")
@@ -45,7 +46,13 @@ class AutoRecConfig:
     dropout: float = 0.05                    # on the hidden representation (as D2L)
     reg: float = 1e-5                        # lambda (paper form) or weight decay (wd form)
     reg_form: str = "wd"                     # "paper": loss + reg/2 (||W||^2 + ||V||^2); "wd": optimizer weight decay
-    init: str = "default"                    # "default" = the framework's Dense/Linear default
+    init: str = "normal"                     # "normal": N(0, init_scale) as D2L; "default" = framework default
+    init_scale: float = 0.01
+    loss: str = "d2l"                        # "d2l": Gluon L2Loss on the masked output, i.e. 0.5 * mean over
+                                             #   (batch rows x n_in) of squared error at observed entries;
+                                             # "observed-sum": sum of squared errors at observed entries
+                                             #   (the paper's objective; "paper" reg scaled by rows/n_rows);
+                                             # "observed-mean": that sum divided by the observed count
     optimizer: str = "adam"
     lr: float = 0.002
     lr_schedule: str = "constant"
@@ -100,6 +107,9 @@ class AutoRecConfig:
         choice("reg_form", REG_FORMS)
         choice("path", PATHS)
         choice("init", INITS)
+        choice("loss", LOSSES)
+        if not self.init_scale > 0:
+            raise ConfigError(f"init_scale={self.init_scale!r} must be > 0")
         choice("lr_schedule", SCHEDULES)
         choice("cold_start", COLD_START)
         if not self.hidden or any((not isinstance(h, int)) or h <= 0 for h in self.hidden):
