@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP_FLAGS ?= -q
 EXTRAS ?= torch,mxnet,surprise,plot,dev
 
-.PHONY: env bench test test-all benchmark clean-venv
+.PHONY: env bench test test-modern test-pinned-tox benchmark clean-venv
 
 env: $(VENV)/.installed
 
@@ -24,8 +24,20 @@ bench: env
 test: env
 	$(BIN)/python -m pytest
 
+# tox (in its own small venv) for the modern stack: numpy 2.x, no mxnet.
+$(VENV)-tools/.installed:
+	$(PYTHON) -m venv $(VENV)-tools
+	$(VENV)-tools/bin/python -m pip install $(PIP_FLAGS) 'tox>=4,<5'
+	touch $@
+
+test-modern: $(VENV)-tools/.installed
+	$(VENV)-tools/bin/tox -e modern
+
+test-pinned-tox: $(VENV)-tools/.installed
+	$(VENV)-tools/bin/tox -e pinned
+
 benchmark: env
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-autosave --benchmark-storage=results/benchmarks
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VENV)-tools .tox
