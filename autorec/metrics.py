@@ -54,9 +54,12 @@ class ColdStartPolicy:
             return cls("global-mean")
         if kind == "constant":
             try:
-                return cls("constant", float(arg) if arg else 3.0)
+                value = float(arg) if arg else 3.0
             except ValueError:
                 raise ConfigError(f"cold-start policy {text!r}: {arg!r} is not a number") from None
+            if not np.isfinite(value):
+                raise ConfigError(f"cold-start policy {text!r}: the constant must be a finite number")
+            return cls("constant", value)
         raise ConfigError(f"unknown cold-start policy {text!r}; use 'global-mean', 'constant' or 'constant:V'")
 
     def fill_value(self, train: Interactions) -> float:
@@ -68,12 +71,22 @@ class ColdStartPolicy:
 
 def cold_mask(train: Interactions, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """True where the user or the item of a pair has no rating in ``train``."""
+    users = np.asarray(users)
+    items = np.asarray(items)
+    if users.shape != items.shape:
+        raise ValueError(f"users and items differ in shape: {users.shape} vs {items.shape}")
+    for name, idx, n in (("user", users, train.n_users), ("item", items, train.n_items)):
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"{name} indices must be in 0..{n - 1}, got min {idx.min()} max {idx.max()}")
     return ~(train.known_users()[users] & train.known_items()[items])
 
 
 def finalize(raw: np.ndarray, cold: np.ndarray, fill: float, scale: tuple[float, float]) -> np.ndarray:
     """Replace cold pairs by ``fill``, replace non-finite predictions nowhere (they raise), and clip."""
     out = np.asarray(raw, dtype=np.float64).copy()
+    if np.any(cold) and not np.isfinite(fill):
+        raise FloatingPointError(f"the cold-start fill value is {fill} (global mean of an empty train "
+                                 "part?); use a constant policy such as 'constant:3'")
     out[cold] = fill
     bad = ~np.isfinite(out)
     if bad.any():
@@ -94,7 +107,11 @@ def predict_pairs(model, train: Interactions, users: np.ndarray, items: np.ndarr
     raw = np.zeros(len(users), dtype=np.float64)
     warm = ~cold
     if warm.any():
-        raw[warm] = np.asarray(model.predict(users[warm], items[warm]), dtype=np.float64)
+        scores = np.asarray(model.predict(users[warm], items[warm]), dtype=np.float64)
+        if scores.shape != (int(warm.sum()),):
+            raise ValueError(f"{type(model).__name__}.predict returned shape {scores.shape} for "
+                             f"{int(warm.sum())} pairs; it must return one score per pair")
+        raw[warm] = scores
     return finalize(raw, cold, policy.fill_value(train), train.rating_scale), int(cold.sum())
 
 
