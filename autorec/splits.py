@@ -679,6 +679,22 @@ def ratings_from_files(dataset: str, train_path, test_path, *, scale: tuple[floa
     from autorec import data as _data
 
     parts = [read_split_csv(train_path), read_split_csv(test_path)]
+    n_train = len(parts[0][0])
+    _, uinv = np.unique(np.concatenate([p[0] for p in parts]), return_inverse=True)
+    items, iinv = np.unique(np.concatenate([p[1] for p in parts]), return_inverse=True)
+    keys = uinv.astype(np.int64).ravel() * len(items) + iinv.astype(np.int64).ravel()
+    for k, path, (u, i, _) in ((keys[:n_train], train_path, parts[0]), (keys[n_train:], test_path, parts[1])):
+        uniq, first, counts = np.unique(k, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            j = int(first[np.argmax(counts > 1)])
+            raise SplitError(f"{path}: {int((counts > 1).sum())} (user, item) pair(s) are rated more than "
+                             f"once (first: user {u[j]}, item {i[j]}); keep one rating per pair")
+    both = np.isin(keys[n_train:], keys[:n_train])
+    if both.any():
+        j = int(np.argmax(both))
+        raise SplitError(f"{int(both.sum())} test (user, item) pair(s) also occur in train: {test_path} and "
+                         f"{train_path} share them (first: user {parts[1][0][j]}, item {parts[1][1][j]}); "
+                         "a test rating must not also be in the training file")
     raw_u = np.concatenate([p[0] for p in parts])
     raw_i = np.concatenate([p[1] for p in parts])
     vals = np.concatenate([p[2] for p in parts])
