@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 
 REPO = Path(__file__).resolve().parents[1]
-PYTHON = REPO / ".venv" / "bin" / "python"
+# the interpreter running the tests (``.venv/bin/python -m pytest``: the project's .venv python)
+PYTHON = sys.executable
 
 # Runs in this process (exec) and in the child process (-c): builds the Ratings from plain lists
 # and computes every requested split.
@@ -117,8 +118,7 @@ def test_split_and_hash_identical_in_another_process(case):
     here = compute(case)
     _check_case(case, here)
     env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=str(REPO))
-    python = str(PYTHON) if PYTHON.exists() else sys.executable
-    proc = subprocess.run([python, "-c", SPLIT_CODE], input=json.dumps(case), capture_output=True,
+    proc = subprocess.run([PYTHON, "-c", SPLIT_CODE], input=json.dumps(case), capture_output=True,
                           text=True, cwd=str(REPO), env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     there = json.loads(proc.stdout)
