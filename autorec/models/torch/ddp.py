@@ -178,12 +178,18 @@ def fit_distributed(config: "AutoRecConfig | dict", data, nproc: int | None = No
 
 
 def _raise_rank_errors(job_dir: Path) -> None:
-    for f in sorted(job_dir.glob("error_rank*.json")):
+    """Re-raise a rank's failure.  The suite's own errors (e.g. TrainingDivergedError) come first;
+    among others the earliest written wins (later ones are usually peers losing the connection)."""
+    found = []
+    for f in job_dir.glob("error_rank*.json"):
         e = json.loads(f.read_text())
         cls = getattr(errors, e.get("type", ""), None)
-        if not (isinstance(cls, type) and issubclass(cls, AutoRecBenchError)):
-            cls = AutoRecBenchError
-        raise cls(f"rank {e.get('rank')}: {e.get('message')}")
+        ours = isinstance(cls, type) and issubclass(cls, AutoRecBenchError)
+        found.append((not ours, f.stat().st_mtime, e, cls if ours else AutoRecBenchError))
+    if found:
+        _, _, e, cls = min(found, key=lambda t: (t[0], t[1]))
+        kind = "" if cls is not AutoRecBenchError or e.get("type") == "AutoRecBenchError" else f"{e.get('type')}: "
+        raise cls(f"rank {e.get('rank')}: {kind}{e.get('message')}")
 
 
 # ====================================================================== worker side

@@ -44,8 +44,6 @@ from autorec.models import common
 from autorec.models.base import FitInfo, ProgressFn, Recommender
 from autorec.models.batching import shard
 
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-
 _ACT = {
     "identity": lambda x: x,
     "sigmoid": torch.sigmoid,
@@ -76,7 +74,9 @@ def torch_device(config: AutoRecConfig, index: int = 0) -> torch.device:
 
 
 def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
-    return torch.sparse_csr_tensor(crow, col, val, size=(n_rows, n_cols), check_invariants=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(crow, col, val, size=(n_rows, n_cols), check_invariants=False)
 
 
 class AutoRecNet(nn.Module):
@@ -98,26 +98,38 @@ class AutoRecNet(nn.Module):
     def n_in(self) -> int:
         return self.sizes[0]
 
-    def _hidden_tail(self, z0: torch.Tensor) -> torch.Tensor:
+    def _drop(self, h: torch.Tensor, batch: tuple[int, int, int] | None) -> torch.Tensor:
+        """Inverted dropout.  The keep mask is drawn for the whole *global* batch, ``(batch_rows,
+        width)``, and this call keeps its rows ``offset::stride`` (``batch = (batch_rows, offset,
+        stride)``): a data-parallel rank then draws exactly the masks the single-device run draws for
+        the same rows."""
+        if not self.training or self.dropout <= 0:
+            return h
+        if batch is None:
+            keep = torch.rand(h.shape, device=h.device) >= self.dropout
+        else:
+            rows, offset, stride = batch
+            keep = (torch.rand((rows, h.shape[1]), device=h.device) >= self.dropout)[offset::stride]
+        return h * keep.to(h.dtype) * (1.0 / (1.0 - self.dropout))
+
+    def _hidden_tail(self, z0: torch.Tensor, batch: tuple[int, int, int] | None = None) -> torch.Tensor:
         """From the first layer's pre-activation to the last hidden representation (activations,
         dropout on every hidden output, dense middle layers)."""
-        h = _ACT[self.activations[0]](z0)
-        h = F.dropout(h, self.dropout, self.training) if self.dropout > 0 else h
+        h = self._drop(_ACT[self.activations[0]](z0), batch)
         for k in range(1, len(self.layers) - 1):
-            h = _ACT[self.activations[k]](self.layers[k](h))
-            h = F.dropout(h, self.dropout, self.training) if self.dropout > 0 else h
+            h = self._drop(_ACT[self.activations[k]](self.layers[k](h)), batch)
         return h
 
-    def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_dense(self, x: torch.Tensor, batch: tuple[int, int, int] | None = None) -> torch.Tensor:
         """The full reconstruction ``(batch, n_in)`` of dense inputs."""
-        h = self._hidden_tail(self.layers[0](x))
+        h = self._hidden_tail(self.layers[0](x), batch)
         return _ACT[self.activations[-1]](self.layers[-1](h))
 
-    def hidden_sparse(self, x_csr: torch.Tensor) -> torch.Tensor:
+    def hidden_sparse(self, x_csr: torch.Tensor, batch: tuple[int, int, int] | None = None) -> torch.Tensor:
         """The last hidden representation of a sparse CSR batch: ``sparse.mm(X, W0^T) + b0`` first."""
         first = self.layers[0]
         z0 = torch.sparse.mm(x_csr, first.weight.t()) + first.bias
-        return self._hidden_tail(z0)
+        return self._hidden_tail(z0, batch)
 
     def decode_observed(self, h: torch.Tensor, pattern_csr: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
         """The outputs at the stored entries of ``pattern_csr`` (in its CSR order) only."""
@@ -131,18 +143,26 @@ class AutoRecNet(nn.Module):
         z = (h[local] * last.weight[col]).sum(dim=1) + last.bias[col]
         return _ACT[self.activations[-1]](z)
 
-    def forward(self, crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, n_rows: int) -> torch.Tensor:
+    def forward(self, crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, n_rows: int,
+                batch_rows: int | None = None, offset: int = 0, stride: int = 1) -> torch.Tensor:
+        """Sum of squared errors at the observed entries of a CSR batch of ``n_rows`` rows: the rows
+        ``offset::stride`` of a global batch of ``batch_rows`` rows (default: the whole batch)."""
+        batch = (int(batch_rows if batch_rows is not None else n_rows), int(offset), int(stride))
         if n_rows == 0:
-            # an empty share of a batch (data-parallel): a zero that still touches every parameter,
-            # so the gradient all-reduce sees all of them
+            # an empty share of a global batch (data-parallel): draw the same dropout masks as the
+            # other ranks (keeps the RNG streams aligned) and return a zero that touches every
+            # parameter, so the gradient all-reduce sees all of them
+            if self.training and self.dropout > 0:
+                for width in self.sizes[1:-1]:
+                    torch.rand((batch[0], width), device=val.device)
             return sum(p.sum() for p in self.parameters()) * 0.0
         x = _csr(crow, col, val, n_rows, self.n_in)
         if self.path == "dense":
             xd = x.to_dense()
             mask = _csr(crow, col, torch.ones_like(val), n_rows, self.n_in).to_dense()
-            out = self.forward_dense(xd)
+            out = self.forward_dense(xd, batch)
             return ((out * mask - xd) ** 2).sum()
-        h = self.hidden_sparse(x)
+        h = self.hidden_sparse(x, batch)
         pred = self.decode_observed(h, x, col)
         return ((pred - val) ** 2).sum()
 
@@ -217,7 +237,7 @@ class _Trainer:
         """(objective tensor, sse tensor, local nnz, local rows) of this rank's share of ``rows``."""
         local = shard(rows, self.rank, self.world) if self.world > 1 else rows
         crow, col, val, n = self._tensors(local)
-        sse = self.forward(crow, col, val, n)
+        sse = self.forward(crow, col, val, n, len(rows), self.rank, self.world)
         loss = sse * (mult * self.world)  # gradients are averaged over ranks by DDP
         reg = self._reg_term(frac, full_batch)
         if reg is not None:
