@@ -101,15 +101,19 @@ def _sample_keys(n_users: int, n_items: int, n_ratings: int, skew: float,
         need = n_ratings - len(keys)
         # flatten the popularity as the popular pairs fill up, so that dense requests still finish
         wu, wi = (pu, pi) if temper == 1.0 else (pu ** temper, pi ** temper)
-        cu, ci = np.cumsum(wu), np.cumsum(wi)
-        cu /= cu[-1]
-        ci /= ci[-1]
-        size = int(min(max(need * 1.25 + 1024, 4096), 4 * _CHUNK))
-        new = _draw(cu, size, rng) * n_items + _draw(ci, size, rng)
-        # first occurrences, in draw order (so that truncation below keeps a random subset)
-        _, first = np.unique(new, return_index=True)
-        new = new[np.sort(first)]
+        size = int(min(max(need * 1.25 + 1024, 4096), 16 * _CHUNK))
+        # users and items are independent: the users may come in sorted order as long as the items
+        # are an iid sequence; drawing counts (multinomial) avoids a binary search per rating
+        users = np.repeat(np.arange(n_users, dtype=np.int64), rng.multinomial(size, wu / wu.sum()))
+        items = np.repeat(np.arange(n_items, dtype=np.int64), rng.multinomial(size, wi / wi.sum()))
+        rng.shuffle(items)
+        users *= n_items
+        users += items
+        del items
+        new = np.unique(users)
+        del users
         if len(keys):
+            # sorted needles: the binary searches walk keys in order (fast)
             pos = np.searchsorted(keys, new)
             np.minimum(pos, len(keys) - 1, out=pos)
             new = new[keys[pos] != new]
@@ -117,7 +121,11 @@ def _sample_keys(n_users: int, n_items: int, n_ratings: int, skew: float,
             temper *= 0.5
             if temper < 1e-3:
                 temper = 0.0
-        new = new[:need]
+        if len(new) > need:
+            # keep a random subset of `need` (not the smallest keys)
+            prio = rng.random(len(new))
+            new = new[prio <= np.partition(prio, need - 1)[need - 1]]
+        # two sorted runs: the stable sort (timsort for int64) merges them in linear time
         keys = np.concatenate([keys, new])
         keys.sort(kind="stable")
     return keys
