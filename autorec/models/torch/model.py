@@ -54,7 +54,10 @@ _ACT = {
 }
 
 KNOWN_EXTRA = ("sgd_momentum", "lbfgs_max_iter", "lbfgs_history", "lbfgs_line_search",
-               "record_batch_losses", "predict_batch_rows")
+               "record_batch_losses", "predict_batch_rows",
+               # scale knobs (autorec.models.torch.native): "torch" | "native" | "auto", and
+               # torch's fused (single-kernel, same algorithm) Adam
+               "sparse_kernel", "fused_optimizer")
 
 
 def torch_device(config: AutoRecConfig, index: int = 0) -> torch.device:
@@ -86,13 +89,18 @@ class AutoRecNet(nn.Module):
     its observed entries along the configured path (one entry point, so DistributedDataParallel
     can wrap it)."""
 
-    def __init__(self, sizes: list[int], activations: list[str], dropout: float, path: str):
+    def __init__(self, sizes: list[int], activations: list[str], dropout: float, path: str,
+                 kernel: str = "torch"):
         super().__init__()
         self.sizes = list(sizes)
         self.activations = list(activations)
         self.dropout = float(dropout)
         self.path = path
         self.layers = nn.ModuleList(nn.Linear(sizes[k], sizes[k + 1]) for k in range(len(sizes) - 1))
+        self.kernel = kernel
+        if kernel == "native":  # first-layer weight stored (n_in, h)-contiguous for the kernels
+            from autorec.models.torch import native
+            native.store_first_layer_transposed(self)
 
     @property
     def n_in(self) -> int:
@@ -156,6 +164,9 @@ class AutoRecNet(nn.Module):
                 for width in self.sizes[1:-1]:
                     torch.rand((batch[0], width), device=val.device)
             return sum(p.sum() for p in self.parameters()) * 0.0
+        if self.path == "sparse" and self.kernel == "native":
+            from autorec.models.torch import native
+            return native.sparse_sse(self, crow, col, val, n_rows, _ACT[self.activations[-1]], batch)
         x = _csr(crow, col, val, n_rows, self.n_in)
         if self.path == "dense":
             xd = x.to_dense()
@@ -187,7 +198,8 @@ class _Trainer:
         cfg, params = self.cfg, list(self.net.parameters())
         wd = cfg.reg if cfg.reg_form == "wd" else 0.0
         if cfg.optimizer == "adam":
-            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd)
+            fused = {"fused": True} if cfg.extra.get("fused_optimizer") else {}
+            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd, **fused)
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, weight_decay=wd,
                                    momentum=float(cfg.extra.get("sgd_momentum", 0.0)))
@@ -365,7 +377,9 @@ class AutoRecTorch(Recommender):
         cfg = self.config
         sizes = common.layer_sizes(cfg, n_in)
         torch.manual_seed(cfg.seed)
-        net = AutoRecNet(sizes, common.layer_activations(cfg), cfg.dropout, cfg.path)
+        from autorec.models.torch.native import resolve_kernel
+        kernel = resolve_kernel(cfg.extra.get("sparse_kernel"), self.device.type)
+        net = AutoRecNet(sizes, common.layer_activations(cfg), cfg.dropout, cfg.path, kernel=kernel)
         init = common.initial_weights(cfg, sizes)
         if init is not None:
             with torch.no_grad():
