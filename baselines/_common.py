@@ -150,7 +150,11 @@ class Baseline(Recommender):
     # interface ----------------------------------------------------------------------------
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None = None) -> "Baseline":
-        params = dict(params or {})
+        if params is None:
+            params = {}
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"{cls.label()}: parameters must be a mapping, got {type(params).__name__}")
+        params = dict(params)
         info = {k: params.pop(k) for k in cls.INFO_KEYS if k in params}
         model = cls(**params)
         described = model.describe()

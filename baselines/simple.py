@@ -75,7 +75,7 @@ class BiasOnly(Baseline):
         b_u = sum_{i in I(u)} (r_ui - mu - b_i) / (reg_user + |I(u)|)
 
     (the scheme of scikit-surprise's ``BaselineOnly`` with ALS, vectorised with ``np.bincount``),
-    until the objective improves by less than ``tol`` (relative) or ``max_iter`` sweeps ran.  Each
+    until no bias moves by more than ``tol`` in a sweep or ``max_iter`` sweeps ran.  Each
     sweep is one history row.  The objective is strictly convex for positive regularisation, so the
     sweeps converge to its unique minimiser.
     """
@@ -86,7 +86,7 @@ class BiasOnly(Baseline):
         "reg_user": nonnegative(float, 15.0, "ridge penalty on user biases"),
         "reg_item": nonnegative(float, 10.0, "ridge penalty on item biases"),
         "max_iter": positive(int, 50, "maximum alternating sweeps"),
-        "tol": nonnegative(float, 1e-9, "stop when the relative objective decrease is below this"),
+        "tol": nonnegative(float, 1e-7, "stop when no bias moves by more than this in a sweep"),
         "cold_start": _cold_start_param(),
     }
 
@@ -118,20 +118,21 @@ class BiasOnly(Baseline):
         vr = None
         for sweep in range(1, p["max_iter"] + 1):
             t0 = time.perf_counter()
+            old_u, old_i = self.bu, self.bi
             self.bi = np.bincount(i, weights=res - self.bu[u], minlength=self.n_items) / den_i
             self.bu = np.bincount(u, weights=res - self.bi[i], minlength=self.n_users) / den_u
+            change = max(np.abs(self.bu - old_u).max(initial=0.0), np.abs(self.bi - old_i).max(initial=0.0))
             obj = bias_objective(train, self.mu, self.bu, self.bi, p["reg_user"], p["reg_item"])
             err = res - self.bu[u] - self.bi[i]
             if valid is not None and len(valid):
                 vr = evaluate(self, train, valid, p["cold_start"])["rmse"]
             row = {"epoch": sweep, "train_loss": float(err @ err / len(err)), "valid_rmse": vr,
-                   "seconds": time.perf_counter() - t0, "objective": obj}
+                   "seconds": time.perf_counter() - t0, "objective": obj, "max_change": change}
             history.append(row)
             if progress is not None:
                 progress(sweep, p["max_iter"], dict(row))
-            converged = prev - obj <= p["tol"] * max(abs(prev), 1e-300)
             prev = obj
-            if converged:
+            if change <= p["tol"]:
                 break
         return FitInfo(history=history, best_epoch=len(history) if vr is not None else None,
                        epochs_run=len(history), extra={"best_valid_rmse": vr, "objective": prev})
