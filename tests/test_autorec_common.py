@@ -288,3 +288,13 @@ def test_validation_rmse_via_predict_pairs(rng):
     s0, n0 = common.validation_sums(Const(), train, valid, "global-mean", slice(0, None, 2))
     s1, n1 = common.validation_sums(Const(), train, valid, "global-mean", slice(1, None, 2))
     assert n0 + n1 == 50 and math.sqrt((s0 + s1) / 50) == pytest.approx(r)
+
+
+def test_progress_printer(capsys):
+    import sys
+    pr = common.progress_printer(stream=sys.stdout, every=2)
+    pr(1, 3, {"train_loss": 0.5, "valid_rmse": None, "seconds": 0.1})
+    pr(2, 3, {"train_loss": 0.25, "valid_rmse": 0.9, "seconds": 0.1})
+    pr(3, 3, {"train_loss": 0.125, "valid_rmse": 0.8, "seconds": 0.1})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("epoch 2/3 train_loss=0.25 valid_rmse=0.90000") and out[1].startswith("epoch 3/3")

@@ -25,7 +25,7 @@ def data():
 
 def test_two_gloo_ranks_match_single_device(tmp_path, data):
     train, valid, test = data
-    cfg = dict(hidden=(32,), epochs=12, lr=0.03, batch_size=16, loss="observed-mean", reg=1e-3,
+    cfg = dict(hidden=(32,), epochs=8, lr=0.03, batch_size=16, loss="observed-mean", reg=1e-3,
                dropout=0.05, patience=4, seed=5, threads=1)
     single = AutoRecTorch(cfg)
     single.fit(train, valid)
@@ -49,6 +49,24 @@ def test_two_gloo_ranks_match_single_device(tmp_path, data):
     r_ddp = evaluate(model, train, test)["rmse"]
     assert abs(r_ddp - r_single) < 0.01, (r_ddp, r_single)
     assert model.params()["devices"] == ["cpu"]
+
+
+@pytest.mark.slow
+def test_checkpoint_and_resume_across_ranks(tmp_path, data):
+    """Two epochs data-parallel with a checkpoint, then two more resumed from it (epochs may be
+    raised on resume) == four epochs on one device."""
+    train, valid, _ = data
+    cfg = dict(hidden=(16,), epochs=2, lr=0.01, batch_size=16, loss="observed-mean", dropout=0.1,
+               seed=2, threads=1)
+    ck = tmp_path / "ck.npz"
+    fit_distributed(cfg, (train, valid), nproc=2, workdir=tmp_path / "a", checkpoint=ck)
+    resumed = fit_distributed({**cfg, "epochs": 4}, (train, valid), nproc=2, workdir=tmp_path / "b",
+                              resume=ck)
+    assert resumed.fit_info.epochs_run == 4 and resumed.fit_info.extra["resumed_from_epoch"] == 2
+    single = AutoRecTorch({**cfg, "epochs": 4})
+    single.fit(train, valid)
+    for k, v in single.get_weights().items():
+        np.testing.assert_allclose(resumed.get_weights()[k], v, atol=1e-4)
 
 
 def test_rank_failure_reraised_as_its_error_type(tmp_path, data):

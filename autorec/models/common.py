@@ -138,7 +138,10 @@ def check_weights(weights: dict[str, Any], sizes: list[int], where: str = "set_w
 def initial_weights(config: AutoRecConfig, sizes: list[int]) -> dict[str, np.ndarray] | None:
     """Initial weights drawn with numpy from ``config.seed`` (identical in every backend).
 
-    - ``normal``: N(0, init_scale) for weights and biases;
+    - ``normal``: N(0, init_scale) for weights and biases (note: Gluon's
+      ``net.initialize(mx.init.Normal(0.01))``, D2L's call, leaves ``Dense`` biases at zero because
+      their own ``bias_initializer='zeros'`` wins - checked on mxnet 1.9.1; the suite's contract is
+      normal biases, and both backends get them by loading these arrays);
     - ``uniform``: U(-init_scale, init_scale) for weights and biases;
     - ``xavier``: U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Glorot uniform, as torch's
       ``xavier_uniform_`` and Gluon's default ``Xavier()``) for weights, zero biases;
@@ -276,6 +279,23 @@ def check_finite(value: float, *, epoch: int, batch: int | None, config: AutoRec
         f"training diverged: {what} is {v} at {where} (config: {config_summary(config)}). "
         f"Fix: lower lr (now {config.lr:g}), use lr_schedule='step'/'cosine', raise reg, or switch "
         f"optimizer.")
+
+
+def progress_printer(stream=None, every: int = 1) -> ProgressFn:
+    """A ready-made ``progress`` callback printing one line every ``every`` epochs (to stderr)."""
+    import sys
+
+    def _progress(epoch: int, n_epochs: int, info: dict) -> None:
+        if epoch % max(int(every), 1) and epoch != n_epochs:
+            return
+        parts = [f"epoch {epoch}/{n_epochs}", f"train_loss={info.get('train_loss', float('nan')):.6g}"]
+        if info.get("valid_rmse") is not None:
+            parts.append(f"valid_rmse={info['valid_rmse']:.5f}")
+        if info.get("seconds") is not None:
+            parts.append(f"{info['seconds']:.2f}s")
+        print(" ".join(parts), file=stream or sys.stderr, flush=True)
+
+    return _progress
 
 
 # ====================================================================== prediction helpers

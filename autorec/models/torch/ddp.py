@@ -101,7 +101,7 @@ def fit_distributed(config: "AutoRecConfig | dict", data, nproc: int | None = No
                     valid: Interactions | None = None, workdir: "str | os.PathLike | None" = None,
                     timeout: float = 1800, threads_per_rank: int | None = None,
                     checkpoint: "str | os.PathLike | None" = None, checkpoint_every: int = 1,
-                    quiet: bool = True):
+                    resume: "str | os.PathLike | None" = None, quiet: bool = True):
     """Train AutoRec data-parallel in ``nproc`` torchrun processes; returns the trained
     :class:`~autorec.models.torch.AutoRecTorch` (rank 0's weights) with ``fit_info`` set.
 
@@ -109,7 +109,8 @@ def fit_distributed(config: "AutoRecConfig | dict", data, nproc: int | None = No
     :class:`~autorec.splits.SplitData`, or a split spec ``{"dataset", "split", "seed",
     "valid_ratio", "data_dir"}`` that every rank loads itself.  ``nproc`` defaults to
     ``len(config.devices)``.  ``workdir`` keeps the job folder (weights of every replica, logs);
-    without it a temporary folder is used and removed.  ``checkpoint``: written by rank 0.
+    without it a temporary folder is used and removed.  ``checkpoint``: written by rank 0 (each
+    ``checkpoint_every`` epochs); ``resume``: a checkpoint every rank continues from.
     ``fit_info.extra["replica_max_abs_diff"]`` is the largest difference between the replicas'
     parameters after training (0 when DDP kept them identical).
     """
@@ -140,8 +141,9 @@ def fit_distributed(config: "AutoRecConfig | dict", data, nproc: int | None = No
     try:
         threads = threads_per_rank or cfg.threads or max(1, (os.cpu_count() or 1) // nproc)
         job = {"config": cfg.to_dict(), "nproc": nproc, "spec": spec, "threads": int(threads),
-               "checkpoint": os.fspath(checkpoint) if checkpoint is not None else None,
-               "checkpoint_every": int(checkpoint_every)}
+               "checkpoint": os.path.abspath(checkpoint) if checkpoint is not None else None,
+               "checkpoint_every": int(checkpoint_every),
+               "resume": os.path.abspath(resume) if resume is not None else None}
         (job_dir / JOB).write_text(json.dumps(job, indent=1))
         if spec is None:
             arrays = _inter_arrays("train", train)
@@ -233,7 +235,7 @@ def _worker(job_dir: Path) -> None:
         info = model._fit(train, valid, rank=rank, world=world, wrap=wrap, valid_part=slice(rank, None, world),
                           progress=progress if rank == 0 else None,
                           checkpoint=job.get("checkpoint") if rank == 0 else None,
-                          checkpoint_every=int(job.get("checkpoint_every", 1)))
+                          checkpoint_every=int(job.get("checkpoint_every", 1)), resume=job.get("resume"))
         weights = model.get_weights()
         common.atomic_savez(job_dir / f"weights_rank{rank}.npz", weights)
         flat = torch.cat([torch.from_numpy(weights[k]).ravel() for k in sorted(weights)]).to(device)
