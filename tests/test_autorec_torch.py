@@ -403,3 +403,19 @@ def test_fit_on_device(data, device):
     m.fit(train, valid)
     assert m.fit_info.extra["device"].startswith(device)
     assert np.isfinite(evaluate(m, train, test)["rmse"])
+
+
+@pytest.mark.parametrize("based", ["item", "user"])
+def test_learns_on_movielens_shaped_synthetic_data(based):
+    from autorec.data.synthetic import generate
+    from autorec.splits import make_split
+
+    ratings = generate(300, 200, 12000, seed=1)
+    sd = make_split(ratings, "random", seed=0).data(ratings)
+    m = AutoRecTorch(based=based, hidden=(64,), epochs=40, lr=0.01, batch_size=32, loss="observed-mean",
+                     reg=1e-3, patience=5, dropout=0.0, path="sparse", threads=1)
+    m.fit(sd.train, sd.valid)
+    base = evaluate(type("Mean", (), {"predict": lambda self, u, i: np.full(len(u), sd.train.global_mean)})(),
+                    sd.train, sd.test)["rmse"]
+    got = evaluate(m, sd.train, sd.test)["rmse"]
+    assert got < base - 0.1, (got, base)
