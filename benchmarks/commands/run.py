@@ -71,17 +71,32 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads {args.threads} must be > 0")
     failed = 0
     for r in runs:
-        def on_event(ev, r=r):
-            if ev.get("event") == "epoch" and ev.get("epochs", 0) >= 1:
-                vr = ev.get("valid_rmse")
-                print(f"  epoch {ev['epoch']}/{ev['epochs']} train_loss={ev.get('train_loss'):.5g}"
-                      + (f" valid_rmse={vr:.4f}" if isinstance(vr, float) else ""), file=sys.stderr)
+        bar = [None]
+
+        def on_event(ev, bar=bar):
+            # a tqdm bar on a terminal; otherwise about ten lines per run
+            if ev.get("event") != "epoch" or ev.get("epochs", 0) < 1:
+                return
+            n, e = int(ev["epochs"]), int(ev["epoch"])
+            vr = ev.get("valid_rmse")
+            text = f"valid_rmse={vr:.4f}" if isinstance(vr, (int, float)) else ""
+            if sys.stderr.isatty():
+                if bar[0] is None:
+                    from tqdm import tqdm
+                    bar[0] = tqdm(total=n, desc=f"seed {r.seed}", unit="ep", file=sys.stderr, leave=False)
+                bar[0].n = e
+                bar[0].set_postfix_str(text, refresh=True)
+            elif e == 1 or e == n or e % max(1, n // 10) == 0:
+                print(f"  epoch {e}/{n} {text}", file=sys.stderr)
         try:
             outcome = harness.execute(r, args.out, data_dir=args.data_dir, offline=args.offline,
                                       threads=args.threads, force=args.force, retry_failed=args.retry_failed,
                                       on_event=on_event, verbose=args.verbose)
         except harness.Interrupted:
             raise KeyboardInterrupt from None
+        finally:
+            if bar[0] is not None:
+                bar[0].close()
         print(outcome.summary)
         print(f"  -> {outcome.path}")
         failed += outcome.status == "failed"
