@@ -313,7 +313,7 @@ class _Trainer:
             if not first:
                 first.update(sse=sse_total, nnz=nnz, rows=rows_n, loss=total)
             if self.world > 1:  # the objective of the whole batch (the gradients are already reduced)
-                t = torch.tensor([total], dtype=torch.float64)
+                t = torch.tensor([total], dtype=torch.float64, device=self.m.device)  # nccl: on the GPU
                 torch.distributed.all_reduce(t)
                 total = float(t.item()) / self.world
             return torch.tensor(total, dtype=torch.float64)
@@ -330,10 +330,10 @@ class _Trainer:
     def _reduce(self, stats: common.EpochStats) -> common.EpochStats:
         if self.world == 1:
             return stats
-        t = torch.tensor([stats.sse, stats.nnz, stats.rows], dtype=torch.float64)
+        t = torch.tensor([stats.sse, stats.nnz, stats.rows], dtype=torch.float64, device=self.m.device)
         torch.distributed.all_reduce(t)
-        out = common.EpochStats(stats.form, stats.n_in, float(t[0]), int(t[1]), int(t[2]), stats.steps)
-        return out
+        sse, nnz, rows = t.tolist()
+        return common.EpochStats(stats.form, stats.n_in, sse, int(nnz), int(rows), stats.steps)
 
 
 class AutoRecTorch(Recommender):
@@ -457,9 +457,10 @@ class AutoRecTorch(Recommender):
             else:
                 def valid_fn():
                     sse, n = common.validation_sums(self, train, valid, cfg.cold_start, valid_part)
-                    t = torch.tensor([sse, n], dtype=torch.float64)
+                    t = torch.tensor([sse, n], dtype=torch.float64, device=self.device)
                     torch.distributed.all_reduce(t)
-                    return math.sqrt(float(t[0]) / float(t[1])) if t[1] > 0 else float("nan")
+                    sse_all, n_all = t.tolist()
+                    return math.sqrt(sse_all / n_all) if n_all > 0 else float("nan")
         info = common.run_training(trainer, cfg, backend=self.backend, valid_fn=valid_fn, progress=progress,
                                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
         info.extra.update({"backend": self.backend, "device": str(self.device), "path": cfg.path,
