@@ -706,16 +706,14 @@ def ratings_from_files(dataset: str, train_path, test_path, *, scale: tuple[floa
 
 
 def _registered_scale(dataset: str):
+    """The rating scale of a registered dataset named ``dataset``, else ``None``."""
+    from autorec import data as _data
+
     try:
-        from autorec import data as _data
-        info = getattr(_data, "info", None) or getattr(_data, "get_info", None)
-        if info is not None:
-            scale = getattr(info(dataset), "rating_scale", None) or getattr(info(dataset), "scale", None)
-            if scale is not None:
-                return tuple(float(s) for s in scale)
-    except Exception:  # an unregistered name: fall back to the observed range
+        spec = _data.get(dataset)
+    except DataError:
         return None
-    return None
+    return tuple(float(v) for v in spec.rating_scale)
 
 
 # ---------------------------------------------------------------------------------------------
