@@ -22,6 +22,12 @@ The C++ source below is compiled on first use with the system C++ compiler (``$C
 loaded with ctypes.  :func:`available` says whether that worked and :func:`unavailable_reason` why
 not; the model refuses ``sparse_kernel="native"`` with a :class:`~autorec.errors.ConfigError` when
 it did not.  Threads: ``torch.get_num_threads()``.
+
+Memory note: each step allocates fresh ``(n_in, h)`` gradient buffers (as every torch backward
+does); with 4 KB pages their first touch costs more than the kernels themselves at ML-10M width.
+Setting ``THP_MEM_ALLOC_ENABLE=1`` in the environment *before torch is imported* makes torch's CPU
+allocator use transparent huge pages for large tensors (the scale runner does this for both
+paths and records it).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import torch
 from autorec.errors import ConfigError
 
 __all__ = ["KERNELS", "available", "unavailable_reason", "library_path", "resolve_kernel", "Batch",
-           "encode", "decode", "store_first_layer_transposed", "sparse_sse", "hidden"]
+           "encode", "decode", "TransposedLinear", "store_first_layer_transposed", "sparse_sse", "hidden"]
 
 #: values of ``extra["sparse_kernel"]``: torch's sparse operators, these kernels, or these kernels
 #: when they are available and the device is the CPU
@@ -172,6 +178,63 @@ void ar_sddmm(i64 N, i64 h, const i64* colptr, const i64* crow, const i64* cpos,
     });
 }
 
+// Row order: Z[b, :] = sum_k vals[k] * W[cols[k], :] accumulated in place (no scratch); best
+// when W is cache-resident (small n_in).
+void ar_spmm_rows(i64 B, i64 h, const i64* indptr, const i64* cols, const float* vals,
+                  const float* W, float* Z, int nt) {
+    std::vector<i64> cut = even_cut(B, nt);
+    run_split(cut, [&](i64 a, i64 e, int) {
+        for (i64 b = a; b < e; ++b) {
+            float* z = Z + b * h;
+            std::memset(z, 0, sizeof(float) * h);
+            for (i64 k = indptr[b]; k < indptr[b + 1]; ++k) {
+                const float* w = W + cols[k] * h;
+                const float v = vals[k];
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) z[c] += v * w[c];
+            }
+        }
+    });
+}
+
+// The decoder's backward in one column-ordered pass: dH = S_g @ W and dW = S_g^T @ H, with S_g
+// the batch pattern holding the output gradients g.  Every row of dW is written.
+void ar_decode_backward(i64 B, i64 N, i64 h, const i64* colptr, const i64* crow, const i64* cpos,
+                        const float* g, const float* W, const float* H, float* dH, float* dW,
+                        float* scratch, int nt) {
+    std::vector<i64> cut = column_cut(N, colptr, nt);
+    int used = (int)cut.size() - 1;
+    run_split(cut, [&](i64 a, i64 e, int t) {
+        float* dh = t == 0 ? dH : scratch + (i64)(t - 1) * B * h;
+        std::memset(dh, 0, sizeof(float) * B * h);
+        for (i64 j = a; j < e; ++j) {
+            const float* w = W + j * h;
+            float* d = dW + j * h;
+            std::memset(d, 0, sizeof(float) * h);
+            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
+                const i64 b = crow[p];
+                const float gv = g[cpos[p]];
+                float* dhb = dh + b * h;
+                const float* hb = H + b * h;
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) { dhb[c] += gv * w[c]; d[c] += gv * hb[c]; }
+            }
+        }
+    });
+    if (used > 1) {
+        run_split(even_cut(B, used), [&](i64 a, i64 e, int) {
+            for (int t = 1; t < used; ++t) {
+                const float* s = scratch + (i64)(t - 1) * B * h;
+                for (i64 b = a; b < e; ++b) {
+                    float* zz = dH + b * h; const float* ss = s + b * h;
+                    #pragma omp simd
+                    for (i64 c = 0; c < h; ++c) zz[c] += ss[c];
+                }
+            }
+        });
+    }
+}
+
 int ar_version() { return 1; }
 }
 """
@@ -269,6 +332,10 @@ def _build() -> tuple[ctypes.CDLL | None, str | None, Path | None]:
     lib.ar_spmm_t.restype = None
     lib.ar_sddmm.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_sddmm.restype = None
+    lib.ar_spmm_rows.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, cint]
+    lib.ar_spmm_rows.restype = None
+    lib.ar_decode_backward.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, cint]
+    lib.ar_decode_backward.restype = None
     return lib, None, target
 
 
@@ -378,6 +445,32 @@ class Batch:
                     _p(W), _p(out), _p(scratch), nt)
         return out
 
+    def spmm_rows(self, vals: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """``S @ W`` in row order (each output row accumulated in place)."""
+        lib = _lib_or_raise()
+        W = _check_dense(W, "the weight")
+        vals = _check_dense(vals, "the entry values")
+        out = torch.empty(self.n_rows, W.shape[1], dtype=torch.float32)
+        lib.ar_spmm_rows(self.n_rows, W.shape[1], _p(self.crow), _p(self.col), _p(vals), _p(W), _p(out),
+                         _threads())
+        return out
+
+    def decode_backward(self, g: torch.Tensor, W: torch.Tensor, H: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(S_g @ W, S_g^T @ H)`` in one pass: the decoder's input and weight gradients."""
+        lib = _lib_or_raise()
+        W = _check_dense(W, "the weight")
+        H = _check_dense(H, "the hidden representation")
+        g = _check_dense(g, "the output gradient")
+        h = W.shape[1]
+        nt = _threads()
+        dH = torch.empty(self.n_rows, h, dtype=torch.float32)
+        dW = torch.empty(self.n_cols, h, dtype=torch.float32)
+        scratch = torch.empty(max(nt - 1, 0) * self.n_rows * h if nt > 1 else 1, dtype=torch.float32)
+        lib.ar_decode_backward(self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(self.cpos),
+                               _p(g), _p(W), _p(H), _p(dH), _p(dW), _p(scratch), nt)
+        return dH, dW
+
     def spmm_t(self, vals: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
         """``S^T @ G``: ``(n_cols, h)``, every row written."""
         lib = _lib_or_raise()
@@ -424,8 +517,12 @@ class _Decode(torch.autograd.Function):
     def backward(ctx, g: torch.Tensor):
         H, W = ctx.saved_tensors
         batch = ctx.batch
-        dH = batch.spmm(g, W) if ctx.needs_input_grad[0] else None
-        dW = batch.spmm_t(g, H) if ctx.needs_input_grad[1] else None
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if need_h and need_w:
+            dH, dW = batch.decode_backward(g, W, H)
+        else:
+            dH = batch.spmm(g, W) if need_h else None
+            dW = batch.spmm_t(g, H) if need_w else None
         return dH, dW, None
 
 
@@ -441,15 +538,34 @@ def decode(H: torch.Tensor, W: torch.Tensor, batch: Batch) -> torch.Tensor:
     return _Decode.apply(H, W, batch)
 
 
+class TransposedLinear(torch.nn.Module):
+    """``nn.Linear(n_in, h)`` whose weight is stored as a contiguous ``(n_in, h)`` parameter
+    ``weight_t``; ``.weight`` is its ``(h, n_in)`` transpose view (same values and semantics as
+    ``nn.Linear.weight``: reading, ``copy_`` into it and ``F.linear`` work unchanged).  The kernels
+    read ``weight_t`` rows directly, and the optimizer updates a contiguous tensor."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight_t = torch.nn.Parameter(linear.weight.detach().t().contiguous())
+        self.bias = torch.nn.Parameter(linear.bias.detach().clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.weight_t.t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.weight_t.t(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, stored transposed"
+
+
 def store_first_layer_transposed(net) -> None:
-    """Re-store the first layer's weight ``(h, n_in)`` as the transposed view of an ``(n_in, h)``
-    contiguous tensor (same values, same shape, same Parameter semantics), so ``weight.t()`` is the
-    contiguous row-per-input matrix the kernels read, without a copy per step."""
-    first = net.layers[0]
-    w = first.weight.detach()
-    if w.t().is_contiguous():
-        return
-    first.weight = torch.nn.Parameter(w.t().contiguous().t(), requires_grad=first.weight.requires_grad)
+    """Replace the first layer by a :class:`TransposedLinear` holding the same weights, so
+    ``weight.t()`` is the contiguous row-per-input matrix the kernels read (no copy per step)."""
+    if not isinstance(net.layers[0], TransposedLinear):
+        net.layers[0] = TransposedLinear(net.layers[0])
 
 
 def hidden(net, batch: Batch, drop_batch=None) -> torch.Tensor:

@@ -1,0 +1,197 @@
+"""The native sparse kernels (autorec.models.torch.native) against dense references and against the
+torch sparse path: same products, same loss, same gradients, same training trajectory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch not installed (pip install .[torch])")
+
+from autorec.errors import ConfigError  # noqa: E402
+from autorec.interactions import Interactions  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def native():
+    from autorec.models.torch import native as nat
+
+    if not nat.available():
+        pytest.skip(f"native kernels unavailable: {nat.unavailable_reason()}")
+    return nat
+
+
+def _random_batch(rng, n_rows=37, n_cols=53, density=0.15, empty_rows=(3, 10), empty_cols=(0, 7, 52)):
+    mask = rng.random((n_rows, n_cols)) < density
+    mask[list(empty_rows), :] = False
+    mask[:, list(empty_cols)] = False
+    vals = np.where(mask, rng.integers(1, 6, size=mask.shape), 0).astype(np.float32)
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int64)
+    cols = np.nonzero(mask)[1].astype(np.int64)
+    data = vals[mask].astype(np.float32)
+    return mask, vals, torch.from_numpy(indptr), torch.from_numpy(cols), torch.from_numpy(data)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_kernels_match_dense_reference(native, rng, threads):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        mask, dense, crow, col, val = _random_batch(rng)
+        n_rows, n_cols = dense.shape
+        b = native.Batch(crow, col, val, n_rows, n_cols)
+        assert b.nnz == int(mask.sum())
+        X = torch.from_numpy(dense)
+        M = torch.from_numpy(mask.astype(np.float32))
+        W = torch.randn(n_cols, 19, dtype=torch.float32)
+        H = torch.randn(n_rows, 19, dtype=torch.float32)
+        g = torch.randn(b.nnz, dtype=torch.float32)
+        G = torch.zeros(n_rows, n_cols)
+        G[torch.from_numpy(mask)] = g  # row-major boolean order == CSR order
+        torch.testing.assert_close(b.spmm(val, W), X @ W, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(b.spmm_rows(val, W), X @ W, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(b.spmm_t(val, H), X.t() @ H, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(b.sddmm(H, W), (H @ W.t())[torch.from_numpy(mask)], rtol=1e-5, atol=1e-5)
+        dH, dW = b.decode_backward(g, W, H)
+        torch.testing.assert_close(dH, G @ W, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(dW, G.t() @ H, rtol=1e-5, atol=1e-5)
+        # columns without entries get an all-zero gradient row (written, not left uninitialised)
+        assert torch.all(b.spmm_t(val, H)[[0, 7, 52]] == 0)
+        del M
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_batch_rejects_bad_structure(native):
+    crow = torch.tensor([0, 2], dtype=torch.int64)
+    with pytest.raises(ValueError, match="outside"):
+        native.Batch(crow, torch.tensor([1, 9]), torch.ones(2), 1, 5)
+    with pytest.raises(ValueError, match="does not describe"):
+        native.Batch(torch.tensor([0, 3]), torch.tensor([1, 2]), torch.ones(2), 1, 5)
+
+
+def test_autograd_functions_gradcheck_against_torch(native, rng):
+    mask, dense, crow, col, val = _random_batch(rng, 11, 17, 0.3, (2,), (4,))
+    b = native.Batch(crow, col, val, 11, 17)
+    W = torch.randn(17, 5, requires_grad=True)
+    W2 = W.detach().clone().requires_grad_(True)
+    Hs = torch.randn(11, 5, requires_grad=True)
+    Hs2 = Hs.detach().clone().requires_grad_(True)
+    X = torch.from_numpy(dense)
+    m = torch.from_numpy(mask)
+    y = (native.encode(W, b).sin().sum() + (native.decode(Hs, W, b) ** 2).sum())
+    y.backward()
+    y2 = (X @ W2).sin().sum() + (((Hs2 @ W2.t())[m]) ** 2).sum()
+    y2.backward()
+    torch.testing.assert_close(W.grad, W2.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(Hs.grad, Hs2.grad, rtol=1e-4, atol=1e-5)
+
+
+def _interactions(rng, n_users=120, n_items=70, n=1500) -> Interactions:
+    keys = rng.choice(n_users * n_items, size=n, replace=False)
+    return Interactions(users=(keys // n_items).astype(np.int32), items=(keys % n_items).astype(np.int32),
+                        ratings=rng.integers(1, 6, size=n).astype(np.float32), n_users=n_users,
+                        n_items=n_items, rating_scale=(1.0, 5.0))
+
+
+@pytest.mark.parametrize("based", ["item", "user"])
+@pytest.mark.parametrize("hidden", [(16,), (12, 6, 12)])
+@pytest.mark.parametrize("act", ["identity", "sigmoid"])
+def test_native_loss_and_gradients_equal_torch_sparse(native, rng, based, hidden, act):
+    from autorec.models import common
+    from autorec.models.torch import AutoRecTorch
+
+    train = _interactions(rng)
+    nets = {}
+    for kern in ("torch", "native"):
+        m = AutoRecTorch(dict(based=based, hidden=hidden, path="sparse", dropout=0.0, output_activation=act,
+                              extra={"sparse_kernel": kern}))
+        m._set_train(train)
+        m._build(m._csr.shape[1])
+        nets[kern] = m
+    assert type(nets["native"].net.layers[0]).__name__ == "TransposedLinear"
+    w = nets["torch"].get_weights()
+    nets["native"].set_weights(w)
+    np.testing.assert_array_equal(nets["native"].get_weights()["W0"], w["W0"])
+    rows = np.arange(0, nets["torch"]._csr.shape[0], 2)
+    indptr, _, cols, vals = common.batch_entries(nets["torch"]._csr, rows)
+    out = {}
+    for kern, m in nets.items():
+        m.net.train()
+        m.net.zero_grad(set_to_none=True)
+        sse = m.net(torch.from_numpy(indptr), torch.from_numpy(cols), torch.from_numpy(vals), len(rows))
+        sse.backward()
+        grads = {}
+        for k, layer in enumerate(m.net.layers):
+            gw = layer.weight_t.grad.t() if hasattr(layer, "weight_t") else layer.weight.grad
+            grads[f"W{k}"] = gw.detach().numpy().copy()
+            grads[f"b{k}"] = layer.bias.grad.detach().numpy().copy()
+        out[kern] = (float(sse.detach()), grads)
+    assert out["native"][0] == pytest.approx(out["torch"][0], rel=1e-5)
+    for k in out["torch"][1]:
+        np.testing.assert_allclose(out["native"][1][k], out["torch"][1][k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_native_training_trajectory_equals_torch(native, rng):
+    from autorec.models.torch import AutoRecTorch
+
+    train = _interactions(rng, 150, 90, 2500)
+    res = {}
+    for kern, fused in (("torch", False), ("native", True)):
+        m = AutoRecTorch(dict(path="sparse", hidden=(24,), epochs=3, batch_size=32, seed=3,
+                              extra={"sparse_kernel": kern, "fused_optimizer": fused}))
+        info = m.fit(train)
+        res[kern] = ([h["train_loss"] for h in info.history], m.get_weights(),
+                     m.predict(train.users[:200], train.items[:200]))
+    np.testing.assert_allclose(res["native"][0], res["torch"][0], rtol=1e-5)
+    for k in res["torch"][1]:
+        np.testing.assert_allclose(res["native"][1][k], res["torch"][1][k], rtol=1e-4, atol=2e-5, err_msg=k)
+    np.testing.assert_allclose(res["native"][2], res["torch"][2], rtol=1e-4, atol=1e-4)
+
+
+def test_native_dense_path_and_checkpoint_resume(native, rng, tmp_path):
+    """The transposed first layer works on the dense path too, and survives checkpoint/resume."""
+    from autorec.models.torch import AutoRecTorch
+
+    train = _interactions(rng)
+    cfg = dict(path="dense", hidden=(8,), epochs=2, batch_size=16, extra={"sparse_kernel": "native"})
+    a = AutoRecTorch(cfg)
+    a.fit(train)
+    b = AutoRecTorch(dict(cfg, extra={"sparse_kernel": "torch"}))
+    b.fit(train)
+    for k, v in b.get_weights().items():
+        np.testing.assert_allclose(a.get_weights()[k], v, rtol=1e-5, atol=1e-6)
+    ck = tmp_path / "ck.npz"
+    full = AutoRecTorch(dict(cfg, path="sparse", epochs=3, extra={"sparse_kernel": "native", "fused_optimizer": True}))
+    full.fit(train)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_2(epoch, n, info):
+        if epoch == 2:
+            raise Stop
+
+    part = AutoRecTorch(dict(cfg, path="sparse", epochs=3, extra={"sparse_kernel": "native", "fused_optimizer": True}))
+    with pytest.raises(Stop):
+        part.fit(train, checkpoint=ck, progress=stop_after_2)
+    resumed = AutoRecTorch(dict(cfg, path="sparse", epochs=3, extra={"sparse_kernel": "native", "fused_optimizer": True}))
+    resumed.fit(train, resume=ck)
+    for k, v in full.get_weights().items():
+        np.testing.assert_allclose(resumed.get_weights()[k], v, rtol=1e-6, atol=1e-7)
+
+
+def test_sparse_kernel_knob_is_validated():
+    from autorec.models.torch import AutoRecTorch
+    from autorec.models.torch.native import resolve_kernel
+
+    with pytest.raises(ConfigError, match="sparse_kernel"):
+        resolve_kernel("fast")
+    assert resolve_kernel(None) == "torch"
+    assert resolve_kernel("auto", "cuda") == "torch"
+    with pytest.raises(ConfigError, match="CPU only"):
+        resolve_kernel("native", "cuda")
+    m = AutoRecTorch(dict(extra={"sparse_kernel": "fast"}))
+    with pytest.raises(ConfigError, match="sparse_kernel"):
+        m.fit(Interactions(np.array([0], np.int32), np.array([0], np.int32), np.array([3.0], np.float32),
+                           2, 2, (1.0, 5.0)))
