@@ -110,6 +110,8 @@ def _diagnose(path: Path, fmt: str, columns: dict[str, int] | None, n_fields: in
             if not ok:
                 kind = "a number" if field == "rating" else "an integer"
                 return DataError(f"{path}, line {n}: {field} {value!r} is not {kind}: {_show(fields, fmt)}")
+            if field == "rating" and not math.isfinite(float(value)):
+                return DataError(f"{path}, line {n}: rating {value.strip()} is not a finite number")
     return DataError(f"{path}: could not be parsed as {fmt!r} ratings ({cause})")
 
 
@@ -183,6 +185,7 @@ def read_ratings(path, fmt: str):
         names = [f for f in _FIELDS if f in columns]
         usecols = [columns[f] for f in names]
         source, sep, skip = path, ",", 1
+        extra = [k for k in range(n_fields) if k not in usecols]
     else:
         with open(path, "rb") as fh:
             head = b""
@@ -206,17 +209,20 @@ def read_ratings(path, fmt: str):
             del data
         else:
             source = path
-        sep, skip = "\t", 0
+        sep, skip, extra = "\t", 0, []
     dtypes = {k: (np.float64 if f == "rating" else np.int64) for f, k in zip(names, usecols)}
+    dtypes.update({k: str for k in extra})
     try:
-        frame = pd.read_csv(source, sep=sep, header=None, skiprows=skip, usecols=usecols, dtype=dtypes,
-                            engine="c", na_filter=False, quoting=csv.QUOTE_MINIMAL if fmt == "csv" else 3,
+        # all columns (no usecols): the C parser then rejects lines with too many fields
+        frame = pd.read_csv(source, sep=sep, header=None, skiprows=skip, dtype=dtypes, engine="c",
+                            na_filter=False, quoting=csv.QUOTE_MINIMAL if fmt == "csv" else csv.QUOTE_NONE,
                             skip_blank_lines=True)
-    except (ValueError, pd.errors.ParserError) as exc:
-        if isinstance(exc, pd.errors.EmptyDataError):
-            raise DataError(f"{path}: no ratings (the file is empty)") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: no ratings (only a header row)" if fmt == "csv" else
+                        f"{path}: no ratings (the file is empty)") from None
+    except (ValueError, TypeError, pd.errors.ParserError) as exc:
         raise _diagnose(path, fmt, columns, n_fields, exc) from None
-    if fmt == "csv" and frame.shape[1] != len(usecols):  # pragma: no cover - pandas enforces usecols
+    if frame.shape[1] != n_fields:
         raise _diagnose(path, fmt, columns, n_fields, None)
     if len(frame) == 0:
         raise DataError(f"{path}: no ratings (only a header row)" if fmt == "csv" else
@@ -229,7 +235,7 @@ def read_ratings(path, fmt: str):
     if bad.any():
         k = int(np.argmax(bad))
         line = _row_lines(path, fmt, np.array([k])).get(k, "?")
-        raise DataError(f"{path}, line {line}: rating {values[k]!r} is not a finite number")
+        raise DataError(f"{path}, line {line}: rating {values[k]} is not a finite number")
     ratings = values.astype(np.float32)
     ts = np.ascontiguousarray(col["timestamp"], dtype=np.int64) if "timestamp" in col else None
     return users, items, ratings, ts
@@ -269,7 +275,7 @@ def _check_ratings(ratings: np.ndarray, scale: tuple[float, float], step: float 
     bad = ~np.isfinite(r)
     if bad.any():
         k = int(np.argmax(bad))
-        raise DataError(f"{where_many(np.array([k]))[k]}: rating {r[k]!r} is not a finite number")
+        raise DataError(f"{where_many(np.array([k]))[k]}: rating {float(r[k])} is not a finite number")
     off = (r < lo - 1e-6) | (r > hi + 1e-6)
     if off.any():
         k = int(np.argmax(off))
