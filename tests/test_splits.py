@@ -102,7 +102,7 @@ def test_spec_args_are_typed_and_filled():
     ("files:a.csv,b.csv,c.csv", "too many"),
 ])
 def test_spec_errors_name_the_valid_choices(text, needle):
-    with pytest.raises(SplitError, match=None) as exc:
+    with pytest.raises(SplitError) as exc:
         SplitSpec.parse(text)
     assert needle in str(exc.value)
 
@@ -184,7 +184,6 @@ def test_d2l_random_matches_d2l(ratings, seed, ratio):
     sp = make_split(ratings, f"d2l-random:test_ratio={ratio}", seed=seed, valid_ratio=0.0)
     assert np.array_equal(sp.test, test_df.index.to_numpy())
     assert np.array_equal(sp.train, train_df.index.to_numpy())
-    assert sp.sizes["test"] != round(ratio * len(ratings)) or seed == 0  # binomial, not exact
     with_valid = make_split(ratings, f"d2l-random:test_ratio={ratio}", seed=seed)
     assert np.array_equal(with_valid.test, sp.test)
     assert_partition(with_valid, len(ratings))
