@@ -327,8 +327,10 @@ def extract_archive(archive, name, dest=None) -> Path:
         src = _match(tmpdir, spec)
         if src is None:
             raise DataError(f"{archive}: holds no {spec.folder}/{spec.ratings_file}; not the {spec.name} archive")
+        if _match(target, spec) == target:
+            return target  # another process extracted it meanwhile: keep theirs
         if target.exists():
-            # a stale or partial folder (it did not resolve): move it aside, then replace it
+            # a stale or partial folder (no ratings file): move it aside, then replace it
             stale = Path(tempfile.mkdtemp(dir=dest, prefix=f".{spec.name}.stale-"))
             os.replace(target, stale / "old")
             shutil.rmtree(stale, ignore_errors=True)

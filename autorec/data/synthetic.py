@@ -117,7 +117,7 @@ def _sample_keys(n_users: int, n_items: int, n_ratings: int, skew: float,
             pos = np.searchsorted(keys, new)
             np.minimum(pos, len(keys) - 1, out=pos)
             new = new[keys[pos] != new]
-        if len(new) < 0.02 * size:
+        if len(new) < 0.1 * size:
             temper *= 0.5
             if temper < 1e-3:
                 temper = 0.0
