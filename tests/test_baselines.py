@@ -323,7 +323,9 @@ def test_surprise_svd_default_equals_direct_call_on_ml100k(ml100k_dir, tmp_path)
     ours_rmse = evaluate(ours, d.train, Interactions(tu, ti, tr, d.train.n_users, d.train.n_items,
                                                      d.train.rating_scale))["rmse"]
     assert ours_rmse == pytest.approx(direct_rmse, abs=1e-6)
-    np.testing.assert_allclose(ours.predict(tu, ti), [p.est for p in preds], atol=1e-6)  # both clip-free here
+    raw = [algo.predict(int(a), int(b), clip=False).est for a, b in zip(tu, ti)]
+    np.testing.assert_allclose(ours.predict(tu, ti), raw, atol=1e-6)  # raw scores (clipping is downstream)
+    np.testing.assert_allclose(np.clip(ours.predict(tu, ti), 1, 5), [p.est for p in preds], atol=1e-6)
     assert 0.90 < direct_rmse < 0.97
 
 

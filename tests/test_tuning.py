@@ -315,8 +315,10 @@ def test_command_line_is_canonical():
     from benchmarks.commands.tune import add_arguments, command_line
     p = argparse.ArgumentParser()
     add_arguments(p)
-    args = p.parse_args(["--dataset", "ml-100k", "--model", "als", "--trials", "20", "--out", "x.toml"])
+    args = p.parse_args(["--dataset", "ml-100k", "--model", "als", "--trials", "20", "--out", "x.toml",
+                         "--data-dir", "/d ata", "--threads", "1"])
     line = command_line(args)
     assert line == ("autorec-bench tune --dataset ml-100k --split random --seed 0 --valid-ratio 0.05 --model als "
-                    "--trials 20 --method random --search-seed 0 --out x.toml")
-    assert p.parse_args(line.split()[2:]) == args
+                    "--trials 20 --method random --search-seed 0 --threads 1 --data-dir '/d ata' --out x.toml")
+    import shlex
+    assert p.parse_args(shlex.split(line)[2:]) == args

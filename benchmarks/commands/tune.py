@@ -76,7 +76,8 @@ def resolve(model: str, backend: str | None):
 
 
 def command_line(args: argparse.Namespace) -> str:
-    """The canonical command reproducing this run (every option explicit)."""
+    """The canonical command reproducing this run (every option explicit, the environment-only
+    ones -- threads, data and cache folders -- included as they were given)."""
     parts = ["autorec-bench", "tune", "--dataset", args.dataset, "--split", args.split,
              "--seed", str(args.seed), "--valid-ratio", f"{args.valid_ratio:g}", "--model", args.model]
     if args.backend:
@@ -88,6 +89,16 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--set", s]
     if args.cold_start != "global-mean":
         parts += ["--cold-start", args.cold_start]
+    if args.threads is not None:
+        parts += ["--threads", str(args.threads)]
+    if args.data_dir:
+        parts += ["--data-dir", args.data_dir]
+    if args.offline:
+        parts += ["--offline"]
+    if args.cache_dir:
+        parts += ["--cache-dir", args.cache_dir]
+    if args.log:
+        parts += ["--log", args.log]
     if args.out:
         parts += ["--out", args.out]
     return shlex.join(parts)
@@ -138,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
             f"Best trial {result.best_trial}: validation RMSE {result.best_valid_rmse:.5f}; test RMSE "
             f"{test['rmse']:.5f}, MAE {test['mae']:.5f} (test read once, by this config, after the search).",
             f"Split sha256 {data.split.sha256}; {seconds:.0f} s on {env['cpu_model']} "
-            f"({threads} threads); numpy {env['numpy']}, torch {env['torch']}, mxnet {env['mxnet']}.",
+            f"(threads: {threads}); numpy {env['numpy']}, torch {env['torch']}, mxnet {env['mxnet']}.",
             f"Trial log: {log}" if log else "",
         ]
         tuning.write_config(
