@@ -507,7 +507,7 @@ def plot_time(rows: list[Row], path: Path, title: str) -> bool:
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("seconds per epoch (fit seconds / epochs run, mean over runs)")
+    ax.set_xlabel("seconds per epoch (median epoch of each run, mean over runs)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, axis="x")
     _save(fig, path)
@@ -575,7 +575,8 @@ def build_report(raw_dir: str | os.PathLike = harness.DEFAULT_RAW, out_dir: str 
     # ---- main tables
     md += ["## Results by dataset and split", "",
            "Test RMSE: mean over seeds / folds ± the half-width of the 95% t-interval. Timings: wall seconds "
-           "of `fit` (validation each epoch included) and fit seconds / epochs run. Peak MB: peak RSS of the "
+           "of `fit` and the median wall seconds of one epoch (its validation pass included), means over "
+           "runs. Peak MB: peak RSS of the "
            "run's own worker process (interpreter and frameworks included). Cold start: the policy each run "
            "records (test pairs with an unseen user or item get it; predictions are clipped to the scale).",
            ""]

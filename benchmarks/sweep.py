@@ -274,6 +274,7 @@ def run_sweep(sweep: Sweep, out_dir=harness.DEFAULT_RAW, *, jobs: int = 1, data_
         f"({jobs} job(s), {threads} thread(s) each) -> {out_dir}")
     if not pending:
         return counts
+    harness.prepare_data(pending, data_dir=data_dir, offline=offline, cache_dir=cache_dir, log=log)
     disable = None if progress is None else not progress
     bar = tqdm(total=len(pending), desc="sweep", unit="run", file=sys.stderr, disable=disable,
                dynamic_ncols=True, position=0)

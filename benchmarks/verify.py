@@ -99,12 +99,12 @@ def paired_stats(a: list[float], b: list[float], *, test_fraction: float | None 
     else:
         t = stats.ttest_rel(a, b)
         out["t_statistic"], out["t_pvalue"] = float(t.statistic), float(t.pvalue)
-    try:
+    if all(x == 0 for x in d):
+        out["wilcoxon_statistic"], out["wilcoxon_pvalue"] = None, None
+        out["wilcoxon_note"] = "every difference is zero: the signed-rank test is undefined"
+    else:
         w = stats.wilcoxon(a, b)
         out["wilcoxon_statistic"], out["wilcoxon_pvalue"] = float(w.statistic), float(w.pvalue)
-    except ValueError as exc:  # every difference is zero
-        out["wilcoxon_statistic"], out["wilcoxon_pvalue"] = None, None
-        out["wilcoxon_note"] = str(exc)
     if test_fraction is not None and sd > 0 and 0 < test_fraction < 1:
         # Nadeau & Bengio (2003): var * (1/n + n_test/n_train) for resampled train/test splits
         corr = 1.0 / n + test_fraction / (1.0 - test_fraction)

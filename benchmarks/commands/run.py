@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads <= 0:
         from autorec.errors import ConfigError
         raise ConfigError(f"--threads {args.threads} must be > 0")
+    harness.prepare_data(runs, data_dir=args.data_dir, offline=args.offline)  # data errors before training
     failed = 0
     for r in runs:
         bar = [None]
