@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 # the D2L chapter's configuration (AutoRecConfig defaults: I-AutoRec, hidden 500, sigmoid/identity,
 # dropout 0.05, Adam lr 0.002, wd 1e-5, batch 256) with early stopping on validation RMSE
-I_AUTOREC = dict(epochs=100, patience=10, threads=None)
+I_AUTOREC = dict(epochs=100, patience=10, threads=1)
 
 
 @pytest.fixture(scope="module")
