@@ -138,10 +138,9 @@ def check_weights(weights: dict[str, Any], sizes: list[int], where: str = "set_w
 def initial_weights(config: AutoRecConfig, sizes: list[int]) -> dict[str, np.ndarray] | None:
     """Initial weights drawn with numpy from ``config.seed`` (identical in every backend).
 
-    - ``normal``: N(0, init_scale) for weights and biases (note: Gluon's
-      ``net.initialize(mx.init.Normal(0.01))``, D2L's call, leaves ``Dense`` biases at zero because
-      their own ``bias_initializer='zeros'`` wins - checked on mxnet 1.9.1; the suite's contract is
-      normal biases, and both backends get them by loading these arrays);
+    - ``normal``: N(0, init_scale) for weights, zero biases - exactly what D2L's
+      ``net.initialize(mx.init.Normal(0.01))`` does in Gluon, where a ``Dense`` layer's own
+      ``bias_initializer='zeros'`` wins over the global initializer (checked on mxnet 1.9.1);
     - ``uniform``: U(-init_scale, init_scale) for weights and biases;
     - ``xavier``: U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Glorot uniform, as torch's
       ``xavier_uniform_`` and Gluon's default ``Xavier()``) for weights, zero biases;
@@ -155,7 +154,7 @@ def initial_weights(config: AutoRecConfig, sizes: list[int]) -> dict[str, np.nda
         fan_in, fan_out = sizes[k], sizes[k + 1]
         if config.init == "normal":
             w = rng.normal(0.0, config.init_scale, size=(fan_out, fan_in))
-            b = rng.normal(0.0, config.init_scale, size=(fan_out,))
+            b = np.zeros(fan_out)
         elif config.init == "uniform":
             w = rng.uniform(-config.init_scale, config.init_scale, size=(fan_out, fan_in))
             b = rng.uniform(-config.init_scale, config.init_scale, size=(fan_out,))
