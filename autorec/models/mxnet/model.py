@@ -80,8 +80,8 @@ module for why it matters).  Other knobs in ``config.extra``: ``record_batch_los
 record then holds ``batch_losses``, the objective of each step) and ``predict_batch_rows``.
 
 Initial weights come from :func:`autorec.models.common.initial_weights` (numpy, identical to the
-torch backend's for the same seed; ``normal`` draws the biases from N(0, init_scale) too, where
-D2L's ``net.initialize(init=mx.init.Normal(0.01))`` leaves ``Dense`` biases at zero);
+torch backend's for the same seed; ``normal`` is N(0, init_scale) weights and zero biases, which is
+what D2L's ``net.initialize(init=mx.init.Normal(0.01))`` gives ``Dense`` layers);
 ``init="default"`` is Gluon's own default (``mx.init.Uniform(0.07)`` weights, zero biases), seeded
 by ``config.seed``.  Dropout masks come from MXNet's RNG, reseeded at every epoch from
 :func:`autorec.models.common.epoch_seed` (so a resumed run equals an uninterrupted one); they are
