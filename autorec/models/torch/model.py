@@ -475,7 +475,10 @@ class AutoRecTorch(Recommender):
         n = self.config.extra.get("predict_batch_rows")
         if n:
             return max(int(n), 1)
-        return max(1, min(4096, (1 << 22) // max(self.net.n_in, 1)))  # ~16 MB of dense output
+        # ~16 MB of output per group: a dense (rows, n_in) output on the dense path; the sparse
+        # path builds no dense output row, only (rows, hidden) activations
+        width = self.net.n_in if self.config.path == "dense" else max(self.net.sizes[1:-1])
+        return max(1, min(4096, (1 << 22) // max(width, 1)))
 
     def _input_batch(self, rows: np.ndarray):
         indptr, _, cols, vals = common.batch_entries(self._csr, rows)
