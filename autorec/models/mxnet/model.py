@@ -55,8 +55,8 @@ What did not work in MXNet 1.9.1, and why the encoder is written as it is:
   ``MXNDArraySyncCopyFromNDArray`` and deadlocks the engine (the next ``asscalar()`` never
   returns), since a Function's backward runs inside the engine.
 - Measured on ML-100K (random 90/10, seed 0, D2L config, 25 epochs; 2 CPU cores shared with other
-  jobs, so seconds are indicative): I-AutoRec 0.35 s/epoch dense vs 1.94 s/epoch sparse,
-  U-AutoRec 0.42 vs 3.04, with identical test RMSE (0.8970 and 0.9861).  At MovieLens densities
+  jobs, so seconds are indicative and varied 2-4x between runs): I-AutoRec 0.27 s/epoch dense vs
+  0.70 s/epoch sparse, U-AutoRec 0.15 vs 1.49, with identical test RMSE (0.8975 and 0.9869).  At MovieLens densities
   (~6%) with h = 500 the gathered arrays (nnz * h) are larger than the dense batch (b * n_in), so
   the dense path is the faster one here; the sparse path never builds a ``(b, n_in)`` array.
 
