@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 import numbers
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
@@ -88,8 +89,8 @@ def _coerce(model: str, name: str, spec: Param, value: Any) -> Any:
         if spec.choices is not None and value not in spec.choices:
             raise ConfigError(f"{where} is not one of {list(spec.choices)}")
     elif kind == "devices":
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()] if "(" not in value else [value]
+        if isinstance(value, str):  # "cpu", "cuda:0" or "cpu(0),cpu(1)" (commas outside parentheses)
+            value = [v.strip() for v in re.split(r",(?![^()]*\))", value) if v.strip()]
         if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a non-empty list of device strings (cpu, cuda:0, gpu(0), ...)")
         value = tuple(value)

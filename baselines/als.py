@@ -33,7 +33,7 @@ class _Rows:
     Rows are bucketed by rating count rounded up to a power of two; a block holds rows of one bucket,
     as an (m, L) matrix of rating positions (-1 = padding), so that the Gram matrices of all its rows
     are one batched product of an (m, L, k+1) feature tensor.  Padding at most doubles the work; a
-    block's feature tensor stays below ``chunk_mb``.
+    block's feature tensor and its (m, k+1, k+1) Gram stack each stay below ``chunk_mb``.
     """
 
     def __init__(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
@@ -47,10 +47,11 @@ class _Rows:
         self.blocks: list[tuple[np.ndarray, np.ndarray]] = []  # (row ids, padded positions)
         nonempty = np.flatnonzero(self.counts)
         width = 1 << np.ceil(np.log2(self.counts[nonempty])).astype(np.int64)
-        budget = max(1, int(chunk_mb * 2**20 // (8 * d)))  # padded ratings per block
+        budget = max(1, int(chunk_mb * 2**20 // (8 * d)))       # padded ratings per block
+        gram_rows = max(1, int(chunk_mb * 2**20 // (8 * d * d)))  # (m, d, d) Gram stack per block
         for w in np.unique(width):
             members = nonempty[width == w]
-            per_block = max(1, budget // int(w))
+            per_block = max(1, min(budget // int(w), gram_rows))
             for b in range(0, len(members), per_block):
                 rows_b = members[b:b + per_block]
                 offs = np.arange(int(w))
@@ -100,10 +101,11 @@ class ALS(Baseline):
     backend = "numpy"
     PARAMS = {
         "factors": positive(int, 32, "latent dimension k"),
-        "reg": nonnegative(float, 0.05, "ridge penalty on p_u and q_i (times the rating count when weighted_reg)"),
-        "reg_bias": nonnegative(float, 0.05, "ridge penalty on b_u and b_i (same weighting)"),
+        # defaults: round values near the ML-100K validation optimum (benchmarks/configs/ml100k-als.toml)
+        "reg": nonnegative(float, 0.1, "ridge penalty on p_u and q_i (times the rating count when weighted_reg)"),
+        "reg_bias": nonnegative(float, 0.01, "ridge penalty on b_u and b_i (same weighting)"),
         "weighted_reg": Param(True, bool, doc="weighted-lambda regularisation (penalty x rating count)"),
-        "epochs": positive(int, 20, "maximum sweeps (one sweep = users then items)"),
+        "epochs": positive(int, 30, "maximum sweeps (one sweep = users then items)"),
         "patience": positive(int, 3, "stop after this many sweeps without a better validation RMSE",
                              nullable=True),
         "init_std": positive(float, 0.1, "std of the N(0, init_std) initial factors"),

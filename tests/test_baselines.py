@@ -267,6 +267,19 @@ def test_d2l_mf_defaults_are_the_chapter(data):
 
 
 @needs_torch
+@pytest.mark.parametrize("name", ["biased-mf", "d2l-mf"])
+def test_torch_models_on_each_device(data, device, name):
+    params = {"epochs": 2, "batch_size": 256, "factors": 8}
+    ref = baselines.get(name, "torch").from_params(params)
+    ref.fit(data.train, data.valid)
+    m = baselines.get(name, "torch").from_params({**params, "devices": [device]})
+    info = m.fit(data.train, data.valid)
+    assert str(m.device).startswith(device) and info.epochs_run == 2
+    np.testing.assert_allclose(m.predict(data.test.users, data.test.items),
+                               ref.predict(data.test.users, data.test.items), atol=1e-4)
+
+
+@needs_torch
 def test_torch_bad_device_is_a_config_error():
     import torch
     if torch.cuda.is_available():
