@@ -102,6 +102,8 @@ DEFAULT_SPACES: dict[str, dict[str, Any]] = {
 
 def default_space(model: str, backend: str | None = None) -> dict[str, Any]:
     """The built-in space of ``model`` (``name:backend`` entry first, then ``name``)."""
+    if model.endswith("autorec"):  # autorec, i-autorec, u-autorec (the name fixes `based`)
+        model = "autorec"
     for key in ([f"{model}:{backend}"] if backend else []) + [model]:
         if key in DEFAULT_SPACES:
             return dict(DEFAULT_SPACES[key])

@@ -124,6 +124,7 @@ def test_default_space_lookup():
     assert tuning.default_space("biased-mf", "torch") == tuning.DEFAULT_SPACES["biased-mf:torch"]
     assert tuning.default_space("als", "numpy") == tuning.DEFAULT_SPACES["als"]
     assert tuning.default_space("biased-mf") == tuning.DEFAULT_SPACES["biased-mf:numpy"]
+    assert tuning.default_space("i-autorec", "mxnet") == tuning.DEFAULT_SPACES["autorec"]
     with pytest.raises(ConfigError, match="no default search space"):
         tuning.default_space("nonesuch")
 
@@ -305,7 +306,7 @@ def test_tune_command_end_to_end(data, tmp_path, monkeypatch, capsys):
     assert rc == 2 and "both fixed and searched" in capsys.readouterr().err
     assert len(calls) == 1, "an invalid config must fail before the split is loaded"
     rc = main(["tune", "--dataset", "ml-100k", "--model", "nonesuch"])
-    assert rc == 2 and "unknown baseline model" in capsys.readouterr().err
+    assert rc == 2 and "unknown model 'nonesuch'" in capsys.readouterr().err
     assert tune_cmd.parse_set(["a=1", "b=[1, 2]", 'c="x"', "d=word"]) == {"a": 1, "b": [1, 2], "c": "x", "d": "word"}
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         tune_cmd.parse_set(["novalue"])

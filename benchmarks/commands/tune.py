@@ -62,17 +62,29 @@ def parse_set(items: list[str]) -> dict:
 
 
 def resolve(model: str, backend: str | None):
-    """The model class: AutoRec (torch / mxnet) or a baseline from :mod:`baselines`."""
+    """``(build, backend)``: the factory ``build(params) -> Recommender`` of ``model`` from the
+    harness registry (:mod:`benchmarks.algorithms`: AutoRec names, every baseline, import strings),
+    so that a tuned config and a run resolve a name the same way.  A missing optional framework
+    raises :class:`~autorec.errors.MissingDependencyError` here, before any work."""
+    try:
+        from benchmarks import algorithms
+    except ImportError:  # pragma: no cover - a checkout without the harness
+        algorithms = None
+    if algorithms is not None:
+        algo = algorithms.get(model, backend)
+        algo.check_dependencies()
+        return algo.build, algo.backend
     import importlib
     if model == "autorec":
         backend = backend or "torch"
         if backend not in AUTOREC:
             raise ConfigError(f"autorec has backends {sorted(AUTOREC)}, not {backend!r}")
         module, _, attr = AUTOREC[backend].partition(":")
-        return getattr(importlib.import_module(module), attr), backend
+        cls = getattr(importlib.import_module(module), attr)
+        return cls.from_params, backend
     import baselines
     cls = baselines.get(model, backend)
-    return cls, cls.backend
+    return cls.from_params, cls.backend
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -109,12 +121,12 @@ def run(args: argparse.Namespace) -> int:
     from autorec.splits import load_split
     from benchmarks import tuning
 
-    cls, backend = resolve(args.model, args.backend)
+    build, backend = resolve(args.model, args.backend)
     fixed = parse_set(args.set)
     space = tuning.load_space(args.space) if args.space else tuning.default_space(args.model, backend)
     tuning.check_fixed(space, fixed)
     cands = tuning.candidates(space, args.trials, args.method, args.search_seed)  # validates early
-    cls.from_params({**fixed, **cands[0]})  # params and optional dependencies checked before any work
+    build({**fixed, **cands[0]})  # parameters checked before any work
     threads = set_threads(args.threads)
     data = load_split(args.dataset, args.split, seed=args.seed, valid_ratio=args.valid_ratio,
                       data_dir=args.data_dir, offline=args.offline, cache_dir=args.cache_dir)
@@ -130,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
               f"{rec['params']}", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    result = tuning.tune(cls.from_params, data, space, trials=args.trials, method=args.method,
+    result = tuning.tune(build, data, space, trials=args.trials, method=args.method,
                          seed=args.search_seed, fixed=fixed, log=log, cold_start=args.cold_start,
                          progress=progress)
     seconds = time.perf_counter() - t0
