@@ -137,6 +137,7 @@ def build_sweep(doc: dict, path: Path, *, data_dir=None) -> Sweep:
     errors: list[str] = []
     available: dict[str, tuple[bool, str]] = {}
     seen: set[str] = set()
+    skipped_runs: dict[str, int] = {}
     for mi, m in enumerate(models):
         mwhere = f"{where}: [[model]] #{mi + 1}"
         try:
@@ -187,19 +188,18 @@ def build_sweep(doc: dict, path: Path, *, data_dir=None) -> Sweep:
                             if not ok and missing == "skip":
                                 continue
                             sweep.runs.append(run)
-                if not ok:
+                if not ok and missing == "skip":
                     n = sum(1 for _ in itertools.product(backends, devs, grid)) * sum(len(s) for _, s in m_splits)
-                    msg = (f"{name}: {m['name']} on {ref.name}: no local copy of {ref.name}, {n} run(s) "
-                           f"skipped ({where_found}); fetch it with `autorec-bench datasets --download "
-                           f"{ref.name}` or pass --data-dir")
-                    if missing == "skip":
-                        sweep.skipped.append(msg)
+                    skipped_runs[ref.name] = skipped_runs.get(ref.name, 0) + n
         except ConfigError as exc:
             errors.append(str(exc) if str(exc).startswith(where) else f"{mwhere}: {exc}")
         except Exception as exc:  # an AutoRecBenchError (missing dependency, bad split spec, ...)
             errors.append(f"{mwhere}: {type(exc).__name__}: {exc}")
     if errors:
         raise ConfigError("invalid sweep spec:\n  " + "\n  ".join(errors))
+    for ds, n in sorted(skipped_runs.items()):
+        sweep.skipped.append(f"{name}: no local copy of {ds}: its {n} run(s) are skipped (get it with "
+                             f"`autorec-bench datasets --download {ds}`, or pass --data-dir / set AUTOREC_DATA_DIR)")
     return sweep
 
 
