@@ -51,6 +51,7 @@ __all__ = [
     "PATHS", "SHAPES", "Workload", "Footprint", "MemoryEstimate", "epoch_flops", "flop_formula",
     "dense_full_bytes", "estimate_memory", "check_memory", "default_memory_limit", "total_memory",
     "parse_bytes", "format_bytes", "max_batch_nnz", "dense_matmul_gflops", "optimizer_bytes",
+    "epoch_traffic_bytes", "stream_bandwidth_gbs",
 ]
 
 #: paths the estimator knows: the torch backend's two training paths, and the seed's formulation
@@ -169,6 +170,34 @@ def flop_formula(w: Workload, path: str) -> str:
     return "4 rows n_in h_1 + sum_middle 6 rows a b + 6 rows h_L n_in"
 
 
+def epoch_traffic_bytes(w: Workload, path: str, optimizer: str = "adam") -> dict[str, int]:
+    """A lower bound on the main-memory traffic of one training epoch, by part (bytes).
+
+    Per optimizer step, on both paths: Adam reads the weight, gradient and both moments and writes
+    the weight and both moments (7 float32 per parameter; SGD: 3); the backward pass writes every
+    gradient (1 float32 per parameter); the first and last layers' weights are read by the forward
+    pass and the last one again by the backward pass (3 float32 per parameter of those layers).
+    Per epoch, the sparse path streams each observed entry's index and value about 4 times
+    (8 B index + 4 B value); the dense path writes and reads its dense ``(batch, n_in)`` tensors
+    (the densified input and mask, output, masked output, difference and their gradients: about
+    10 float32 passes per element).  Divided by the measured bandwidth it bounds the epoch time
+    from below, as the FLOP count divided by the matmul rate does.
+    """
+    per_param = {"adam": 7, "sgd": 3}.get(optimizer, 7)
+    s = w.sizes
+    outer = s[0] * s[1] + s[-2] * s[-1]
+    steps = w.steps_per_epoch
+    out = {"optimizer": steps * per_param * F32 * w.n_params,
+           "gradient writes": steps * F32 * w.n_params,
+           "weight reads": steps * 3 * F32 * outer}
+    if path == "sparse":
+        out["observed entries"] = 4 * 12 * w.nnz
+    else:
+        out["dense batch tensors"] = 10 * F32 * w.n_rows * w.n_in
+    out["total"] = sum(out.values())
+    return out
+
+
 # ====================================================================== memory
 def parse_bytes(text: "str | int | float", *, total: int | None = None) -> int:
     """``"19GB"``, ``"19.5G"``, ``"512MiB"``, ``"80%"`` (of ``total``, default the machine's RAM),
@@ -234,23 +263,27 @@ class Footprint:
     Split: the index arrays (int64, 8 B per rating), plus the transient sorts/keys of the split
     checks and of the content hash.  A part as :class:`~autorec.interactions.Interactions`: 12 B per
     rating.  The CSR training matrix: data float32 + indices int32 = 8 B per rating (+ the COO
-    arrays it is built from while it is built).  The torch model's copy of its training matrix
-    (int64 indices, float32 values, both orientations for the sparse path).  Model state: weights,
-    gradients and the two Adam moments, 4 float32 per parameter.  Activations: per observed entry
+    arrays it is built from while it is built).  The torch model's own copy of its training matrix
+    (none: it keeps references to the train part and its CSR and builds int64 index tensors per
+    batch, counted with the batch).  Model state: weights,
+    gradients and the two Adam moments, 4 float32 per parameter; a checkpoint holds the serialised
+    optimizer state and a copy of the weights while it is written (3 float32 per parameter, measured
+    1.5x the Adam state).  Activations: per observed entry
     of a batch on the sparse path, per dense input element of a batch on the dense path, and per
     (batch row x hidden unit) on both.
     """
 
     runtime: int = 320 * 10**6           # python + numpy + scipy + torch, threads started
     table_per_rating: int = 20
-    generate_transient_per_rating: int = 40
+    generate_transient_per_rating: int = 16   # measured 14 B/rating at ML-10M shape
     split_index_per_rating: int = 8
-    split_transient_per_rating: int = 40
+    split_transient_per_rating: int = 56      # measured 52 (np.unique / intersect1d / isin sorts, hash)
     part_per_rating: int = 12
     csr_per_rating: int = 8
-    csr_transient_per_rating: int = 16
-    model_matrix_per_rating: int = 24
+    csr_transient_per_rating: int = 8         # measured: peak 22.6 B/rating with the parts held
+    model_matrix_per_rating: int = 0     # the torch model references the train part and its CSR (counted)
     state_floats_per_param: int = 4      # weight, gradient, Adam m and v
+    checkpoint_floats_per_param: int = 3
     sparse_bytes_per_batch_nnz: int = 64
     dense_floats_per_batch_input: int = 6
     floats_per_batch_hidden: int = 8
@@ -327,13 +360,14 @@ def estimate_memory(n_users: int, n_items: int, n_ratings: int, *, based: str = 
                     hidden: Iterable[int] = (500,), batch_size: int = 256, path: str = "sparse",
                     optimizer: str = "adam", test_ratio: float = 0.1, valid_ratio: float = 0.05,
                     batch_nnz: int | None = None, batch_skew: float = 4.0, keep_ratings: bool = False,
-                    footprint: Footprint = DEFAULT_FOOTPRINT) -> MemoryEstimate:
+                    checkpoint: bool = False, footprint: Footprint = DEFAULT_FOOTPRINT) -> MemoryEstimate:
     """Peak resident memory of training AutoRec on a dataset of this shape (see :class:`Footprint`).
 
     ``batch_nnz``: the largest batch's observed entries if known (:func:`max_batch_nnz` of the
     training matrix's row counts); otherwise ``batch_skew`` times the mean batch.  ``keep_ratings``:
     the full ratings table and split stay alive while training (the harness keeps the split data);
-    the scale runner frees them before training.
+    the scale runner frees them before training.  ``checkpoint``: the run writes checkpoints
+    (their transient copies count in the training stage).
     """
     if path not in PATHS:
         raise ConfigError(f"path={path!r} is not one of {list(PATHS)}")
@@ -386,6 +420,9 @@ def estimate_memory(n_users: int, n_items: int, n_ratings: int, *, based: str = 
         train["dense train + test matrices and reconstruction"] = dense_full_bytes(w.n_rows, w.n_in)
         train["batch activations (dense rows)"] = fp.dense_floats_per_batch_input * F32 * b * w.n_in
         assumptions["dense_full"] = "3 x rows x n_in float32 (train input, test matrix, full reconstruction)"
+    if checkpoint:
+        train["checkpoint being written"] = fp.checkpoint_floats_per_param * F32 * w.n_params
+        assumptions["checkpoint"] = True
     stages["train"] = train
     return MemoryEstimate(path=path, workload=w, stages=stages, assumptions=assumptions)
 
@@ -442,3 +479,25 @@ def dense_matmul_gflops(n: int = 2048, *, repeats: int = 7, threads: int | None 
                 "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     finally:
         torch.set_num_threads(old)
+
+
+def stream_bandwidth_gbs(n_bytes: int = 256 * 10**6, *, repeats: int = 5) -> dict:
+    """Measured main-memory bandwidth with torch: ``c = a + b`` on float32 arrays of ``n_bytes``
+    each (3 x n_bytes moved per add), median GB/s over ``repeats`` after a warm-up."""
+    import torch
+
+    if repeats < 3:
+        raise ConfigError(f"repeats={repeats!r}: at least 3 timed runs are needed for a median")
+    n = max(int(n_bytes) // F32, 1)
+    a = torch.ones(n, dtype=torch.float32)
+    b = torch.ones(n, dtype=torch.float32)
+    c = torch.empty(n, dtype=torch.float32)
+    torch.add(a, b, out=c)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.add(a, b, out=c)
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {"gbs": 3 * F32 * n / med / 1e9, "bytes_per_array": F32 * n, "kernel": "torch.add(a, b, out=c)",
+            "threads": torch.get_num_threads(), "repeats": repeats}

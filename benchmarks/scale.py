@@ -93,11 +93,12 @@ class Row:
     evaluate: bool = True
     profile_steps: int = 0
     probe_n: int = 2048
+    tag: str = ""                                   # distinguishes variant rows (e.g. "b1024")
 
     @property
     def row_id(self) -> str:
         kern = f"-{self.kernel}" if self.path == "sparse" else ""
-        return f"{self.shape}-{self.based}-{self.path}{kern}"
+        return f"{self.shape}-{self.based}-{self.path}{kern}" + (f"-{self.tag}" if self.tag else "")
 
     @property
     def hidden(self) -> tuple[int, ...]:
@@ -128,7 +129,7 @@ class Row:
         return sc.estimate_memory(self.n_users, self.n_items, self.n_ratings, based=self.based,
                                   hidden=self.hidden, batch_size=self.batch_size, path=self.path,
                                   optimizer=str(self.model.get("optimizer", "adam")), test_ratio=self.test_ratio,
-                                  valid_ratio=self.valid_ratio, batch_nnz=batch_nnz)
+                                  valid_ratio=self.valid_ratio, batch_nnz=batch_nnz, checkpoint=self.checkpoint)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,7 +156,7 @@ def _shape_counts(shape) -> tuple[str, int, int, int]:
 
 _SETTINGS = {"epochs": int, "seed": int, "split": str, "valid_ratio": float, "threads": int,
              "dense_epoch_budget_s": float, "checkpoint_min_ratings": int, "evaluate": bool,
-             "profile_steps": int, "probe_n": int, "max_memory": str}
+             "profile_steps": int, "probe_n": int, "max_memory": str, "tag": str}
 
 
 def load_spec(path: "str | os.PathLike") -> tuple[dict, list[Row]]:
@@ -216,7 +217,7 @@ def load_spec(path: "str | os.PathLike") -> tuple[dict, list[Row]]:
                                   checkpoint=nr >= int(over.get("checkpoint_min_ratings", 10**12)),
                                   evaluate=bool(over.get("evaluate", True)),
                                   profile_steps=int(over.get("profile_steps", 0)),
-                                  probe_n=int(over.get("probe_n", 2048)))
+                                  probe_n=int(over.get("probe_n", 2048)), tag=str(over.get("tag", "")))
                         if row.epochs < 3:
                             raise ConfigError(f"scale spec {p}: epochs={row.epochs}: the median needs >= 3 timed epochs")
                         if row.row_id in seen:
@@ -378,6 +379,7 @@ def worker(row: Row, out_file: Path, limit: int, resume: bool = False, checkpoin
     threads = env.set_threads(row.threads)
     t0 = time.perf_counter()
     probe = sc.dense_matmul_gflops(row.probe_n)
+    bandwidth = sc.stream_bandwidth_gbs(min(256 * 10**6, max(16 * 10**6, 64 * row.probe_n ** 2)))
     t0 = stage("probe", t0)
     ratings = generate_like((row.n_users, row.n_items, row.n_ratings), seed=row.seed,
                             name=f"synthetic-{row.shape}",
@@ -468,6 +470,11 @@ def worker(row: Row, out_file: Path, limit: int, resume: bool = False, checkpoin
     rec["flop_formula"] = sc.flop_formula(w_run, row.path)
     rec["achieved_gflops"] = flops / median / 1e9
     rec["optimizer_updates_per_epoch"] = w_run.steps_per_epoch * w_run.n_params
+    traffic = sc.epoch_traffic_bytes(w_run, row.path, str(cfg.get("optimizer", "adam")))
+    rec["traffic_bytes_per_epoch"] = traffic
+    rec["bandwidth"] = bandwidth
+    rec["bandwidth_bound_seconds"] = traffic["total"] / (bandwidth["gbs"] * 1e9)
+    rec["flop_bound_seconds"] = flops / (probe["gflops"] * 1e9)
     rec["n_params"] = w_run.n_params
     rec["steps_per_epoch"] = w_run.steps_per_epoch
     if row.evaluate and len(eval_test):
