@@ -18,7 +18,8 @@ Each row of the spec (a shape x I-/U-AutoRec x path [x kernel]) is:
    in bounded-memory batches (:func:`autorec.metrics.evaluate`);
 3. written as one JSON raw file ``<out>/<row_id>.json`` (atomic), which makes the run resumable:
    finished rows are skipped unless ``--force``.  Large rows (``checkpoint_min_ratings``) write a
-   checkpoint every epoch; ``--resume`` continues a killed row from it.
+   checkpoint every epoch (``--checkpoint-dir``, default ``~/.cache/autorec-bench/scale-checkpoints``,
+   removed once the row finishes); ``--resume`` continues a killed row from it.
 
 Dense rows whose estimated epoch (FLOP model / measured matmul rate) exceeds
 ``dense_epoch_budget_s`` are timed on a random subset of their rows and the epoch time is scaled
@@ -514,7 +515,16 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_row(row: Row, out_dir: Path, limit: int, *, resume: bool = False, timeout: float | None = None) -> dict:
+def default_checkpoint_dir() -> Path:
+    """Where large rows' checkpoints go (outside the repository: they are GBs):
+    ``$AUTOREC_CACHE_DIR/scale-checkpoints``, else ``~/.cache/autorec-bench/scale-checkpoints``."""
+    base = os.environ.get("AUTOREC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "autorec-bench")
+    return Path(base) / "scale-checkpoints"
+
+
+def run_row(row: Row, out_dir: Path, limit: int, *, resume: bool = False, timeout: float | None = None,
+            checkpoint_dir: Path | None = None) -> dict:
     """Estimate, refuse or run one row in a fresh worker process; returns (and has written) its record."""
     out_file = out_dir / f"{row.row_id}.json"
     est = row.estimate()
@@ -530,7 +540,7 @@ def run_row(row: Row, out_dir: Path, limit: int, *, resume: bool = False, timeou
     envv = dict(os.environ)
     envv.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     envv["PYTHONPATH"] = str(REPO) + (os.pathsep + envv["PYTHONPATH"] if envv.get("PYTHONPATH") else "")
-    ck_dir = out_dir / "checkpoints"
+    ck_dir = checkpoint_dir or default_checkpoint_dir()
     cmd = [sys.executable, "-m", "benchmarks.scale", "--worker", json.dumps(row.to_dict()),
            "--worker-out", str(out_file), "--worker-limit", str(int(limit)), "--checkpoint-dir", str(ck_dir)]
     if resume:
@@ -555,6 +565,9 @@ def run_row(row: Row, out_dir: Path, limit: int, *, resume: bool = False, timeou
             rec["peak_rss_bytes"] = peak
             rec["peak_rss_source"] = "os.wait4 ru_maxrss of the row's worker process"
             _atomic_write_json(out_file, rec)
+            ck = ck_dir / f"{row.row_id}.ckpt.npz"
+            if ck.exists():          # finished: the checkpoint is no longer needed (GBs)
+                ck.unlink()
         return rec
     rec = _base_record(row, "failed")
     rec.update({"returncode": proc.returncode, "peak_rss_bytes": peak, "estimate": est.to_dict(),
@@ -563,8 +576,21 @@ def run_row(row: Row, out_dir: Path, limit: int, *, resume: bool = False, timeou
     return rec
 
 
+def wait_quiet(max_load: float, timeout: float) -> dict:
+    """Wait until the 1-minute load average is below ``max_load`` (at most ``timeout`` seconds);
+    returns what was waited and seen (recorded in the row's raw file)."""
+    t0 = time.time()
+    seen = _loadavg()
+    while seen is not None and seen[0] >= max_load and time.time() - t0 < timeout:
+        time.sleep(10)
+        seen = _loadavg()
+    return {"max_load": max_load, "waited_seconds": round(time.time() - t0, 1), "load_avg": seen,
+            "quiet": seen is not None and seen[0] < max_load}
+
+
 def run_spec(rows: list[Row], out_dir: Path, limit: int, *, force: bool = False, resume: bool = False,
-             dry_run: bool = False) -> list[dict]:
+             dry_run: bool = False, quiet_load: float | None = None, quiet_timeout: float = 600.0,
+             checkpoint_dir: Path | None = None) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []
     for i, row in enumerate(rows, 1):
@@ -583,8 +609,14 @@ def run_spec(rows: list[Row], out_dir: Path, limit: int, *, force: bool = False,
         if dry_run:
             _log(head + (" -- would be refused" if est.total > limit else " -- would run"))
             continue
+        quiet = None
+        if quiet_load is not None and row.path != "dense-full":
+            quiet = wait_quiet(quiet_load, quiet_timeout)
         _log(head + f" -- running (load {_loadavg()})")
-        rec = run_row(row, out_dir, limit, resume=resume)
+        rec = run_row(row, out_dir, limit, resume=resume, checkpoint_dir=checkpoint_dir)
+        if quiet is not None and rec.get("status") == "ok":
+            rec["quiet_wait"] = quiet
+            _atomic_write_json(out_file, rec)
         if rec["status"] == "ok":
             _log(f"    {rec['seconds_per_epoch']:.2f} s/epoch ({rec['timing_mode']}), "
                  f"{rec['achieved_gflops']:.1f} GFLOP/s = {100 * rec['matmul_fraction']:.0f}% of matmul "
@@ -866,6 +898,26 @@ def render_scale(raw_records: Iterable[dict], out_dir: "str | os.PathLike") -> l
                       f"{r['peak_rss_bytes'] / 1e9:.2f} | {r['peak_rss_bytes'] / e['total_bytes']:.2f} |")
         md.append("")
 
+    bounds = [r for r in ok if r.get("traffic_bytes_per_epoch") and r.get("bandwidth")]
+    if bounds:
+        md += ["## What bounds the epoch", "",
+               "Two lower bounds per row, for the epoch actually timed: compute (FLOPs ÷ the measured matmul "
+               "rate) and memory traffic (the traffic model of `autorec.scale.epoch_traffic_bytes` ÷ the "
+               "bandwidth measured in the same worker, `c = a + b` on 256 MB float32 arrays). The traffic "
+               "model counts, per optimizer step, Adam's 7 float32 reads/writes per parameter, the gradient "
+               "writes and the weight reads of the first and last layers; per epoch, the observed entries "
+               "(sparse) or the dense batch tensors (dense). Steps x parameters = 2 rows x n_in x h / batch, "
+               "so with a dense-parameter optimizer this part grows with rows x n_in, not with the ratings.", "",
+               "| row | measured s | compute bound s | traffic GB | of which optimizer GB | bandwidth GB/s | "
+               "traffic bound s | measured ÷ max(bounds) |", "|---|---|---|---|---|---|---|---|"]
+        for r in bounds:
+            t = r["traffic_bytes_per_epoch"]
+            meas = r["seconds_per_epoch_measured"]
+            fb, tb = r["flop_bound_seconds"], r["bandwidth_bound_seconds"]
+            md.append(f"| {r['row_id']} | {meas:.2f} | {fb:.2f} | {t['total'] / 1e9:.1f} | {t['optimizer'] / 1e9:.1f} | "
+                      f"{r['bandwidth']['gbs']:.1f} | {tb:.2f} | {meas / max(fb, tb):.1f} |")
+        md.append("")
+
     prof = [r for r in ok if r.get("profile")]
     if prof:
         md += ["## Where the time goes (torch.profiler, self CPU time, one epoch on a row subset)", ""]
@@ -897,10 +949,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun rows that already have a raw file")
     p.add_argument("--resume", action="store_true", help="resume checkpointed rows from their last checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the rows and their estimates only")
+    p.add_argument("--quiet-load", type=float, default=None, metavar="LOAD",
+                   help="before each row, wait until the 1-minute load average is below LOAD")
+    p.add_argument("--quiet-timeout", type=float, default=600.0, metavar="S",
+                   help="wait at most S seconds for --quiet-load (then run anyway; recorded)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-limit", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--checkpoint-dir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="checkpoints of large rows (default ~/.cache/autorec-bench/scale-checkpoints)")
     return p
 
 
@@ -910,7 +967,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.worker:
             row = Row.from_dict(json.loads(args.worker))
             worker(row, Path(args.worker_out), int(args.worker_limit), resume=args.resume,
-                   checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None)
+                   checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else default_checkpoint_dir())
             return 0
         out = Path(args.out)
         if args.render_only:
@@ -925,7 +982,9 @@ def main(argv: list[str] | None = None) -> int:
             if not rows:
                 raise ConfigError(f"--only {args.only}: no row of {args.spec} matches")
         limit = sc.parse_bytes(args.max_memory or settings.get("max_memory", "80%"))
-        recs = run_spec(rows, out, limit, force=args.force, resume=args.resume, dry_run=args.dry_run)
+        recs = run_spec(rows, out, limit, force=args.force, resume=args.resume, dry_run=args.dry_run,
+                        quiet_load=args.quiet_load, quiet_timeout=args.quiet_timeout,
+                        checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None)
         if args.report and not args.dry_run:
             for p in render_scale(load_records(out), args.report):
                 print(p)
