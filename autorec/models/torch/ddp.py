@@ -277,8 +277,19 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
     if args.cmd == "worker":
-        _worker(Path(args.job_dir))
-        return 0
+        # A rank leaves through os._exit once its results are written atomically: gloo's C++
+        # worker threads can otherwise abort the process during interpreter finalisation
+        # ("terminate called without an active exception", SIGABRT), seen here under CPU load.
+        code = 0
+        try:
+            _worker(Path(args.job_dir))
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
     text = Path(args.config[1:]).read_text() if args.config.startswith("@") else args.config
     try:
         params: dict[str, Any] = json.loads(text)
