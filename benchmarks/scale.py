@@ -380,7 +380,6 @@ def worker(row: Row, out_file: Path, limit: int, resume: bool = False, checkpoin
     threads = env.set_threads(row.threads)
     t0 = time.perf_counter()
     probe = sc.dense_matmul_gflops(row.probe_n)
-    bandwidth = sc.stream_bandwidth_gbs(min(256 * 10**6, max(16 * 10**6, 64 * row.probe_n ** 2)))
     t0 = stage("probe", t0)
     ratings = generate_like((row.n_users, row.n_items, row.n_ratings), seed=row.seed,
                             name=f"synthetic-{row.shape}",
@@ -471,10 +470,6 @@ def worker(row: Row, out_file: Path, limit: int, resume: bool = False, checkpoin
     rec["flop_formula"] = sc.flop_formula(w_run, row.path)
     rec["achieved_gflops"] = flops / median / 1e9
     rec["optimizer_updates_per_epoch"] = w_run.steps_per_epoch * w_run.n_params
-    traffic = sc.epoch_traffic_bytes(w_run, row.path, str(cfg.get("optimizer", "adam")))
-    rec["traffic_bytes_per_epoch"] = traffic
-    rec["bandwidth"] = bandwidth
-    rec["bandwidth_bound_seconds"] = traffic["total"] / (bandwidth["gbs"] * 1e9)
     rec["flop_bound_seconds"] = flops / (probe["gflops"] * 1e9)
     rec["n_params"] = w_run.n_params
     rec["steps_per_epoch"] = w_run.steps_per_epoch
@@ -485,7 +480,15 @@ def worker(row: Row, out_file: Path, limit: int, resume: bool = False, checkpoin
                              "n_cold_start": ev["n_cold_start"], "seconds": time.perf_counter() - t_e,
                              "on": "timed rows' test ratings" if extrapolate else "all test ratings"}
         t0 = stage("evaluate", t_e)
+    # the pipeline's peak (generation, split, training, evaluation), before the probes below
+    rec["peak_rss_bytes"] = _maxrss()
+    rec["peak_rss_source"] = "ru_maxrss of the row's worker after evaluation (before the after-run probes)"
     probe_after = sc.dense_matmul_gflops(row.probe_n, repeats=5)
+    bandwidth = sc.stream_bandwidth_gbs(min(256 * 10**6, max(16 * 10**6, 64 * row.probe_n ** 2)))
+    traffic = sc.epoch_traffic_bytes(w_run, row.path, str(cfg.get("optimizer", "adam")))
+    rec["traffic_bytes_per_epoch"] = traffic
+    rec["bandwidth"] = bandwidth
+    rec["bandwidth_bound_seconds"] = traffic["total"] / (bandwidth["gbs"] * 1e9)
     if row.profile_steps > 0:
         t_p = time.perf_counter()
         rec["profile"] = _profile(AutoRecTorch, cfg, fit_train, row, row.profile_steps)
@@ -562,8 +565,7 @@ def run_row(row: Row, out_dir: Path, limit: int, *, resume: bool = False, timeou
     if proc.returncode == 0 and out_file.exists():
         rec = json.loads(out_file.read_text())
         if rec.get("status") == "ok":
-            rec["peak_rss_bytes"] = peak
-            rec["peak_rss_source"] = "os.wait4 ru_maxrss of the row's worker process"
+            rec["peak_rss_bytes_process"] = peak   # os.wait4: includes the after-run probes / profiler
             _atomic_write_json(out_file, rec)
             ck = ck_dir / f"{row.row_id}.ckpt.npz"
             if ck.exists():          # finished: the checkpoint is no longer needed (GBs)
@@ -662,6 +664,14 @@ def _pick(recs: list[dict], shape: str, based: str, path: str, kernel: str | Non
                 (path != "sparse" or r.get("kernel") == kernel):
             return r
     return None
+
+
+def contended(rec: dict) -> bool:
+    """True when the machine was visibly busy during the row: the 1-minute load average above 1.5
+    at its start or end, or the matmul rate after the run below 75% of the one before it."""
+    loads = [x[0] for x in (rec.get("load_avg_before"), rec.get("load_avg_after")) if x]
+    after = (rec.get("matmul_after") or {}).get("gflops")
+    return any(x > 1.5 for x in loads) or (after is not None and after < 0.75 * rec.get("matmul_gflops", 0))
 
 
 def target_results(records: list[dict]) -> list[dict]:
@@ -845,6 +855,11 @@ def render_scale(raw_records: Iterable[dict], out_dir: "str | os.PathLike") -> l
             note = r.get("timing_mode", "")
             if note == "full epochs":
                 note = ""
+            if contended(r):
+                note = (note + "; " if note else "") + (
+                    f"**contended** (load {(r.get('load_avg_before') or ['?'])[0]} -> "
+                    f"{(r.get('load_avg_after') or ['?'])[0]}, matmul {r['matmul_gflops']:.0f} -> "
+                    f"{(r.get('matmul_after') or {}).get('gflops', float('nan')):.0f} GFLOP/s)")
             ev = r.get("evaluation")
             if ev:
                 note = (note + "; " if note else "") + f"test RMSE {ev['test_rmse']:.4f}"

@@ -299,6 +299,10 @@ def test_render_scale_is_pure_and_checks_targets(tmp_path):
     assert ml20["met"] is True and "45.0 s/epoch" in ml20["measured"]
     net = [r for r in target_results(recs) if r["shape"] == "netflix"][0]
     assert net["met"] is None
+    assert "contended" not in md
+    busy = _fake("ml-1m-user-dense", "ml-1m", "user", "dense", 0.9, load_avg_before=[3.2, 2.0, 1.0])
+    render_scale([r for r in recs if r["row_id"] != "ml-1m-user-dense"] + [busy], b)
+    assert "**contended** (load 3.2" in (b / "scale.md").read_text()
     csv_text = (a / "scale.csv").read_text().splitlines()
     assert csv_text[0].startswith("row_id,status,shape") and len(csv_text) == 1 + 6
     del t
