@@ -439,7 +439,8 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_epochs(rows: list[Row], path: Path, title: str) -> bool:
-    rows = [r for r in rows if any(len(x.get("history") or []) > 1 for x in r.records)]
+    rows = [r for r in rows if any(sum(isinstance(h.get("valid_rmse"), (int, float)) for h in x.get("history") or [])
+                                   > 1 for x in r.records)]
     if not rows:
         return False
     rows = sorted(rows, key=lambda r: (r.test_rmse, r.name, r.backend))[:12]
@@ -495,10 +496,22 @@ def plot_hidden(tables, path: Path) -> bool:
 
 
 def plot_time(rows: list[Row], path: Path, title: str) -> bool:
-    rows = [r for r in rows if r.s_epoch is not None]
-    if not rows:
+    """One bar per configuration, its runs on every split of the dataset pooled."""
+    merged: dict[tuple, list[Row]] = defaultdict(list)
+    for r in rows:
+        if r.s_epoch is not None:
+            merged[(r.name, r.backend, r.path, r.devices, params_key(r.records[0].get("params", {})))].append(r)
+    if not merged:
         return False
-    rows = sorted(rows, key=lambda r: (r.name, r.backend, r.path, r.devices, r.config))
+    rows = []
+    for key in sorted(merged):
+        same = merged[key]
+        recs = [x for r in same for x in r.records]
+        first = same[0]
+        rows.append(Row(first.dataset, "all", first.name, first.model, first.backend, first.devices, first.path,
+                        first.config, len(recs), first.test_rmse, None, None, None, None,
+                        _mean(x["timing"].get("seconds_per_epoch") for x in recs), None, None, recs))
+    _label_configs(rows)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.28 * len(rows)))
     labels = [f"{r.name} ({r.backend}{', ' + r.path if r.path else ''}; {_dev(r.devices)}){' ' + r.config if r.config else ''}"[:70]
