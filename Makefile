@@ -17,9 +17,20 @@ $(VENV)/.installed: pyproject.toml requirements/pinned.txt
 	$(BIN)/python -m pip install $(PIP_FLAGS) -c requirements/pinned.txt -e '.[$(EXTRAS)]'
 	touch $@
 
+# The main job: the D2L reproduction + the ML-100K comparison (resumable: rerun to continue),
+# then the verdict and the report (results/README.md, CSVs, plots).  `make bench JOBS=1` runs one
+# run at a time; DATA_DIR defaults to $AUTOREC_DATA_DIR, else ../shared/data when it exists.
+JOBS ?= 2
+RESULTS ?= results
+DATA_DIR ?= $(firstword $(AUTOREC_DATA_DIR) $(wildcard ../shared/data))
+DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+
 bench: env
-	$(BIN)/autorec-bench datasets
-	$(BIN)/autorec-bench split --dataset ml-100k --split random --seed 0
+	$(BIN)/autorec-bench sweep benchmarks/specs/d2l.toml benchmarks/specs/ml100k.toml --jobs $(JOBS) --out $(RESULTS)/raw $(DATA_FLAG)
+	$(BIN)/autorec-bench report --raw $(RESULTS)/raw --out $(RESULTS) --recompute-splits $(DATA_FLAG)
+	$(BIN)/autorec-bench verify --dataset ml-100k --raw $(RESULTS)/raw --out $(RESULTS); rc=$$?; \
+	  $(BIN)/autorec-bench report --raw $(RESULTS)/raw --out $(RESULTS) > /dev/null; \
+	  if [ $$rc -gt 1 ]; then exit $$rc; fi
 
 test: env
 	$(BIN)/python -m pytest
