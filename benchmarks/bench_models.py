@@ -40,7 +40,7 @@ def _case_id(case) -> str:
     return "-".join([name, backend] + [str(v) for v in params.values()])
 
 
-def _one_epoch(name: str, backend: str, params: dict) -> tuple[algorithms.Algorithm, dict]:
+def _one_epoch(name: str, backend: str, params: dict, threads: int) -> tuple[algorithms.Algorithm, dict]:
     algo = algorithms.get(name, backend)
     try:
         algo.check_dependencies()
@@ -53,13 +53,15 @@ def _one_epoch(name: str, backend: str, params: dict) -> tuple[algorithms.Algori
         p[ep] = 1
     if "patience" in accepted:
         p["patience"] = None
+    if "threads" in accepted:
+        p["threads"] = threads  # models that set threads at fit start get the same count
     return algo, p
 
 
-def _info(benchmark, algo, model, data, dataset, result=None):
+def _info(benchmark, algo, model, data, dataset, threads, result=None):
     benchmark.extra_info.update({
         "model": algo.name, "backend": algo.backend, "dataset": dataset,
-        "n_train": len(data.train), "n_test": len(data.test), "threads": env.default_threads(),
+        "n_train": len(data.train), "n_test": len(data.test), "threads": threads,
         "config": model.params(),
     })
     if result is not None:
@@ -69,36 +71,36 @@ def _info(benchmark, algo, model, data, dataset, result=None):
 
 @pytest.mark.parametrize("dataset", list(DATASETS))
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_fit_one_epoch(benchmark, case, dataset, request, bench_rounds):
+def test_fit_one_epoch(benchmark, case, dataset, request, bench_rounds, bench_threads):
     """Wall time of ``fit`` for one epoch (model construction excluded); the RMSE after it."""
     data = request.getfixturevalue(DATASETS[dataset])
-    algo, params = _one_epoch(*case)
+    algo, params = _one_epoch(*case, bench_threads)
     algo.load()
-    env.set_threads()
+    env.set_threads(bench_threads)
     holder = {}
 
     def setup():
         holder["model"] = algo.build(params)
-        env.set_threads()
+        env.set_threads(bench_threads)
         return (holder["model"],), {}
 
     def fit(model):
         model.fit(data.train, None)
 
-    benchmark.pedantic(fit, setup=setup, rounds=bench_rounds, iterations=1, warmup_rounds=0)
+    benchmark.pedantic(fit, setup=setup, rounds=bench_rounds, iterations=1, warmup_rounds=1)  # warm-up: lazy imports
     model = holder["model"]
-    _info(benchmark, algo, model, data, dataset, evaluate(model, data.train, data.test))
+    _info(benchmark, algo, model, data, dataset, bench_threads, evaluate(model, data.train, data.test))
 
 
 @pytest.mark.parametrize("dataset", list(DATASETS))
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_predict_test_set(benchmark, case, dataset, request, bench_rounds):
+def test_predict_test_set(benchmark, case, dataset, request, bench_rounds, bench_threads):
     """Wall time of predicting the whole test set (cold start and clipping included) after one epoch."""
     data = request.getfixturevalue(DATASETS[dataset])
-    algo, params = _one_epoch(*case)
+    algo, params = _one_epoch(*case, bench_threads)
     model = algo.build(params)
-    env.set_threads()
+    env.set_threads(bench_threads)
     model.fit(data.train, None)
     result = benchmark.pedantic(evaluate, args=(model, data.train, data.test), rounds=bench_rounds,
                                 iterations=1, warmup_rounds=1)
-    _info(benchmark, algo, model, data, dataset, result)
+    _info(benchmark, algo, model, data, dataset, bench_threads, result)

@@ -6,7 +6,8 @@ visible from here).  Run with::
 ``AUTOREC_DATA_DIR`` (else ``../shared/data`` beside the checkout) locates ML-100K; the ML-100K
 benchmarks skip without it.  ``AUTOREC_BENCH_FRACTION`` (default 1.0) scales the synthetic
 ML-1M-shaped set down (e.g. 0.1 on a small machine); ``AUTOREC_BENCH_ROUNDS`` (default 3) sets the
-rounds per benchmark.
+rounds per benchmark, ``AUTOREC_BENCH_THREADS`` (default: all cores) the threads of every
+framework and of BLAS (set explicitly before each benchmark and recorded in ``extra_info``).
 """
 
 from __future__ import annotations
@@ -49,3 +50,9 @@ def ml1m_shape_split():
 @pytest.fixture(scope="session")
 def bench_rounds() -> int:
     return max(1, int(os.environ.get("AUTOREC_BENCH_ROUNDS", "3")))
+
+
+@pytest.fixture(scope="session")
+def bench_threads() -> int:
+    from autorec.env import default_threads
+    return max(1, int(os.environ.get("AUTOREC_BENCH_THREADS", str(default_threads()))))
