@@ -59,16 +59,29 @@ _SOURCE = r"""
 #include <thread>
 #include <vector>
 #include <algorithm>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 typedef int64_t i64;
 
-// Run f(lo, hi, t) on nt threads over [0, n) split at the given boundaries.
+// Run f(lo, hi, t) on nt threads over [0, n) split at the given boundaries.  With OpenMP this is
+// the process's OpenMP pool (torch's own libgomp when torch is loaded first), so the kernels and
+// torch's operators share threads instead of competing with its spinning workers.
 template <class F> static void run_split(const std::vector<i64>& cut, F f) {
     int nt = (int)cut.size() - 1;
     if (nt <= 1) { f(cut[0], cut[1], 0); return; }
+#ifdef _OPENMP
+    #pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num();
+        if (t < nt) f(cut[t], cut[t + 1], t);
+    }
+#else
     std::vector<std::thread> ts;
     for (int t = 1; t < nt; ++t) ts.emplace_back(f, cut[t], cut[t + 1], t);
     f(cut[0], cut[1], 0);
     for (auto& th : ts) th.join();
+#endif
 }
 static std::vector<i64> even_cut(i64 n, int nt) {
     if (nt < 1) nt = 1;
@@ -235,7 +248,14 @@ void ar_decode_backward(i64 B, i64 N, i64 h, const i64* colptr, const i64* crow,
     }
 }
 
-int ar_version() { return 1; }
+int ar_version() { return 2; }
+int ar_openmp() {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
 }
 """
 
@@ -276,7 +296,11 @@ def _cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
-_FLAG_SETS = (["-O3", "-march=native", "-fopenmp-simd"], ["-O3", "-fopenmp-simd"], ["-O3"])
+# -fopenmp first: the library then needs libgomp.so.1, which resolves to the copy torch has already
+# loaded (same soname), so the kernels run on torch's OpenMP pool; without OpenMP they use
+# std::thread (and can contend with torch's spinning workers)
+_FLAG_SETS = (["-O3", "-march=native", "-fopenmp"], ["-O3", "-march=native", "-fopenmp-simd"],
+              ["-O3", "-fopenmp-simd"], ["-O3"])
 
 
 def _build() -> tuple[ctypes.CDLL | None, str | None, Path | None]:
@@ -336,6 +360,7 @@ def _build() -> tuple[ctypes.CDLL | None, str | None, Path | None]:
     lib.ar_spmm_rows.restype = None
     lib.ar_decode_backward.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_decode_backward.restype = None
+    lib.ar_openmp.restype = cint
     return lib, None, target
 
 
@@ -363,6 +388,12 @@ def unavailable_reason() -> str | None:
 def library_path() -> Path | None:
     _load()
     return _path
+
+
+def uses_openmp() -> bool:
+    """Whether the loaded kernels run on the process's OpenMP pool (else std::thread)."""
+    lib = _load()
+    return bool(lib is not None and lib.ar_openmp())
 
 
 def resolve_kernel(value, device_type: str = "cpu") -> str:
