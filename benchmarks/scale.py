@@ -592,7 +592,7 @@ def wait_quiet(max_load: float, timeout: float) -> dict:
 
 def run_spec(rows: list[Row], out_dir: Path, limit: int, *, force: bool = False, resume: bool = False,
              dry_run: bool = False, quiet_load: float | None = None, quiet_timeout: float = 600.0,
-             checkpoint_dir: Path | None = None) -> list[dict]:
+             checkpoint_dir: Path | None = None, rerun_contended: bool = False) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []
     for i, row in enumerate(rows, 1):
@@ -602,7 +602,9 @@ def run_spec(rows: list[Row], out_dir: Path, limit: int, *, force: bool = False,
         if out_file.exists() and not force:
             try:
                 rec = json.loads(out_file.read_text())
-                if rec.get("status") in ("ok", "refused", "estimate"):
+                if rerun_contended and rec.get("status") == "ok" and contended(rec):
+                    _log(head + " -- measured on a busy machine: rerunning")
+                elif rec.get("status") in ("ok", "refused", "estimate"):
                     _log(head + f" -- done ({rec['status']}), skipped")
                     done.append(rec)
                     continue
@@ -963,6 +965,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--render-only", action="store_true", help="only render --report from the raw folder")
     p.add_argument("--force", action="store_true", help="rerun rows that already have a raw file")
     p.add_argument("--resume", action="store_true", help="resume checkpointed rows from their last checkpoint")
+    p.add_argument("--rerun-contended", action="store_true",
+                   help="rerun finished rows whose record shows a busy machine (load > 1.5 or matmul rate fell)")
     p.add_argument("--dry-run", action="store_true", help="print the rows and their estimates only")
     p.add_argument("--quiet-load", type=float, default=None, metavar="LOAD",
                    help="before each row, wait until the 1-minute load average is below LOAD")
@@ -999,7 +1003,8 @@ def main(argv: list[str] | None = None) -> int:
         limit = sc.parse_bytes(args.max_memory or settings.get("max_memory", "80%"))
         recs = run_spec(rows, out, limit, force=args.force, resume=args.resume, dry_run=args.dry_run,
                         quiet_load=args.quiet_load, quiet_timeout=args.quiet_timeout,
-                        checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None)
+                        checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
+                        rerun_contended=args.rerun_contended)
         if args.report and not args.dry_run:
             for p in render_scale(load_records(out), args.report):
                 print(p)
