@@ -30,9 +30,10 @@ A failed run (``status`` ``failed``) holds the identity fields, ``error`` (``typ
 ``traceback``) and whatever was known when it failed; it is never averaged.
 
 **Memory.**  ``memory.peak_rss_mb`` is the peak resident set size of the run's own worker process
-(``ru_maxrss`` from ``os.wait4`` on that child: the interpreter, the imported frameworks, the data,
-the split and the model).  On Linux ``wait4`` folds in the largest peak of the worker's own
-children (for DDP, the torchrun ranks: the largest single rank, not their sum);
+(its ``VmHWM`` since exec: the interpreter, the imported frameworks, the data, the split and the
+model; not ``ru_maxrss``, which Linux seeds with the parent's RSS at fork time), or the largest
+peak among the worker's children if larger (for DDP, the torchrun ranks: the largest single rank,
+not their sum);
 ``memory.children_peak_rss_mb`` reports the children's largest peak separately and
 ``memory.rss_after_imports_mb`` the RSS once the model's framework is imported and before any data
 is loaded, so the data + model share is ``peak - after imports``.
@@ -715,9 +716,13 @@ def _compose(run: RunSpec, worker: dict, rusage, seconds: float, code: int) -> d
             rec[key] = value
     mem = dict(worker.get("memory") or {})
     if rusage is not None:
-        mem["peak_rss_mb"] = round(rusage.ru_maxrss / 1024.0, 1)  # Linux: kilobytes
-    mem.setdefault("measured", "ru_maxrss of this run's fresh worker process (os.wait4), which on "
-                               "Linux includes the largest peak among its reaped children")
+        mem["wait4_maxrss_mb"] = round(rusage.ru_maxrss / 1024.0, 1)  # Linux: kilobytes
+        if "peak_rss_mb" not in mem:  # the worker died before reporting: the best bound there is
+            mem["peak_rss_mb"] = mem["wait4_maxrss_mb"]
+            mem["measured"] = ("ru_maxrss of the worker from os.wait4 (the worker did not report; on "
+                               "Linux this can include the parent's RSS at fork time)")
+    mem.setdefault("measured", "VmHWM (peak RSS since exec) of this run's fresh worker process, or the "
+                               "largest peak among its children (DDP ranks) if larger")
     rec["memory"] = mem
     rec["worker"] = {"exit_code": code, "wall_seconds": round(seconds, 3)}
     rec.setdefault("created_at", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -725,11 +730,12 @@ def _compose(run: RunSpec, worker: dict, rusage, seconds: float, code: int) -> d
 
 
 # =============================================================================== the worker
-def _rss_mb() -> float | None:
+def _rss_mb(field: str = "VmRSS") -> float | None:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process, in MB, from /proc/self/status."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return round(int(line.split()[1]) / 1024.0, 1)
     except OSError:
         pass
@@ -763,11 +769,16 @@ def _worker_main(job_path: str) -> int:
     finally:
         events.close()
     out.setdefault("timing", {})["worker_seconds"] = round(time.perf_counter() - t_start, 3)
+    # VmHWM is the high-water mark of this process's own address space since exec.  ru_maxrss is
+    # not: Linux carries the parent's RSS at fork time over the exec into it, so a worker started
+    # from a big parent (a pytest session with torch and mxnet loaded) would report the parent's size.
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     mem = out.setdefault("memory", {})
-    mem["self_peak_rss_mb"] = round(self_kb / 1024.0, 1)
+    hwm = _rss_mb("VmHWM")
+    mem["self_peak_rss_mb"] = hwm if hwm is not None else round(self_kb / 1024.0, 1)
     mem["children_peak_rss_mb"] = round(child_kb / 1024.0, 1) if child_kb else None
+    mem["peak_rss_mb"] = max(mem["self_peak_rss_mb"], mem["children_peak_rss_mb"] or 0.0)
     try:
         from autorec.env import environment, git_commit
         out["environment"] = environment()

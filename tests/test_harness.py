@@ -198,6 +198,17 @@ def test_peak_rss_is_the_runs_own(tmp_path):
     assert small["memory"]["peak_rss_mb"] < big["memory"]["peak_rss_mb"] - 120
 
 
+def test_peak_rss_excludes_the_parents_memory(tmp_path):
+    # Linux seeds a child's ru_maxrss with the parent's RSS at fork time (kept across exec), so a
+    # worker started from a big parent must not report the parent's size as its own peak.
+    ballast = np.ones(400 * 2 ** 20 // 8)  # 400 MB resident in this (parent) process
+    rec = harness.execute(harness.plan_run(dataset=SYN, split="random", seed=0, model=TOY), tmp_path / "raw").record
+    assert rec["status"] == "ok"
+    assert rec["memory"]["peak_rss_mb"] < 300, rec["memory"]
+    assert rec["memory"]["wait4_maxrss_mb"] > 400  # what ru_maxrss would have claimed
+    del ballast
+
+
 def test_files_split(tmp_path):
     rng = np.random.default_rng(0)
     pairs = rng.choice(60 * 40, size=900, replace=False)
