@@ -29,7 +29,11 @@ def _load(name: str):
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autorec-bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="autorec-bench",
+        description="AutoRec vs matrix factorization on MovieLens: datasets, shared splits, runs, "
+                    "resumable sweeps, tuning, reports and the verdict.  `autorec-bench COMMAND -h` "
+                    "for a command's options.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
