@@ -339,7 +339,10 @@ for based, kernel, bs in (("item", "native", 4096), ("user", "native", 16384), (
     assert np.isfinite(ev["rmse"]), ev
     list(zip(range(2), m.reconstruct(np.arange(4), batch_size=2)))   # bounded full reconstruction
 _, peak_traced = tracemalloc.get_traced_memory()
-print(dense_bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, peak_traced)
+# VmHWM: this process's own peak since exec (ru_maxrss would include the parent's RSS at fork time,
+# i.e. the whole pytest session's)
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(dense_bytes, hwm * 1024, peak_traced)
 """
 
 
