@@ -603,7 +603,10 @@ def hidden(net, batch: Batch, drop_batch=None) -> torch.Tensor:
     """The last hidden representation of a batch (first layer through the native encoder;
     ``drop_batch`` as ``AutoRecNet._hidden_tail``'s dropout argument)."""
     first = net.layers[0]
-    z0 = encode(first.weight.t(), batch) + first.bias
+    # the (n_in, h) parameter itself, not a view of it: its gradient is then the kernel's output,
+    # handed to the parameter without a copy (a view's gradient is cloned by AccumulateGrad)
+    w_t = first.weight_t if isinstance(first, TransposedLinear) else first.weight.t()
+    z0 = encode(w_t, batch) + first.bias
     return net._hidden_tail(z0, drop_batch)
 
 
