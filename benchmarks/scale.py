@@ -670,10 +670,14 @@ def _pick(recs: list[dict], shape: str, based: str, path: str, kernel: str | Non
 
 def contended(rec: dict) -> bool:
     """True when the machine was visibly busy during the row: the 1-minute load average above 1.5
-    at its start or end, or the matmul rate after the run below 75% of the one before it."""
-    loads = [x[0] for x in (rec.get("load_avg_before"), rec.get("load_avg_after")) if x]
+    at its start, or at its end beyond the row's own threads plus 1.5, or the matmul rate after the
+    run below 75% of the one before it.  (A long row raises the load average by its own threads.)"""
+    before = (rec.get("load_avg_before") or [0.0])[0]
+    after_load = (rec.get("load_avg_after") or [0.0])[0]
+    own = float(rec.get("torch_threads") or rec.get("threads") or 1)
     after = (rec.get("matmul_after") or {}).get("gflops")
-    return any(x > 1.5 for x in loads) or (after is not None and after < 0.75 * rec.get("matmul_gflops", 0))
+    return (before > 1.5 or after_load > own + 1.5
+            or (after is not None and after < 0.75 * rec.get("matmul_gflops", 0)))
 
 
 def target_results(records: list[dict]) -> list[dict]:

@@ -303,6 +303,11 @@ def test_render_scale_is_pure_and_checks_targets(tmp_path):
     busy = _fake("ml-1m-user-dense", "ml-1m", "user", "dense", 0.9, load_avg_before=[3.2, 2.0, 1.0])
     render_scale([r for r in recs if r["row_id"] != "ml-1m-user-dense"] + [busy], b)
     assert "**contended** (load 3.2" in (b / "scale.md").read_text()
+    from benchmarks.scale import contended
+    own = _fake("x", "ml-1m", "item", "dense", 30.0, load_avg_after=[1.95, 1.0, 0.5])   # its own 2 threads
+    assert not contended(own)
+    assert contended(dict(own, load_avg_after=[3.9, 2.0, 1.0]))
+    assert contended(dict(own, matmul_after={"gflops": 80.0}))
     csv_text = (a / "scale.csv").read_text().splitlines()
     assert csv_text[0].startswith("row_id,status,shape") and len(csv_text) == 1 + 6
     del t
