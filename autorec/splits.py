@@ -44,13 +44,13 @@ import math
 import os
 import re
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from autorec.atomic import atomic_write
 from autorec.data.ratings import Ratings
 from autorec.errors import DataError, SplitError
 from autorec.interactions import Interactions
@@ -758,21 +758,8 @@ def cache_path(cache_dir: Path, dataset: str, spec: SplitSpec, seed: int, key: s
 
 
 def _write_atomic(path: Path, split: Split, meta: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, train=split.train, valid=split.valid, test=split.test,
-                     meta=np.array(json.dumps(meta, sort_keys=True)))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, train=split.train, valid=split.valid, test=split.test,
+                                           meta=np.array(json.dumps(meta, sort_keys=True))))
 
 
 def _read_stored(path: Path, ratings: Ratings, spec: SplitSpec, seed: int, valid_ratio: float,

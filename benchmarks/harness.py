@@ -66,6 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from autorec.atomic import atomic_write
 from autorec.errors import AutoRecBenchError, ConfigError, DataError
 from benchmarks import algorithms
 
@@ -440,24 +441,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically (hidden temp file in the same folder, fsync,
-    ``os.replace``): readers see the old file or the whole new one, never a part."""
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`autorec.atomic.atomic_write`): readers
+    see the old file or the whole new one, never a part."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_jsonable(obj), indent=1, sort_keys=True, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
     return path
 
 

@@ -39,7 +39,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
@@ -47,6 +46,7 @@ from typing import Any, Callable, Iterator, Protocol
 import numpy as np
 
 from autorec.config import AutoRecConfig
+from autorec.atomic import atomic_write
 from autorec.errors import ConfigError, DataError, TrainingDivergedError
 from autorec.interactions import Interactions
 from autorec.models.base import FitInfo, ProgressFn
@@ -410,24 +410,8 @@ def _from_json(arr: np.ndarray):
 
 
 def atomic_write_bytes(path: "str | os.PathLike", write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write a file atomically: ``write(fh)`` into a temp file in the same folder, fsync, then
-    ``os.replace`` (a crash leaves the old file or the new one, never half a file)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write a file atomically (see :func:`autorec.atomic.atomic_write`)."""
+    atomic_write(path, write)
 
 
 def atomic_savez(path: "str | os.PathLike", arrays: dict[str, np.ndarray]) -> None:
