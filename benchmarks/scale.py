@@ -671,13 +671,15 @@ def _pick(recs: list[dict], shape: str, based: str, path: str, kernel: str | Non
 def contended(rec: dict) -> bool:
     """True when the machine was visibly busy during the row: the 1-minute load average above 1.5
     at its start, or at its end beyond the row's own threads plus 1.5, or the matmul rate after the
-    run below 75% of the one before it.  (A long row raises the load average by its own threads.)"""
+    run and the one before it more than 25% apart (either way: a busy start or a busy end).  (A
+    long row raises the load average by its own threads.)"""
     before = (rec.get("load_avg_before") or [0.0])[0]
     after_load = (rec.get("load_avg_after") or [0.0])[0]
     own = float(rec.get("torch_threads") or rec.get("threads") or 1)
     after = (rec.get("matmul_after") or {}).get("gflops")
-    return (before > 1.5 or after_load > own + 1.5
-            or (after is not None and after < 0.75 * rec.get("matmul_gflops", 0)))
+    first = rec.get("matmul_gflops")
+    apart = bool(after and first) and min(after, first) < 0.75 * max(after, first)
+    return before > 1.5 or after_load > own + 1.5 or apart
 
 
 def target_results(records: list[dict]) -> list[dict]:

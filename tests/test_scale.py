@@ -308,6 +308,7 @@ def test_render_scale_is_pure_and_checks_targets(tmp_path):
     assert not contended(own)
     assert contended(dict(own, load_avg_after=[3.9, 2.0, 1.0]))
     assert contended(dict(own, matmul_after={"gflops": 80.0}))
+    assert contended(dict(own, matmul_gflops=80.0, matmul_after={"gflops": 150.0}))   # busy start
     csv_text = (a / "scale.csv").read_text().splitlines()
     assert csv_text[0].startswith("row_id,status,shape") and len(csv_text) == 1 + 6
     del t
