@@ -87,6 +87,73 @@ def test_autograd_functions_gradcheck_against_torch(native, rng):
     torch.testing.assert_close(Hs.grad, Hs2.grad, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("need", ["all", "h-and-bias", "w-and-bias", "no-bias"])
+def test_decode_with_bias_gradients(native, rng, need):
+    """The decoder bias folded into the kernel: forward and all gradient combinations equal the
+    reference ``H @ W^T + b`` at the observed entries."""
+    mask, dense, crow, col, val = _random_batch(rng, 13, 21, 0.3, (2,), (4, 20))
+    b = native.Batch(crow, col, val, 13, 21)
+    m = torch.from_numpy(mask)
+    need_h, need_w, need_b = need in ("all", "h-and-bias", "no-bias"), need in ("all", "w-and-bias", "no-bias"), \
+        need != "no-bias"
+    H = torch.randn(13, 6).requires_grad_(need_h)
+    W = torch.randn(21, 6).requires_grad_(need_w)
+    bias = torch.randn(21).requires_grad_(need_b)
+    H2, W2, b2 = (t.detach().clone().requires_grad_(t.requires_grad) for t in (H, W, bias))
+    out = native.decode(H, W, b, bias)
+    ref = (H2 @ W2.t() + b2)[m]
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-5, atol=1e-5)
+    g = torch.randn(b.nnz)
+    (out * g).sum().backward()
+    (ref * g).sum().backward()
+    for a, r in ((H, H2), (W, W2), (bias, b2)):
+        if r.requires_grad:
+            torch.testing.assert_close(a.grad, r.grad, rtol=1e-4, atol=1e-5)
+        else:
+            assert a.grad is None
+    if need_b:  # columns without entries: zero bias gradient
+        assert torch.all(bias.grad[[4, 20]] == 0)
+
+
+def test_recycled_gradient_buffers_are_fully_overwritten(native, rng):
+    """The trainer hands last step's wide gradients back to the pool; the kernels must overwrite
+    every element of a reused buffer (here poisoned with NaN) and the result is the same gradient."""
+    from autorec.models import common
+    from autorec.models.torch import AutoRecTorch
+
+    train = _interactions(rng)
+    m = AutoRecTorch(dict(based="item", hidden=(16,), path="sparse", dropout=0.0, extra={"sparse_kernel": "native"}))
+    m._set_train(train)
+    m._build(m._csr.shape[1])
+    rows = np.arange(0, m._csr.shape[0], 3)
+    indptr, _, cols, vals = common.batch_entries(m._csr, rows)
+
+    def grads():
+        m.net.zero_grad(set_to_none=True)
+        m.net(torch.from_numpy(indptr), torch.from_numpy(cols), torch.from_numpy(vals), len(rows)).backward()
+        return [p.grad.detach().clone() for p in m.net.parameters()]
+
+    ref = grads()
+    pool = native.grad_pool(m.net)
+    wide = [m.net.layers[0].weight_t, m.net.layers[-1].weight]
+    native.recycle_grads(m.net)  # last step's gradients -> the pool, the parameters' grads cleared
+    assert len(pool) == 2 and all(w.grad is None for w in wide)
+    for buf in pool._free[tuple(wide[0].shape)]:
+        buf.fill_(float("nan"))
+    del buf  # a reference held here would make autograd copy the buffer instead of taking it
+    ptrs = {t.data_ptr() for t in pool._free[tuple(wide[0].shape)]}
+    again = grads()
+    assert {w.grad.data_ptr() for w in wide} == ptrs  # the recycled buffers, taken over without a copy
+    assert len(pool) == 0
+    for a, r in zip(again, ref):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, r, rtol=0, atol=0)
+    # views, other shapes and dtypes are not pooled
+    wide[0].grad = torch.zeros(wide[0].shape[1], wide[0].shape[0]).t()
+    native.recycle_grads(m.net)
+    assert wide[0].grad is not None and len(pool) == 1
+
+
 def _interactions(rng, n_users=120, n_items=70, n=1500) -> Interactions:
     keys = rng.choice(n_users * n_items, size=n, replace=False)
     return Interactions(users=(keys // n_items).astype(np.int32), items=(keys % n_items).astype(np.int32),

@@ -270,10 +270,15 @@ class _Trainer:
         if common.is_full_batch(cfg):
             self._full_batch_step(epoch, order, stats, batch_losses)
         else:
+            recycle = self.net.kernel == "native" and self.net.path == "sparse"
+            if recycle:
+                from autorec.models.torch import native
             for bi, rows in enumerate(order):
                 nnz = int(self.row_nnz[rows].sum())
                 mult = common.loss_multiplier(cfg.loss, len(rows), self.n_in, nnz)
                 frac = common.paper_reg_fraction(len(rows), self.n_rows)
+                if recycle:  # last step's wide gradients become this step's output buffers
+                    native.recycle_grads(self.net)
                 self.opt.zero_grad(set_to_none=True)
                 loss, sse, lnnz, lrows = self._batch_loss(rows, mult, frac, False)
                 loss.backward()

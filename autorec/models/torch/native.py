@@ -23,11 +23,18 @@ loaded with ctypes.  :func:`available` says whether that worked and :func:`unava
 not; the model refuses ``sparse_kernel="native"`` with a :class:`~autorec.errors.ConfigError` when
 it did not.  Threads: ``torch.get_num_threads()``.
 
-Memory note: each step allocates fresh ``(n_in, h)`` gradient buffers (as every torch backward
-does); with 4 KB pages their first touch costs more than the kernels themselves at ML-10M width.
-Setting ``THP_MEM_ALLOC_ENABLE=1`` in the environment *before torch is imported* makes torch's CPU
-allocator use transparent huge pages for large tensors (the scale runner does this for both
-paths and records it).
+Memory note: each step's backward writes two ``(n_in, h)`` weight gradients.  Fresh buffers cost
+a page fault and a kernel zeroing per page (at ML-10M width more than the kernels themselves), so
+the trainer hands last step's gradients back to a per-network :class:`GradPool`
+(:func:`recycle_grads`) and the kernels overwrite every element of a reused buffer.  For the other
+large allocations, ``THP_MEM_ALLOC_ENABLE=1`` in the environment *before torch is imported* makes
+torch's CPU allocator use transparent huge pages (the scale runner sets it for both paths and
+records it).
+
+Measured and rejected: tiling the hidden dimension so each thread's ``(batch, tile)`` block stays
+in L2 was 1.5-4x *slower* at ML-10M shape (every tile re-walks the column index and reads the
+weight rows in strided pieces); the per-entry row update is bound by L2/L3 traffic of the
+``(batch, h)`` block, not by the FMA units.
 """
 
 from __future__ import annotations
@@ -47,7 +54,8 @@ import torch
 from autorec.errors import ConfigError
 
 __all__ = ["KERNELS", "available", "unavailable_reason", "library_path", "resolve_kernel", "Batch",
-           "encode", "decode", "TransposedLinear", "store_first_layer_transposed", "sparse_sse", "hidden"]
+           "encode", "decode", "TransposedLinear", "store_first_layer_transposed", "sparse_sse", "hidden",
+           "GradPool", "grad_pool", "recycle_grads"]
 
 #: values of ``extra["sparse_kernel"]``: torch's sparse operators, these kernels, or these kernels
 #: when they are available and the device is the CPU
@@ -107,9 +115,11 @@ static std::vector<i64> column_cut(i64 N, const i64* colptr, int nt) {
 
 extern "C" {
 
-// The batch's entries in column order: colptr[N+1], for each column-ordered entry p its row
-// crow[p] and its position cpos[p] in the CSR arrays.  Returns 0, or -1 for a column out of range.
-int ar_csc_build(i64 B, i64 N, const i64* indptr, const i64* cols, i64* colptr, i64* crow, i64* cpos) {
+// The batch's entries in column order: colptr[N+1], and for each column-ordered entry p its row
+// crow[p], its position cpos[p] in the CSR arrays and its value cval[p] = vals[cpos[p]].
+// Returns 0, or -1 for a column out of range.
+int ar_csc_build(i64 B, i64 N, const i64* indptr, const i64* cols, const float* vals, i64* colptr,
+                 int32_t* crow, i64* cpos, float* cval) {
     std::memset(colptr, 0, sizeof(i64) * (N + 1));
     const i64 nnz = indptr[B];
     for (i64 k = 0; k < nnz; ++k) {
@@ -120,53 +130,63 @@ int ar_csc_build(i64 B, i64 N, const i64* indptr, const i64* cols, i64* colptr, 
     for (i64 j = 0; j < N; ++j) colptr[j + 1] += colptr[j];
     std::vector<i64> next(colptr, colptr + N);
     for (i64 b = 0; b < B; ++b)
-        for (i64 k = indptr[b]; k < indptr[b + 1]; ++k) { i64 p = next[cols[k]]++; crow[p] = b; cpos[p] = k; }
+        for (i64 k = indptr[b]; k < indptr[b + 1]; ++k) {
+            i64 p = next[cols[k]]++;
+            crow[p] = (int32_t)b; cpos[p] = k; cval[p] = vals[k];
+        }
     return 0;
 }
 
-// Z[B, h] = S @ W, S the batch pattern with values vals (CSR positions), W [N, h].
-// Column order; thread t > 0 accumulates into scratch[(t-1) * B * h], then rows are reduced.
-void ar_spmm(i64 B, i64 N, i64 h, const i64* colptr, const i64* crow, const i64* cpos,
-             const float* vals, const float* W, float* Z, float* scratch, int nt) {
+// Sum the per-thread partial (B, h) blocks scratch[(t-1) * B * h] (t = 1..used-1) into Z.
+static void reduce_rows(i64 B, i64 h, float* Z, const float* scratch, int used) {
+    if (used <= 1) return;
+    run_split(even_cut(B, used), [&](i64 a, i64 e, int) {
+        for (int t = 1; t < used; ++t) {
+            const float* s = scratch + (i64)(t - 1) * B * h;
+            for (i64 b = a; b < e; ++b) {
+                float* zz = Z + b * h; const float* ss = s + b * h;
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) zz[c] += ss[c];
+            }
+        }
+    });
+}
+
+// Z[B, h] = S @ W, S the batch pattern holding the column-ordered values cv, W [N, h].
+// Column order: each row of W is read once per batch; thread t > 0 accumulates into
+// scratch[(t-1) * B * h], then the blocks are reduced.
+void ar_spmm(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, const float* cv,
+             const float* W, float* Z, float* scratch, int nt) {
     std::vector<i64> cut = column_cut(N, colptr, nt);
-    int used = (int)cut.size() - 1;
+    const int used = (int)cut.size() - 1;
     run_split(cut, [&](i64 a, i64 e, int t) {
         float* z = t == 0 ? Z : scratch + (i64)(t - 1) * B * h;
         std::memset(z, 0, sizeof(float) * B * h);
         for (i64 j = a; j < e; ++j) {
             const float* w = W + j * h;
             for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
-                float* zz = z + crow[p] * h;
-                const float v = vals[cpos[p]];
+                float* zz = z + (i64)crow[p] * h;
+                const float v = cv[p];
                 #pragma omp simd
                 for (i64 c = 0; c < h; ++c) zz[c] += v * w[c];
             }
         }
     });
-    if (used > 1) {
-        run_split(even_cut(B, used), [&](i64 a, i64 e, int) {
-            for (int t = 1; t < used; ++t) {
-                const float* s = scratch + (i64)(t - 1) * B * h;
-                for (i64 b = a; b < e; ++b) {
-                    float* zz = Z + b * h; const float* ss = s + b * h;
-                    #pragma omp simd
-                    for (i64 c = 0; c < h; ++c) zz[c] += ss[c];
-                }
-            }
-        });
-    }
+    reduce_rows(B, h, Z, scratch, used);
 }
 
-// D[N, h] = S^T @ G, G [B, h]; every row of D is written (zero for columns without entries).
-void ar_spmm_t(i64 N, i64 h, const i64* colptr, const i64* crow, const i64* cpos,
-               const float* vals, const float* G, float* D, int nt) {
+// D[N, h] = S^T @ G (S holding the column-ordered values cv), G [B, h]; every row of D is
+// written (zero for columns without entries).
+void ar_spmm_t(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, const float* cv,
+               const float* G, float* D, int nt) {
+    (void)B;
     run_split(column_cut(N, colptr, nt), [&](i64 a, i64 e, int) {
         for (i64 j = a; j < e; ++j) {
             float* d = D + j * h;
             std::memset(d, 0, sizeof(float) * h);
             for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
-                const float* g = G + crow[p] * h;
-                const float v = vals[cpos[p]];
+                const float* g = G + (i64)crow[p] * h;
+                const float v = cv[p];
                 #pragma omp simd
                 for (i64 c = 0; c < h; ++c) d[c] += v * g[c];
             }
@@ -174,20 +194,25 @@ void ar_spmm_t(i64 N, i64 h, const i64* colptr, const i64* crow, const i64* cpos
     });
 }
 
-// out[k] = H[row_k] . W[col_k] for every entry k (CSR positions), H [B, h], W [N, h].
-void ar_sddmm(i64 N, i64 h, const i64* colptr, const i64* crow, const i64* cpos,
-              const float* H, const float* W, float* out, int nt) {
+// out[k] = H[row_k] . W[col_k] (+ bias[col_k] when bias is not null) for every entry k, written
+// at its CSR position cpos; H [B, h], W [N, h].
+void ar_sddmm(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, const i64* cpos,
+              const float* H, const float* W, const float* bias, float* out, int nt) {
+    (void)B;
+    std::vector<float> acc((size_t)colptr[N] + 1);  // column-ordered results, scattered at the end
+    float* ac = acc.data();
     run_split(column_cut(N, colptr, nt), [&](i64 a, i64 e, int) {
         for (i64 j = a; j < e; ++j) {
             const float* w = W + j * h;
             for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
-                const float* x = H + crow[p] * h;
+                const float* x = H + (i64)crow[p] * h;
                 float s = 0.0f;
                 #pragma omp simd reduction(+:s)
                 for (i64 c = 0; c < h; ++c) s += x[c] * w[c];
-                out[cpos[p]] = s;
+                ac[p] = bias ? s + bias[j] : s;
             }
         }
+        for (i64 p = colptr[a]; p < colptr[e]; ++p) out[cpos[p]] = ac[p];
     });
 }
 
@@ -211,22 +236,31 @@ void ar_spmm_rows(i64 B, i64 h, const i64* indptr, const i64* cols, const float*
 }
 
 // The decoder's backward in one column-ordered pass: dH = S_g @ W and dW = S_g^T @ H, with S_g
-// the batch pattern holding the output gradients g.  Every row of dW is written.
-void ar_decode_backward(i64 B, i64 N, i64 h, const i64* colptr, const i64* crow, const i64* cpos,
+// the batch pattern holding the output gradients g (CSR order).  Every row of dW is written, and
+// when db is not null, db[j] = the sum of column j's gradients (the decoder bias's gradient).
+void ar_decode_backward(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, const i64* cpos,
                         const float* g, const float* W, const float* H, float* dH, float* dW,
-                        float* scratch, int nt) {
+                        float* db, float* scratch, int nt) {
     std::vector<i64> cut = column_cut(N, colptr, nt);
-    int used = (int)cut.size() - 1;
+    const int used = (int)cut.size() - 1;
+    std::vector<float> gcol((size_t)colptr[N] + 1);  // g in column order: no random load per entry
+    float* gc = gcol.data();
     run_split(cut, [&](i64 a, i64 e, int t) {
+        for (i64 p = colptr[a]; p < colptr[e]; ++p) gc[p] = g[cpos[p]];
         float* dh = t == 0 ? dH : scratch + (i64)(t - 1) * B * h;
         std::memset(dh, 0, sizeof(float) * B * h);
         for (i64 j = a; j < e; ++j) {
             const float* w = W + j * h;
             float* d = dW + j * h;
             std::memset(d, 0, sizeof(float) * h);
+            if (db) {
+                float sb = 0.0f;
+                for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) sb += gc[p];
+                db[j] = sb;
+            }
             for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
                 const i64 b = crow[p];
-                const float gv = g[cpos[p]];
+                const float gv = gc[p];
                 float* dhb = dh + b * h;
                 const float* hb = H + b * h;
                 #pragma omp simd
@@ -234,21 +268,10 @@ void ar_decode_backward(i64 B, i64 N, i64 h, const i64* colptr, const i64* crow,
             }
         }
     });
-    if (used > 1) {
-        run_split(even_cut(B, used), [&](i64 a, i64 e, int) {
-            for (int t = 1; t < used; ++t) {
-                const float* s = scratch + (i64)(t - 1) * B * h;
-                for (i64 b = a; b < e; ++b) {
-                    float* zz = dH + b * h; const float* ss = s + b * h;
-                    #pragma omp simd
-                    for (i64 c = 0; c < h; ++c) zz[c] += ss[c];
-                }
-            }
-        });
-    }
+    reduce_rows(B, h, dH, scratch, used);
 }
 
-int ar_version() { return 2; }
+int ar_version() { return 3; }
 int ar_openmp() {
 #ifdef _OPENMP
     return 1;
@@ -348,18 +371,19 @@ def _build() -> tuple[ctypes.CDLL | None, str | None, Path | None]:
     except OSError as exc:
         return None, f"cannot load the native kernels {target}: {exc}", None
     i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    lib.ar_csc_build.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr]
+    lib.ar_csc_build.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
     lib.ar_csc_build.restype = cint
-    lib.ar_spmm.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, cint]
+    lib.ar_spmm.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_spmm.restype = None
-    lib.ar_spmm_t.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, cint]
+    lib.ar_spmm_t.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_spmm_t.restype = None
-    lib.ar_sddmm.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, cint]
+    lib.ar_sddmm.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_sddmm.restype = None
     lib.ar_spmm_rows.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_spmm_rows.restype = None
-    lib.ar_decode_backward.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, cint]
+    lib.ar_decode_backward.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_decode_backward.restype = None
+    lib.ar_version.restype = cint
     lib.ar_openmp.restype = cint
     return lib, None, target
 
@@ -437,25 +461,83 @@ def _check_dense(t: torch.Tensor, name: str) -> torch.Tensor:
     return t if t.is_contiguous() else t.contiguous()
 
 
+class GradPool:
+    """Recycled ``(n_in, h)`` weight-gradient buffers of one network.
+
+    Every step's backward writes the two wide weight gradients into buffers of ``n_in x h`` floats;
+    fresh ones cost a page fault and a kernel zeroing per page (more than the kernels themselves at
+    ML-10M width).  The trainer hands last step's gradients back (:func:`recycle_grads`) before
+    ``zero_grad``, and the kernels overwrite every element of a recycled buffer, so no value carries
+    over from one step to the next."""
+
+    def __init__(self):
+        self._free: dict[tuple[int, int], list[torch.Tensor]] = {}
+
+    def take(self, n: int, h: int) -> torch.Tensor:
+        free = self._free.get((n, h))
+        return free.pop() if free else torch.empty(n, h, dtype=torch.float32)
+
+    def give(self, t: torch.Tensor) -> None:
+        free = self._free.setdefault(tuple(t.shape), [])
+        if len(free) < 2:
+            free.append(t)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._free.values())
+
+
+def grad_pool(net) -> GradPool:
+    """The network's :class:`GradPool` (created on first use)."""
+    pool = net.__dict__.get("_native_grad_pool")
+    if pool is None:
+        pool = GradPool()
+        net.__dict__["_native_grad_pool"] = pool
+    return pool
+
+
+def _wide_weights(net) -> list[torch.Tensor]:
+    first = net.layers[0]
+    w0 = first.weight_t if isinstance(first, TransposedLinear) else None
+    return [w for w in (w0, net.layers[-1].weight) if w is not None]
+
+
+def recycle_grads(net) -> None:
+    """Move the wide weights' gradients (plain, contiguous float32 CPU tensors that own their
+    memory) into the network's :class:`GradPool` and clear them; call it where ``zero_grad`` would
+    drop them (after the optimizer step)."""
+    pool = grad_pool(net)
+    for w in _wide_weights(net):
+        g = w.grad
+        if (g is not None and g._base is None and g.is_contiguous() and g.dtype == torch.float32
+                and g.device.type == "cpu" and g.shape == w.shape):
+            w.grad = None
+            pool.give(g)
+
+
 class Batch:
     """One CSR batch (``n_rows`` rows of width ``n_cols``) and its column-ordered index, built once
     and shared by the encoder and decoder kernels of a step."""
 
-    def __init__(self, crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, n_rows: int, n_cols: int):
+    def __init__(self, crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, n_rows: int, n_cols: int,
+                 pool: GradPool | None = None):
         lib = _lib_or_raise()
         self.n_rows, self.n_cols = int(n_rows), int(n_cols)
+        if self.n_rows >= 2 ** 31:
+            raise ValueError(f"native Batch: {self.n_rows} rows in one batch (the kernels index rows with int32)")
         self.crow = crow.to(torch.int64).contiguous()
         self.col = col.to(torch.int64).contiguous()
         self.val = _check_dense(val, "the batch values")
+        self.pool = pool
         nnz = int(self.col.numel())
         if self.crow.numel() != self.n_rows + 1 or int(self.crow[-1]) != nnz:
             raise ValueError(f"native Batch: row pointer of length {self.crow.numel()} ending at "
                              f"{int(self.crow[-1])} does not describe {self.n_rows} rows / {nnz} entries")
         self.colptr = torch.empty(self.n_cols + 1, dtype=torch.int64)
-        self.ccrow = torch.empty(nnz, dtype=torch.int64)
+        self.ccrow = torch.empty(nnz, dtype=torch.int32)
         self.cpos = torch.empty(nnz, dtype=torch.int64)
-        rc = lib.ar_csc_build(self.n_rows, self.n_cols, _p(self.crow), _p(self.col), _p(self.colptr),
-                              _p(self.ccrow), _p(self.cpos))
+        self.cval = torch.empty(nnz, dtype=torch.float32)
+        rc = lib.ar_csc_build(self.n_rows, self.n_cols, _p(self.crow), _p(self.col), _p(self.val),
+                              _p(self.colptr), _p(self.ccrow), _p(self.cpos), _p(self.cval))
         if rc != 0:
             raise ValueError(f"native Batch: a column index is outside [0, {self.n_cols})")
 
@@ -463,17 +545,29 @@ class Batch:
     def nnz(self) -> int:
         return int(self.col.numel())
 
+    def _column_values(self, vals: torch.Tensor) -> torch.Tensor:
+        """Entry values (CSR order) in the batch's column order."""
+        if vals is self.val:
+            return self.cval
+        vals = _check_dense(vals, "the entry values")
+        if vals.numel() != self.nnz:
+            raise ValueError(f"native Batch: {vals.numel()} entry values for {self.nnz} entries")
+        return vals[self.cpos].contiguous()
+
+    def _wide(self, h: int) -> torch.Tensor:
+        return self.pool.take(self.n_cols, h) if self.pool is not None else torch.empty(self.n_cols, h)
+
     def spmm(self, vals: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         """``S @ W`` with S this batch's pattern holding ``vals``: ``(n_rows, h)``."""
         lib = _lib_or_raise()
         W = _check_dense(W, "the weight")
-        vals = _check_dense(vals, "the entry values")
+        cv = self._column_values(vals)
         h = W.shape[1]
         nt = _threads()
         out = torch.empty(self.n_rows, h, dtype=torch.float32)
         scratch = torch.empty(max(nt - 1, 0) * self.n_rows * h if nt > 1 else 1, dtype=torch.float32)
-        lib.ar_spmm(self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(self.cpos), _p(vals),
-                    _p(W), _p(out), _p(scratch), nt)
+        lib.ar_spmm(self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(cv), _p(W), _p(out),
+                    _p(scratch), nt)
         return out
 
     def spmm_rows(self, vals: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -486,9 +580,9 @@ class Batch:
                          _threads())
         return out
 
-    def decode_backward(self, g: torch.Tensor, W: torch.Tensor, H: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(S_g @ W, S_g^T @ H)`` in one pass: the decoder's input and weight gradients."""
+    def decode_backward(self, g: torch.Tensor, W: torch.Tensor, H: torch.Tensor, with_bias: bool = False):
+        """``(S_g @ W, S_g^T @ H)`` in one pass: the decoder's input and weight gradients; with
+        ``with_bias`` also the bias gradient (per-column sums of ``g``), as a third element."""
         lib = _lib_or_raise()
         W = _check_dense(W, "the weight")
         H = _check_dense(H, "the hidden representation")
@@ -496,31 +590,39 @@ class Batch:
         h = W.shape[1]
         nt = _threads()
         dH = torch.empty(self.n_rows, h, dtype=torch.float32)
-        dW = torch.empty(self.n_cols, h, dtype=torch.float32)
+        dW = self._wide(h)
+        db = torch.empty(self.n_cols, dtype=torch.float32) if with_bias else None
         scratch = torch.empty(max(nt - 1, 0) * self.n_rows * h if nt > 1 else 1, dtype=torch.float32)
         lib.ar_decode_backward(self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(self.cpos),
-                               _p(g), _p(W), _p(H), _p(dH), _p(dW), _p(scratch), nt)
-        return dH, dW
+                               _p(g), _p(W), _p(H), _p(dH), _p(dW), None if db is None else _p(db),
+                               _p(scratch), nt)
+        return (dH, dW, db) if with_bias else (dH, dW)
+
+    def column_sums(self, vals: torch.Tensor) -> torch.Tensor:
+        """Per-column sums of entry values (CSR order): ``(n_cols,)``."""
+        vals = _check_dense(vals, "the entry values")
+        return torch.zeros(self.n_cols, dtype=torch.float32).index_add_(0, self.col, vals)
 
     def spmm_t(self, vals: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
         """``S^T @ G``: ``(n_cols, h)``, every row written."""
         lib = _lib_or_raise()
         G = _check_dense(G, "the dense operand")
-        vals = _check_dense(vals, "the entry values")
+        cv = self._column_values(vals)
         h = G.shape[1]
-        out = torch.empty(self.n_cols, h, dtype=torch.float32)
-        lib.ar_spmm_t(self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(self.cpos), _p(vals), _p(G),
-                      _p(out), _threads())
+        out = self._wide(h)
+        lib.ar_spmm_t(self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(cv), _p(G), _p(out),
+                      _threads())
         return out
 
-    def sddmm(self, H: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        """``H[row_k] . W[col_k]`` for every entry k, in CSR order: ``(nnz,)``."""
+    def sddmm(self, H: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``H[row_k] . W[col_k]`` (``+ bias[col_k]``) for every entry k, in CSR order: ``(nnz,)``."""
         lib = _lib_or_raise()
         H = _check_dense(H, "the hidden representation")
         W = _check_dense(W, "the weight")
+        b = None if bias is None else _check_dense(bias.detach(), "the bias")
         out = torch.empty(self.nnz, dtype=torch.float32)
-        lib.ar_sddmm(self.n_cols, H.shape[1], _p(self.colptr), _p(self.ccrow), _p(self.cpos), _p(H), _p(W),
-                     _p(out), _threads())
+        lib.ar_sddmm(self.n_rows, self.n_cols, H.shape[1], _p(self.colptr), _p(self.ccrow), _p(self.cpos),
+                     _p(H), _p(W), None if b is None else _p(b), _p(out), _threads())
         return out
 
 
@@ -539,22 +641,29 @@ class _Encode(torch.autograd.Function):
 
 class _Decode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, H: torch.Tensor, W: torch.Tensor, batch: Batch) -> torch.Tensor:  # W: (n_in, h)
-        ctx.batch = batch
+    def forward(ctx, H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, batch: Batch) -> torch.Tensor:
+        ctx.batch = batch  # W: (n_in, h); b: (n_in,) or None
+        ctx.has_bias = b is not None
         ctx.save_for_backward(H, W)
-        return batch.sddmm(H, W)
+        return batch.sddmm(H, W, b)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         H, W = ctx.saved_tensors
         batch = ctx.batch
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_b = ctx.has_bias and ctx.needs_input_grad[2]
+        db = None
         if need_h and need_w:
-            dH, dW = batch.decode_backward(g, W, H)
+            if need_b:
+                dH, dW, db = batch.decode_backward(g, W, H, with_bias=True)
+            else:
+                dH, dW = batch.decode_backward(g, W, H)
         else:
             dH = batch.spmm(g, W) if need_h else None
             dW = batch.spmm_t(g, H) if need_w else None
-        return dH, dW, None
+            db = batch.column_sums(g) if need_b else None
+        return dH, dW, db, None
 
 
 def encode(W_t: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -563,10 +672,10 @@ def encode(W_t: torch.Tensor, batch: Batch) -> torch.Tensor:
     return _Encode.apply(W_t, batch)
 
 
-def decode(H: torch.Tensor, W: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """``H[row_k] . W[col_k]`` at the batch's entries (``W``: ``(n_in, h)``, the last-layer weight);
-    differentiable in ``H`` and ``W``."""
-    return _Decode.apply(H, W, batch)
+def decode(H: torch.Tensor, W: torch.Tensor, batch: Batch, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``H[row_k] . W[col_k] (+ bias[col_k])`` at the batch's entries (``W``: ``(n_in, h)``, the
+    last-layer weight; ``bias``: its ``(n_in,)`` bias); differentiable in ``H``, ``W`` and ``bias``."""
+    return _Decode.apply(H, W, bias, batch)
 
 
 class TransposedLinear(torch.nn.Module):
@@ -614,8 +723,8 @@ def sparse_sse(net, crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, n_
                activation, drop_batch=None) -> torch.Tensor:
     """The batch's sum of squared errors at its observed entries, as the torch sparse path
     computes it (``AutoRecNet.forward``), through the native kernels."""
-    batch = Batch(crow, col, val, n_rows, net.n_in)
+    batch = Batch(crow, col, val, n_rows, net.n_in, pool=grad_pool(net))
     h = hidden(net, batch, drop_batch)
     last = net.layers[-1]
-    pred = activation(decode(h, last.weight, batch) + last.bias[batch.col])
+    pred = activation(decode(h, last.weight, batch, last.bias))
     return ((pred - batch.val) ** 2).sum()
