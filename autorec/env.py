@@ -91,6 +91,20 @@ def gpu_models() -> list[str]:
     return []
 
 
+def process_memory_bytes(field: str = "VmHWM") -> int | None:
+    """``VmHWM`` (peak RSS since exec) or ``VmRSS`` (now) of this process in bytes, from
+    /proc/self/status; ``None`` where that does not exist.  Prefer VmHWM to ``ru_maxrss`` for a
+    worker's peak: Linux carries the parent's RSS at fork over the exec into ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def git_commit(path: str | None = None) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,

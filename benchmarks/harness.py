@@ -719,15 +719,10 @@ def _compose(run: RunSpec, worker: dict, rusage, seconds: float, code: int) -> d
 
 # =============================================================================== the worker
 def _rss_mb(field: str = "VmRSS") -> float | None:
-    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process, in MB, from /proc/self/status."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return round(int(line.split()[1]) / 1024.0, 1)
-    except OSError:
-        pass
-    return None
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process, in MB."""
+    from autorec.env import process_memory_bytes
+    b = process_memory_bytes(field)
+    return None if b is None else round(b / 1048576.0, 1)
 
 
 def _worker_main(job_path: str) -> int:

@@ -695,6 +695,15 @@ def build_report(raw_dir: str | os.PathLike = harness.DEFAULT_RAW, out_dir: str 
         md += ["None.", ""]
     if notes:
         md += ["## Split checks", ""] + [f"- {n}" for n in notes] + [""]
+    # ---- scale (its own raw files under <raw>/scale, rendered by benchmarks.scale)
+    md += ["## Scale", ""]
+    scale_files = _render_scale(raw_dir / "scale", out_dir, plots)
+    if scale_files:
+        n_scale = len(list((raw_dir / "scale").glob("*.json")))
+        md += [f"Sparse vs dense AutoRec on synthetic data of the ML-1M, ML-10M, ML-20M and Netflix shapes "
+               f"({n_scale} raw files under `{(raw_dir / 'scale').as_posix()}`): see [scale.md](scale.md).", ""]
+    else:
+        md += ["No scale results yet (`python -m benchmarks.scale`).", ""]
     # ---- every run
     run_rows = []
     for r in sorted(raw.ok, key=lambda r: r["_file"]):
@@ -712,9 +721,19 @@ def build_report(raw_dir: str | os.PathLike = harness.DEFAULT_RAW, out_dir: str 
     put("README.md", "\n".join(md).rstrip() + "\n")
     for name, data in written.items():
         _write_bytes(name, data)
-    all_files = sorted({p.relative_to(out_dir).as_posix() for p in written} | set(plot_files))
+    all_files = sorted({p.relative_to(out_dir).as_posix() for p in written} | set(plot_files)
+                       | {p.relative_to(out_dir).as_posix() for p in scale_files})
     _prune(out_dir, all_files)
     return [out_dir / f for f in all_files]
+
+
+def _render_scale(scale_raw: Path, out_dir: Path, plots: bool) -> list[Path]:
+    """``scale.md`` / ``scale.csv`` (/ the plot) from the scale raw files, when there are any."""
+    if not scale_raw.is_dir() or not any(scale_raw.glob("*.json")):
+        return []
+    from benchmarks.scale import load_records as load_scale, render_scale
+    files = render_scale(load_scale(scale_raw), out_dir, plots=plots)
+    return [Path(f) for f in files]
 
 
 def _prune(out_dir: Path, current: list[str]) -> None:

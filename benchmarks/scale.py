@@ -44,7 +44,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -52,6 +51,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from autorec import scale as sc
+from autorec.atomic import atomic_write
+from autorec.env import process_memory_bytes
 from autorec.errors import AutoRecBenchError, ConfigError, MemoryBudgetError
 
 SCHEMA = "autorec-bench/scale/1"
@@ -235,21 +236,8 @@ def load_spec(path: "str | os.PathLike") -> tuple[dict, list[Row]]:
 
 # ====================================================================== raw records
 def _atomic_write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=True, allow_nan=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    text = json.dumps(obj, indent=1, sort_keys=True, allow_nan=True) + "\n"
+    atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def load_records(raw_dir: "str | os.PathLike") -> list[dict]:
@@ -300,15 +288,14 @@ def estimate_record(row: Row, est: sc.MemoryEstimate, limit: int) -> dict:
 
 # ====================================================================== the worker
 def _rss_now() -> int:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):  # pragma: no cover - not Linux
-        return 0
+    return process_memory_bytes("VmRSS") or 0
 
 
 def _maxrss() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    """This worker's peak RSS since exec (VmHWM; ``ru_maxrss`` only where /proc is missing, which
+    also counts the parent's RSS at fork)."""
+    hwm = process_memory_bytes("VmHWM")
+    return hwm if hwm is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def _loadavg() -> list[float] | None:
@@ -489,7 +476,7 @@ def worker(row: Row, out_file: Path, limit: int, resume: bool = False, checkpoin
         t0 = stage("evaluate", t_e)
     # the pipeline's peak (generation, split, training, evaluation), before the probes below
     rec["peak_rss_bytes"] = _maxrss()
-    rec["peak_rss_source"] = "ru_maxrss of the row's worker after evaluation (before the after-run probes)"
+    rec["peak_rss_source"] = "VmHWM of the row's worker after evaluation (before the after-run probes)"
     probe_after = sc.dense_matmul_gflops(row.probe_n, repeats=5)
     bandwidth = sc.stream_bandwidth_gbs(min(256 * 10**6, max(16 * 10**6, 64 * row.probe_n ** 2)))
     traffic = sc.epoch_traffic_bytes(w_run, row.path, str(cfg.get("optimizer", "adam")))
@@ -668,9 +655,10 @@ def _gb(x) -> str:
 
 
 def _pick(recs: list[dict], shape: str, based: str, path: str, kernel: str | None = "native") -> dict | None:
+    """The main (untagged: the spec's batch size) ok row of that shape, model, path and kernel."""
     for r in recs:
         if (r.get("shape"), r.get("based"), r.get("path"), r.get("status")) == (shape, based, path, "ok") and \
-                (path != "sparse" or r.get("kernel") == kernel):
+                (path != "sparse" or r.get("kernel") == kernel) and not (r.get("row") or {}).get("tag"):
             return r
     return None
 
@@ -804,7 +792,7 @@ def plot_scale(records: list[dict], path: Path) -> bool:
     return True
 
 
-def render_scale(raw_records: Iterable[dict], out_dir: "str | os.PathLike") -> list[Path]:
+def render_scale(raw_records: Iterable[dict], out_dir: "str | os.PathLike", plots: bool = True) -> list[Path]:
     """Write ``scale.md``, ``scale.csv`` and ``scale_epoch_time.png`` under ``out_dir`` from the
     scale raw records (a pure function of them: sorted, no timestamps of its own).  Returns the
     paths written.  Records of other kinds are ignored."""
@@ -849,8 +837,9 @@ def render_scale(raw_records: Iterable[dict], out_dir: "str | os.PathLike") -> l
            "Rows are the AutoRec matrix's rows (items for I-AutoRec, users for U-AutoRec), `n_in` its "
            "width; `nnz` the training ratings. s/epoch is the median of the timed epochs; "
            "GFLOP/s = FLOPs / s/epoch; % matmul compares with the dense matmul rate measured in the same "
-           "worker. Peak RSS is the worker process's `ru_maxrss` (data generation, split, training and "
-           "evaluation included).", ""]
+           "worker. Peak RSS is the worker process's peak resident set (data generation, split, training "
+           "and evaluation included): its VmHWM, or for rows recorded before that (raw field "
+           "`peak_rss_source`) its `ru_maxrss`, which also counts the ~50 MB parent at fork.", ""]
 
     md += ["## Targets", ""]
     tr = target_results(recs)
@@ -861,9 +850,9 @@ def render_scale(raw_records: Iterable[dict], out_dir: "str | os.PathLike") -> l
     md.append("")
 
     md += ["## Measurements", "",
-           "| shape | model | path | ratings (train) | rows x n_in | s/epoch | epochs timed | ratings/s | "
+           "| shape | model | path | batch | ratings (train) | rows x n_in | s/epoch | epochs timed | ratings/s | "
            "GFLOP/epoch | GFLOP/s | % matmul | peak RSS GB | est. GB | notes |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         size = f"{r['n_rows']} x {r['n_in']}"
         if r["status"] == "ok":
@@ -880,7 +869,8 @@ def render_scale(raw_records: Iterable[dict], out_dir: "str | os.PathLike") -> l
                 note = (note + "; " if note else "") + f"test RMSE {ev['test_rmse']:.4f}"
             if r.get("resumed_from_epoch"):
                 note += f"; resumed after epoch {r['resumed_from_epoch']}"
-            md.append(f"| {r['shape']} | {_model(r)} | {_path_label(r)} | {r.get('n_train_timed', r['n_train'])} | "
+            md.append(f"| {r['shape']} | {_model(r)} | {_path_label(r)} | {r.get('batch_size', '—')} | "
+                      f"{r.get('n_train_timed', r['n_train'])} | "
                       f"{size} | {r['seconds_per_epoch']:.2f} | "
                       f"{' '.join(f'{x:.2f}' for x in r['epoch_seconds'])} | {r['ratings_per_second']:.3g} | "
                       f"{r['flops_per_epoch'] / 1e9:.0f} | {r['achieved_gflops']:.1f} | "
@@ -890,11 +880,13 @@ def render_scale(raw_records: Iterable[dict], out_dir: "str | os.PathLike") -> l
             what = (f"**does not fit: needs {r['needs_bytes'] / 1e9:.1f} GB** (limit {r['limit_bytes'] / 1e9:.1f} GB)"
                     if r["status"] == "refused" else
                     f"fits: needs {r['needs_bytes'] / 1e9:.1f} GB (limit {r['limit_bytes'] / 1e9:.1f} GB); not run")
-            md.append(f"| {r['shape']} | {_model(r)} | {_path_label(r)} | {r.get('n_train', '—')} | {size} | — | — | "
+            md.append(f"| {r['shape']} | {_model(r)} | {_path_label(r)} | {r.get('batch_size', '—')} | "
+                      f"{r.get('n_train', '—')} | {size} | — | — | "
                       f"— | — | — | — | — | {r['needs_bytes'] / 1e9:.2f} | {what}: {r.get('reason', '')} |")
         else:
             err = (r.get("error") or "").strip().splitlines()
-            md.append(f"| {r['shape']} | {_model(r)} | {_path_label(r)} | — | {size} | — | — | — | — | — | — | "
+            md.append(f"| {r['shape']} | {_model(r)} | {_path_label(r)} | {r.get('batch_size', '—')} | — | {size} | "
+                      f"— | — | — | — | — | — | "
                       f"{_gb(r.get('peak_rss_bytes'))} | {_gb((r.get('estimate') or {}).get('total_bytes'))} | "
                       f"**failed** (exit {r.get('returncode')}): {err[-1][:120] if err else ''} |")
     md.append("")
@@ -960,7 +952,7 @@ def render_scale(raw_records: Iterable[dict], out_dir: "str | os.PathLike") -> l
             md.append(f"- {r['row_id']} ({scope}): {top}")
         md.append("")
 
-    if plot_scale(recs, out / "scale_epoch_time.png"):
+    if plots and plot_scale(recs, out / "scale_epoch_time.png"):
         written.append(out / "scale_epoch_time.png")
         md += ["## Time per epoch vs ratings", "", "![time per epoch vs ratings](scale_epoch_time.png)", ""]
     (out / "scale.md").write_text("\n".join(md).rstrip() + "\n")

@@ -417,3 +417,33 @@ def test_worker_checkpoint_resume_keeps_the_epoch_record(tmp_path):
     rec = bs.worker(row, out / f"{row.row_id}.json", 10**12, resume=True, checkpoint_dir=ck_dir)
     assert rec["resumed_from_epoch"] == 2 and len(rec["epoch_seconds"]) == 3
     assert json.loads((out / f"{row.row_id}.json").read_text())["status"] == "ok"
+
+
+def test_report_renders_scale_from_raw_scale_folder(tmp_path):
+    """`autorec-bench report` regenerates scale.md/csv from <raw>/scale (and lists them in its
+    manifest, so a later report without scale raw files removes them again); a tagged (b256) row
+    never stands in for the main row in the targets."""
+    import json as _json
+
+    from benchmarks import report
+
+    raw = tmp_path / "raw"
+    (raw / "scale").mkdir(parents=True)
+    recs = [_fake("ml-1m-item-sparse-native", "ml-1m", "item", "sparse", 0.2),
+            _fake("ml-1m-item-sparse-native-b256", "ml-1m", "item", "sparse", 0.1, row={"tag": "b256"}),
+            _fake("ml-1m-item-dense", "ml-1m", "item", "dense", 1.0)]
+    for r in recs:
+        (raw / "scale" / f"{r['row_id']}.json").write_text(_json.dumps(r))
+    out = tmp_path / "results"
+    files = report.build_report(raw, out, plots=False)
+    names = {p.name for p in files}
+    assert {"scale.md", "scale.csv"} <= names and "scale_epoch_time.png" not in names
+    assert "[scale.md](scale.md)" in (out / "README.md").read_text()
+    md = (out / "scale.md").read_text()
+    assert "I-AutoRec 5.0x" in md  # 1.0 / 0.2 from the main row, not 1.0 / 0.1 from the b256 row
+    assert "| ml-1m | I-AutoRec | sparse (native kernels) | 256 |" in md
+    for r in recs:
+        (raw / "scale" / f"{r['row_id']}.json").unlink()
+    report.build_report(raw, out, plots=False)
+    assert not (out / "scale.md").exists()
+    assert "No scale results yet" in (out / "README.md").read_text()
