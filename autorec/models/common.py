@@ -49,7 +49,7 @@ from autorec.config import AutoRecConfig
 from autorec.atomic import atomic_write
 from autorec.errors import ConfigError, DataError, TrainingDivergedError
 from autorec.interactions import Interactions
-from autorec.models.base import FitInfo, ProgressFn
+from autorec.models.base import FitInfo, ProgressFn, Recommender
 from autorec.models.batching import batches, epoch_order
 
 CHECKPOINT_FORMAT = "autorec-checkpoint/1"
@@ -625,3 +625,114 @@ def run_training(trainer: Trainer, config: AutoRecConfig, *, backend: str,
                    extra={"stopped_early": bool(stopped and last < int(config.epochs)),
                           "best_valid_rmse": best_rmse, "restored_best": restored,
                           "resumed_from_epoch": (start - 1) if resume is not None else None})
+
+
+# ====================================================================== the wrapper glue
+class AutoRecBase(Recommender):
+    """The framework-free half of every backend's AutoRec model: configuration, the train matrix,
+    weight loading, argument checks of ``fit`` / ``predict`` / ``reconstruct``, and the saved-model
+    file.  A backend sets ``backend``, builds ``self.config`` / ``self.net`` and implements
+    ``_build(n_in)`` (a network with the configured initialisation), ``_assign(weights)`` (checked
+    contract-layout weights into the network), ``get_weights``, ``fit``, ``predict`` and
+    ``reconstruct``."""
+
+    name = "autorec"
+    config: AutoRecConfig
+
+    def _init_state(self) -> None:
+        self.net = None
+        self._train: Interactions | None = None
+        self._csr = None
+        self.fit_info: FitInfo | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "AutoRecBase":
+        return cls(dict(params))
+
+    def params(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    # ------------------------------------------------------------------ state
+    def _need_net(self, what: str) -> None:
+        if self.net is None:
+            raise ConfigError(f"{what}: the model has no weights yet; call fit(), set_weights() or load() first")
+
+    def _set_train(self, train: Interactions) -> None:
+        if not isinstance(train, Interactions):
+            raise DataError(f"fit: train must be an autorec.interactions.Interactions, got {type(train).__name__}")
+        if len(train) == 0:
+            raise DataError("fit: the train part has no ratings")
+        self._train = train
+        self._csr = train.csr(self.config.based)
+
+    def _start_fit(self, train: Interactions, valid: "Interactions | None",
+                   initial_weights: "dict[str, np.ndarray] | None") -> None:
+        """Checks of ``fit``'s arguments, then the train matrix and a freshly built network."""
+        self._set_train(train)
+        if valid is not None and not isinstance(valid, Interactions):
+            raise DataError(f"fit: valid must be Interactions or None, got {type(valid).__name__}")
+        if valid is not None and (valid.n_users, valid.n_items) != (train.n_users, train.n_items):
+            raise DataError(f"fit: valid index space {valid.n_users}x{valid.n_items} differs from train's "
+                            f"{train.n_users}x{train.n_items}; both must come from one split")
+        self._build(self._csr.shape[1])
+        if initial_weights is not None:
+            self.set_weights(initial_weights)
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load weights in the contract layout (``W0, b0, W1, b1, ...``); builds the network from
+        their shapes if there is none yet."""
+        if self.net is None:
+            if not isinstance(weights, dict) or "W0" not in weights:
+                raise ConfigError("set_weights: weights must be a dict holding at least W0 (shape (hidden, n_in))")
+            self._build(int(np.shape(weights["W0"])[1]))
+        self._assign(check_weights(weights, self.net.sizes))
+
+    def _fit_extra(self, world_size: int) -> dict:
+        return {"backend": self.backend, "path": self.config.path, "n_rows": int(self._csr.shape[0]),
+                "n_in": int(self._csr.shape[1]), "world_size": world_size}
+
+    # ------------------------------------------------------------------ prediction inputs
+    def _pairs(self, users: Any, items: Any) -> tuple[np.ndarray, np.ndarray, int]:
+        """``predict``'s checked (row, column) pairs of the AutoRec matrix and their count."""
+        self._need_net("predict")
+        if self._train is None:
+            raise ConfigError("predict: the model has no train matrix (its inputs); fit() or load() first")
+        u, i = check_pairs(users, items, self._train.n_users, self._train.n_items)
+        rows, cols = pairs_to_rows(u, i, self.config.based)
+        return rows, cols, len(u)
+
+    def _reconstruct_rows(self, rows: "np.ndarray | None", batch_size: int) -> np.ndarray:
+        """``reconstruct``'s checked row indices (all rows by default)."""
+        self._need_net("reconstruct")
+        if self._csr is None:
+            raise ConfigError("reconstruct: the model has no train matrix; fit() or load() first")
+        if isinstance(batch_size, bool) or int(batch_size) <= 0:
+            raise ConfigError(f"reconstruct: batch_size={batch_size!r} must be > 0")
+        n_rows = self._csr.shape[0]
+        rows = np.arange(n_rows, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64).ravel()
+        if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
+            raise DataError(f"reconstruct: row index outside [0, {n_rows})")
+        return rows
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: "str | os.PathLike") -> None:
+        """Config, weights and the train part (prediction inputs) in one file, written atomically
+        (one format for every backend: either backend loads it)."""
+        self._need_net("save")
+        if self._train is None:
+            raise ConfigError("save: the model has no train matrix; fit() first")
+        save_model(path, config=self.config, backend=self.backend, weights=self.get_weights(),
+                   train=self._train, meta={"fit_info": None if self.fit_info is None else {
+                       "best_epoch": self.fit_info.best_epoch, "epochs_run": self.fit_info.epochs_run}})
+
+    @classmethod
+    def load(cls, path: "str | os.PathLike", devices: "tuple[str, ...] | None" = None) -> "AutoRecBase":
+        """A model saved by :meth:`save` (optionally placed on other ``devices``)."""
+        config, weights, train, _meta = load_model(path)
+        if devices is not None:
+            config = config.replace(devices=tuple(devices))
+        model = cls(config)
+        model._set_train(train)
+        model._build(model._csr.shape[1])
+        model.set_weights(weights)
+        return model

@@ -100,10 +100,10 @@ from mxnet.gluon import nn
 
 from autorec import env
 from autorec.config import AutoRecConfig
-from autorec.errors import ConfigError, DataError
+from autorec.errors import ConfigError
 from autorec.interactions import Interactions
 from autorec.models import common
-from autorec.models.base import FitInfo, ProgressFn, Recommender
+from autorec.models.base import FitInfo, ProgressFn
 from autorec.models.mxnet import optim
 
 KNOWN_EXTRA = ("sgd_momentum", "record_batch_losses", "predict_batch_rows", "kvstore", "adam_epsilon")
@@ -418,13 +418,12 @@ class _Trainer:
         return out
 
 
-class AutoRecMXNet(Recommender):
+class AutoRecMXNet(common.AutoRecBase):
     """AutoRec (Sedhain et al. 2015) in MXNet Gluon; configuration :class:`~autorec.config.AutoRecConfig`.
 
     ``AutoRecMXNet(config)``, ``AutoRecMXNet(dict)`` or ``AutoRecMXNet(hidden=(500,), ...)``.
     """
 
-    name = "autorec"
     backend = "mxnet"
 
     def __init__(self, config: "AutoRecConfig | dict | None" = None, **params: Any):
@@ -434,17 +433,7 @@ class AutoRecMXNet(Recommender):
         check_backend_config(self.config)
         self.ctxs = mx_contexts(self.config)
         env.set_threads(self.config.threads)
-        self.net: AutoRecBlock | None = None
-        self._train: Interactions | None = None
-        self._csr = None
-        self.fit_info: FitInfo | None = None
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "AutoRecMXNet":
-        return cls(dict(params))
-
-    def params(self) -> dict[str, Any]:
-        return self.config.to_dict()
+        self._init_state()
 
     def __repr__(self) -> str:
         return f"AutoRecMXNet({common.config_summary(self.config)}, contexts={[str(c) for c in self.ctxs]})"
@@ -473,14 +462,6 @@ class AutoRecMXNet(Recommender):
             layer.weight.set_data(nd.array(w[f"W{k}"], dtype="float32"))
             layer.bias.set_data(nd.array(w[f"b{k}"], dtype="float32"))
 
-    def _set_train(self, train: Interactions) -> None:
-        if not isinstance(train, Interactions):
-            raise DataError(f"fit: train must be an autorec.interactions.Interactions, got {type(train).__name__}")
-        if len(train) == 0:
-            raise DataError("fit: the train part has no ratings")
-        self._train = train
-        self._csr = train.csr(self.config.based)
-
     def get_weights(self) -> dict[str, np.ndarray]:
         """``W0, b0, W1, b1, ...`` as float32 numpy copies from the first context (the layout
         contract of :mod:`autorec.config`)."""
@@ -503,19 +484,6 @@ class AutoRecMXNet(Recommender):
             out.append(d)
         return out
 
-    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        """Load weights in the contract layout on every context; builds the network from their
-        shapes if needed."""
-        if self.net is None:
-            if not isinstance(weights, dict) or "W0" not in weights:
-                raise ConfigError("set_weights: weights must be a dict holding at least W0 (shape (hidden, n_in))")
-            self._build(int(np.shape(weights["W0"])[1]))
-        self._assign(common.check_weights(weights, self.net.sizes))
-
-    def _need_net(self, what: str) -> None:
-        if self.net is None:
-            raise ConfigError(f"{what}: the model has no weights yet; call fit(), set_weights() or load() first")
-
     # ------------------------------------------------------------------ training
     def fit(self, train: Interactions, valid: Interactions | None = None, *, progress: ProgressFn | None = None,
             checkpoint: "str | os.PathLike | None" = None, checkpoint_every: int = 1,
@@ -528,24 +496,14 @@ class AutoRecMXNet(Recommender):
         these weights (contract layout) instead of the configured initialisation."""
         cfg = self.config
         env.set_threads(cfg.threads)
-        self._set_train(train)
-        if valid is not None and not isinstance(valid, Interactions):
-            raise DataError(f"fit: valid must be Interactions or None, got {type(valid).__name__}")
-        if valid is not None and (valid.n_users, valid.n_items) != (train.n_users, train.n_items):
-            raise DataError(f"fit: valid index space {valid.n_users}x{valid.n_items} differs from train's "
-                            f"{train.n_users}x{train.n_items}; both must come from one split")
-        self._build(self._csr.shape[1])
-        if initial_weights is not None:
-            self.set_weights(initial_weights)
+        self._start_fit(train, valid, initial_weights)
         trainer = self._trainer()
         valid_fn = None
         if valid is not None and len(valid):
             valid_fn = lambda: common.validation_rmse(self, train, valid, cfg.cold_start)  # noqa: E731
         info = common.run_training(trainer, cfg, backend=self.backend, valid_fn=valid_fn, progress=progress,
                                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
-        info.extra.update({"backend": self.backend, "devices": [str(c) for c in self.ctxs], "path": cfg.path,
-                           "n_rows": int(self._csr.shape[0]), "n_in": int(self._csr.shape[1]),
-                           "world_size": len(self.ctxs), "kvstore": trainer.trainer._kvstore.type
+        info.extra.update({**self._fit_extra(len(self.ctxs)), "devices": [str(c) for c in self.ctxs], "kvstore": trainer.trainer._kvstore.type
                            if trainer.trainer._kvstore is not None else None})
         self.fit_info = info
         return info
@@ -572,12 +530,8 @@ class AutoRecMXNet(Recommender):
         :func:`autorec.metrics.predict_pairs`).  Pairs are grouped by input row; each needed row is
         reconstructed once, in bounded-memory groups, on the first context; on the sparse path only
         the needed outputs are evaluated."""
-        self._need_net("predict")
-        if self._train is None:
-            raise ConfigError("predict: the model has no train matrix (its inputs); fit() or load() first")
-        u, i = common.check_pairs(users, items, self._train.n_users, self._train.n_items)
-        rows, cols = common.pairs_to_rows(u, i, self.config.based)
-        out = np.empty(len(u), dtype=np.float32)
+        rows, cols, n = self._pairs(users, items)
+        out = np.empty(n, dtype=np.float32)
         ctx = self.ctxs[0]
         sparse = self.config.path == "sparse"
         max_pairs = 1 << 14 if sparse else 1 << 20
@@ -597,15 +551,7 @@ class AutoRecMXNet(Recommender):
         """Yield ``(row_indices, outputs)`` with ``outputs`` the dense ``(len(row_indices), n_in)``
         reconstruction of those rows of the train matrix (items for I-AutoRec, users for
         U-AutoRec), ``batch_size`` rows at a time (bounded memory)."""
-        self._need_net("reconstruct")
-        if self._csr is None:
-            raise ConfigError("reconstruct: the model has no train matrix; fit() or load() first")
-        if isinstance(batch_size, bool) or int(batch_size) <= 0:
-            raise ConfigError(f"reconstruct: batch_size={batch_size!r} must be > 0")
-        n_rows = self._csr.shape[0]
-        rows = np.arange(n_rows, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64).ravel()
-        if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
-            raise DataError(f"reconstruct: row index outside [0, {n_rows})")
+        rows = self._reconstruct_rows(rows, batch_size)
         ctx = self.ctxs[0]
         for s in range(0, len(rows), int(batch_size)):
             part = rows[s:s + int(batch_size)]
@@ -615,26 +561,3 @@ class AutoRecMXNet(Recommender):
             else:
                 outp = self.net(x)
             yield part, outp.asnumpy()
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path: "str | os.PathLike") -> None:
-        """Config, weights and the train part (prediction inputs) in one file, written atomically
-        (the same file format as the torch backend's; either backend loads it)."""
-        self._need_net("save")
-        if self._train is None:
-            raise ConfigError("save: the model has no train matrix; fit() first")
-        common.save_model(path, config=self.config, backend=self.backend, weights=self.get_weights(),
-                          train=self._train, meta={"fit_info": None if self.fit_info is None else {
-                              "best_epoch": self.fit_info.best_epoch, "epochs_run": self.fit_info.epochs_run}})
-
-    @classmethod
-    def load(cls, path: "str | os.PathLike", devices: tuple[str, ...] | None = None) -> "AutoRecMXNet":
-        """A model saved by :meth:`save` (optionally placed on other ``devices``)."""
-        config, weights, train, _meta = common.load_model(path)
-        if devices is not None:
-            config = config.replace(devices=tuple(devices))
-        model = cls(config)
-        model._set_train(train)
-        model._build(model._csr.shape[1])
-        model.set_weights(weights)
-        return model

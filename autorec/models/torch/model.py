@@ -38,10 +38,10 @@ from torch import nn
 
 from autorec import env
 from autorec.config import AutoRecConfig
-from autorec.errors import ConfigError, DataError
+from autorec.errors import ConfigError
 from autorec.interactions import Interactions
 from autorec.models import common
-from autorec.models.base import FitInfo, ProgressFn, Recommender
+from autorec.models.base import FitInfo, ProgressFn
 from autorec.models.batching import shard
 
 _ACT = {
@@ -341,13 +341,12 @@ class _Trainer:
         return common.EpochStats(stats.form, stats.n_in, sse, int(nnz), int(rows), stats.steps)
 
 
-class AutoRecTorch(Recommender):
+class AutoRecTorch(common.AutoRecBase):
     """AutoRec (Sedhain et al. 2015) in PyTorch; configuration :class:`~autorec.config.AutoRecConfig`.
 
     ``AutoRecTorch(config)`` or ``AutoRecTorch(dict)`` or ``AutoRecTorch(hidden=(500,), ...)``.
     """
 
-    name = "autorec"
     backend = "torch"
 
     def __init__(self, config: "AutoRecConfig | dict | None" = None, **params: Any):
@@ -362,17 +361,7 @@ class AutoRecTorch(Recommender):
             raise ConfigError(f"devices={list(self.config.devices)}: one AutoRecTorch trains on one device; "
                               f"for data-parallel training use autorec.models.torch.fit_distributed")
         self.device = torch_device(self.config)
-        self.net: AutoRecNet | None = None
-        self._train: Interactions | None = None
-        self._csr = None
-        self.fit_info: FitInfo | None = None
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "AutoRecTorch":
-        return cls(dict(params))
-
-    def params(self) -> dict[str, Any]:
-        return self.config.to_dict()
+        self._init_state()
 
     def __repr__(self) -> str:
         return f"AutoRecTorch({common.config_summary(self.config)}, device={self.device})"
@@ -384,22 +373,16 @@ class AutoRecTorch(Recommender):
         torch.manual_seed(cfg.seed)
         from autorec.models.torch.native import resolve_kernel
         kernel = resolve_kernel(cfg.extra.get("sparse_kernel"), self.device.type)
-        net = AutoRecNet(sizes, common.layer_activations(cfg), cfg.dropout, cfg.path, kernel=kernel)
+        self.net = AutoRecNet(sizes, common.layer_activations(cfg), cfg.dropout, cfg.path, kernel=kernel).to(self.device)
         init = common.initial_weights(cfg, sizes)
         if init is not None:
-            with torch.no_grad():
-                for k, layer in enumerate(net.layers):
-                    layer.weight.copy_(torch.from_numpy(init[f"W{k}"]))
-                    layer.bias.copy_(torch.from_numpy(init[f"b{k}"]))
-        self.net = net.to(self.device)
+            self._assign(init)
 
-    def _set_train(self, train: Interactions) -> None:
-        if not isinstance(train, Interactions):
-            raise DataError(f"fit: train must be an autorec.interactions.Interactions, got {type(train).__name__}")
-        if len(train) == 0:
-            raise DataError("fit: the train part has no ratings")
-        self._train = train
-        self._csr = train.csr(self.config.based)
+    def _assign(self, w: dict[str, np.ndarray]) -> None:
+        with torch.no_grad():
+            for k, layer in enumerate(self.net.layers):
+                layer.weight.copy_(torch.from_numpy(w[f"W{k}"]).to(self.device))
+                layer.bias.copy_(torch.from_numpy(w[f"b{k}"]).to(self.device))
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """``W0, b0, W1, b1, ...`` as float32 numpy copies (the layout contract of autorec.config)."""
@@ -409,22 +392,6 @@ class AutoRecTorch(Recommender):
             out[f"W{k}"] = layer.weight.detach().cpu().numpy().copy()
             out[f"b{k}"] = layer.bias.detach().cpu().numpy().copy()
         return out
-
-    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        """Load weights in the contract layout; builds the network from their shapes if needed."""
-        if self.net is None:
-            if not isinstance(weights, dict) or "W0" not in weights:
-                raise ConfigError("set_weights: weights must be a dict holding at least W0 (shape (hidden, n_in))")
-            self._build(int(np.shape(weights["W0"])[1]))
-        w = common.check_weights(weights, self.net.sizes)
-        with torch.no_grad():
-            for k, layer in enumerate(self.net.layers):
-                layer.weight.copy_(torch.from_numpy(w[f"W{k}"]).to(self.device))
-                layer.bias.copy_(torch.from_numpy(w[f"b{k}"]).to(self.device))
-
-    def _need_net(self, what: str) -> None:
-        if self.net is None:
-            raise ConfigError(f"{what}: the model has no weights yet; call fit(), set_weights() or load() first")
 
     # ------------------------------------------------------------------ training
     def fit(self, train: Interactions, valid: Interactions | None = None, *, progress: ProgressFn | None = None,
@@ -444,15 +411,7 @@ class AutoRecTorch(Recommender):
         cfg = self.config
         self.device = torch_device(cfg) if world == 1 else self.device
         env.set_threads(cfg.threads)
-        self._set_train(train)
-        if valid is not None and not isinstance(valid, Interactions):
-            raise DataError(f"fit: valid must be Interactions or None, got {type(valid).__name__}")
-        if valid is not None and (valid.n_users, valid.n_items) != (train.n_users, train.n_items):
-            raise DataError(f"fit: valid index space {valid.n_users}x{valid.n_items} differs from train's "
-                            f"{train.n_users}x{train.n_items}; both must come from one split")
-        self._build(self._csr.shape[1])
-        if initial_weights is not None:
-            self.set_weights(initial_weights)
+        self._start_fit(train, valid, initial_weights)
         ddp = wrap(self.net) if wrap is not None else None
         trainer = _Trainer(self, self._csr, rank=rank, world=world, ddp=ddp)
         valid_fn = None
@@ -468,9 +427,7 @@ class AutoRecTorch(Recommender):
                     return math.sqrt(sse_all / n_all) if n_all > 0 else float("nan")
         info = common.run_training(trainer, cfg, backend=self.backend, valid_fn=valid_fn, progress=progress,
                                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
-        info.extra.update({"backend": self.backend, "device": str(self.device), "path": cfg.path,
-                           "n_rows": int(self._csr.shape[0]), "n_in": int(self._csr.shape[1]),
-                           "world_size": world})
+        info.extra.update({**self._fit_extra(world), "device": str(self.device)})
         self.net.eval()
         self.fit_info = info
         return info
@@ -496,12 +453,8 @@ class AutoRecTorch(Recommender):
         :func:`autorec.metrics.predict_pairs`).  Pairs are grouped by input row; each needed row is
         reconstructed once, in bounded-memory groups; on the sparse path only the needed outputs
         are evaluated."""
-        self._need_net("predict")
-        if self._train is None:
-            raise ConfigError("predict: the model has no train matrix (its inputs); fit() or load() first")
-        u, i = common.check_pairs(users, items, self._train.n_users, self._train.n_items)
-        rows, cols = common.pairs_to_rows(u, i, self.config.based)
-        out = np.empty(len(u), dtype=np.float32)
+        rows, cols, n = self._pairs(users, items)
+        out = np.empty(n, dtype=np.float32)
         sparse = self.config.path == "sparse"
         max_pairs = 1 << 14 if sparse else 1 << 20
         self.net.eval()
@@ -522,15 +475,7 @@ class AutoRecTorch(Recommender):
         """Yield ``(row_indices, outputs)`` with ``outputs`` the dense ``(len(row_indices), n_in)``
         reconstruction of those rows of the train matrix (items for I-AutoRec, users for
         U-AutoRec), ``batch_size`` rows at a time (bounded memory)."""
-        self._need_net("reconstruct")
-        if self._csr is None:
-            raise ConfigError("reconstruct: the model has no train matrix; fit() or load() first")
-        if int(batch_size) <= 0:
-            raise ConfigError(f"reconstruct: batch_size={batch_size!r} must be > 0")
-        n_rows = self._csr.shape[0]
-        rows = np.arange(n_rows, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64).ravel()
-        if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
-            raise DataError(f"reconstruct: row index outside [0, {n_rows})")
+        rows = self._reconstruct_rows(rows, batch_size)
         self.net.eval()
         for s in range(0, len(rows), int(batch_size)):
             part = rows[s:s + int(batch_size)]
@@ -544,25 +489,9 @@ class AutoRecTorch(Recommender):
                     outp = self.net.forward_dense(x.to_dense())
             yield part, outp.cpu().numpy()
 
-    # ------------------------------------------------------------------ persistence
-    def save(self, path: "str | os.PathLike") -> None:
-        """Config, weights and the train part (prediction inputs) in one file, written atomically."""
-        self._need_net("save")
-        if self._train is None:
-            raise ConfigError("save: the model has no train matrix; fit() first")
-        common.save_model(path, config=self.config, backend=self.backend, weights=self.get_weights(),
-                          train=self._train, meta={"fit_info": None if self.fit_info is None else {
-                              "best_epoch": self.fit_info.best_epoch, "epochs_run": self.fit_info.epochs_run}})
-
     @classmethod
     def load(cls, path: "str | os.PathLike", devices: tuple[str, ...] | None = None) -> "AutoRecTorch":
-        """A model saved by :meth:`save` (optionally placed on other ``devices``)."""
-        config, weights, train, _meta = common.load_model(path)
-        if devices is not None:
-            config = config.replace(devices=tuple(devices))
-        model = cls(config)
-        model._set_train(train)
-        model._build(model._csr.shape[1])
-        model.set_weights(weights)
+        """A model saved by :meth:`save` (optionally placed on other ``devices``), in eval mode."""
+        model = super().load(path, devices)
         model.net.eval()
         return model
