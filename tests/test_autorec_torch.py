@@ -419,3 +419,19 @@ def test_learns_on_movielens_shaped_synthetic_data(based):
                     sd.train, sd.test)["rmse"]
     got = evaluate(m, sd.train, sd.test)["rmse"]
     assert got < base - 0.1, (got, base)
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh"])
+def test_bounded_output_activation_that_cannot_reach_the_ratings_is_refused(data, act):
+    """A sigmoid/tanh output on 1..5 ratings would be clipped to the minimum everywhere (test RMSE
+    ~2.8): refused up front, naming the activation and the scale; ratings rescaled into range train."""
+    train = data[0]
+    lo, hi = train.rating_scale
+    assert hi > 1
+    with pytest.raises(ConfigError, match=rf"output_activation='{act}'.*ratings are on \[{lo:g}, {hi:g}\]"):
+        AutoRecTorch(dict(hidden=(8,), output_activation=act, epochs=1)).fit(train)
+    scaled = Interactions(users=train.users, items=train.items,
+                          ratings=((train.ratings - lo) / (hi - lo)).astype(np.float32),
+                          n_users=train.n_users, n_items=train.n_items, rating_scale=(0.0, 1.0))
+    info = AutoRecTorch(dict(hidden=(8,), output_activation=act, epochs=2)).fit(scaled)
+    assert info.epochs_run == 2 and np.isfinite(info.history[-1]["train_loss"])

@@ -627,6 +627,24 @@ def run_training(trainer: Trainer, config: AutoRecConfig, *, backend: str,
                           "resumed_from_epoch": (start - 1) if resume is not None else None})
 
 
+#: output activations with a bounded range: (low, high)
+BOUNDED_OUTPUTS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+
+
+def check_output_range(config: AutoRecConfig, rating_scale: tuple[float, float]) -> None:
+    """A :class:`ConfigError` when the output activation cannot reach the ratings (a sigmoid
+    output lies in (0, 1); on a 1..5 scale every prediction would be clipped to the minimum and the
+    run would train to a meaningless RMSE)."""
+    rng = BOUNDED_OUTPUTS.get(config.output_activation)
+    if rng is None:
+        return
+    lo, hi = (float(x) for x in rating_scale)
+    if lo < rng[0] or hi > rng[1]:
+        raise ConfigError(f"output_activation={config.output_activation!r} outputs values in {rng} but the "
+                          f"ratings are on [{lo:g}, {hi:g}]; use 'identity' (or an unbounded activation), "
+                          f"or rescale the ratings into {rng} first")
+
+
 # ====================================================================== the wrapper glue
 class AutoRecBase(Recommender):
     """The framework-free half of every backend's AutoRec model: configuration, the train matrix,
@@ -669,6 +687,7 @@ class AutoRecBase(Recommender):
                    initial_weights: "dict[str, np.ndarray] | None") -> None:
         """Checks of ``fit``'s arguments, then the train matrix and a freshly built network."""
         self._set_train(train)
+        check_output_range(self.config, train.rating_scale)
         if valid is not None and not isinstance(valid, Interactions):
             raise DataError(f"fit: valid must be Interactions or None, got {type(valid).__name__}")
         if valid is not None and (valid.n_users, valid.n_items) != (train.n_users, train.n_items):
