@@ -370,6 +370,12 @@ def vary_tables(rows: list[Row], keys: tuple[str, ...]) -> list[tuple[tuple, lis
     return out
 
 
+def _n_layers(hidden_json: str) -> int:
+    """How many hidden layers a canonical-JSON ``hidden`` value holds."""
+    h = json.loads(hidden_json)
+    return len(h) if isinstance(h, list) else 1
+
+
 def _sort_value(value: tuple) -> tuple:
     out = []
     for v in value:
@@ -658,8 +664,12 @@ def build_report(raw_dir: str | os.PathLike = harness.DEFAULT_RAW, out_dir: str 
                    "No AutoRec results that differ only in their activations yet "
                    "(`benchmarks/specs/activations.toml`).")
     md += ["### Hidden units", ""]
-    hid = [t for t in vary_tables(rows, ("hidden",))
-           if all(isinstance(json.loads(v[0]), list) and len(json.loads(v[0])) == 1 for v, _ in t[1])]
+    by_hidden = vary_tables(rows, ("hidden",))
+    hid = []
+    for key, entries in by_hidden:  # one hidden layer of varying width
+        single = [(v, r) for v, r in entries if _n_layers(v[0]) == 1]
+        if len({v for v, _ in single}) >= 2:
+            hid.append((key, single))
     md += _vary_md(hid, ["hidden"], "hidden_units.csv", put,
                    "No AutoRec results that differ only in their hidden size yet (`benchmarks/specs/hidden-units.toml`).")
     if hid:
@@ -668,6 +678,16 @@ def build_report(raw_dir: str | os.PathLike = harness.DEFAULT_RAW, out_dir: str 
         if plots and plot_hidden(hid, out_dir / "plots/rmse_vs_hidden.png"):
             plot_files.append("plots/rmse_vs_hidden.png")
             md += ["![RMSE vs hidden units](plots/rmse_vs_hidden.png)", ""]
+    md += ["### Depth", ""]
+    deep = []
+    for key, entries in by_hidden:  # stacks of hidden layers, next to one layer of their first width
+        firsts = {json.loads(v[0])[0] for v, _ in entries if _n_layers(v[0]) > 1}
+        if firsts:
+            deep.append((key, [(v, r) for v, r in entries
+                               if _n_layers(v[0]) > 1 or json.loads(v[0]) in ([w] for w in firsts)]))
+    md += _vary_md(deep, ["hidden"], "depth.csv", put,
+                   "No AutoRec results that differ only in their stack of hidden layers yet "
+                   "(`benchmarks/specs/depth.toml`).")
     # ---- timing
     md += ["## Time per epoch", ""]
     if rows and plots:

@@ -156,3 +156,21 @@ def test_empty_raw_folder(tmp_path):
     report.build_report(tmp_path / "nothing", tmp_path / "res")
     md = (tmp_path / "res" / "README.md").read_text()
     assert "0 raw result files" in md and "No verdict yet" in md
+
+
+def test_hidden_units_and_depth_tables_share_one_family(tmp_path):
+    """Single-layer widths and stacked layers with otherwise equal params: the hidden-units table
+    keeps the single-layer rows, the depth table the stacks next to one layer of their first width."""
+    d = tmp_path / "raw"
+    base = {"based": "item", "path": "sparse", "hidden_activation": "sigmoid", "output_activation": "identity"}
+    for seed in range(2):
+        for hidden, rm in [([100], 0.90), ([500], 0.88), ([500, 250, 500], 0.92)]:
+            write_record(d, make_record(model="i-autorec", backend="torch", seed=seed,
+                                        params={**base, "hidden": hidden}, test_rmse=rm + 0.001 * seed))
+    report.build_report(d, tmp_path / "out", plots=False)
+    md = (tmp_path / "out" / "README.md").read_text()
+    hid = md.split("### Hidden units")[1].split("###")[0]
+    deep = md.split("### Depth")[1].split("##")[0]
+    assert "| [100] |" in hid and "| [500] |" in hid and "[500,250,500]" not in hid
+    assert "| [500,250,500] | 0.9205" in deep and "| [500] |" in deep and "| [100] |" not in deep
+    assert (tmp_path / "out" / "depth.csv").is_file()
