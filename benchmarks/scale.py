@@ -335,11 +335,12 @@ def _profile(model_cls, cfg: dict, train, row: Row, steps: int) -> dict:
         return {}
     import warnings
 
-    warnings.filterwarnings("ignore", message="Profiler won't be using warmup")
     m = model_cls(dict(cfg, epochs=2))
-    with profile(activities=[ProfilerActivity.CPU],
-                 schedule=schedule(wait=1, warmup=0, active=1, repeat=1)) as prof:
-        m.fit(sub, progress=lambda epoch, n, info: prof.step())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Profiler won't be using warmup")
+        with profile(activities=[ProfilerActivity.CPU],
+                     schedule=schedule(wait=1, warmup=0, active=1, repeat=1)) as prof:
+            m.fit(sub, progress=lambda epoch, n, info: prof.step())
     out = []
     for ev in prof.key_averages():
         out.append({"name": ev.key, "self_cpu_ms": ev.self_cpu_time_total / 1000.0, "calls": int(ev.count)})

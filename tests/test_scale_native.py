@@ -52,7 +52,8 @@ def test_kernels_match_dense_reference(native, rng, threads):
         torch.testing.assert_close(b.spmm_rows(val, W), X @ W, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(b.spmm_t(val, H), X.t() @ H, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(b.sddmm(H, W), (H @ W.t())[torch.from_numpy(mask)], rtol=1e-5, atol=1e-5)
-        dH, dW = b.decode_backward(g, W, H)
+        dH, dW, db = b.decode_backward(g, W, H)
+        assert db is None
         torch.testing.assert_close(dH, G @ W, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(dW, G.t() @ H, rtol=1e-5, atol=1e-5)
         # columns without entries get an all-zero gradient row (written, not left uninitialised)

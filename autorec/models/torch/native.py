@@ -32,7 +32,7 @@ torch's CPU allocator use transparent huge pages (the scale runner sets it for b
 records it).
 
 Measured and rejected: tiling the hidden dimension so each thread's ``(batch, tile)`` block stays
-in L2 was 1.5-4x *slower* at ML-10M shape (every tile re-walks the column index and reads the
+in L2 was 1.6-8.6x *slower* at ML-10M shape (tiles of 256 down to 32 floats) (every tile re-walks the column index and reads the
 weight rows in strided pieces); the per-entry row update is bound by L2/L3 traffic of the
 ``(batch, h)`` block, not by the FMA units.
 """
@@ -177,9 +177,8 @@ void ar_spmm(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, const 
 
 // D[N, h] = S^T @ G (S holding the column-ordered values cv), G [B, h]; every row of D is
 // written (zero for columns without entries).
-void ar_spmm_t(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, const float* cv,
+void ar_spmm_t(i64 N, i64 h, const i64* colptr, const int32_t* crow, const float* cv,
                const float* G, float* D, int nt) {
-    (void)B;
     run_split(column_cut(N, colptr, nt), [&](i64 a, i64 e, int) {
         for (i64 j = a; j < e; ++j) {
             float* d = D + j * h;
@@ -196,9 +195,8 @@ void ar_spmm_t(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, cons
 
 // out[k] = H[row_k] . W[col_k] (+ bias[col_k] when bias is not null) for every entry k, written
 // at its CSR position cpos; H [B, h], W [N, h].
-void ar_sddmm(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, const i64* cpos,
+void ar_sddmm(i64 N, i64 h, const i64* colptr, const int32_t* crow, const i64* cpos,
               const float* H, const float* W, const float* bias, float* out, int nt) {
-    (void)B;
     std::vector<float> acc((size_t)colptr[N] + 1);  // column-ordered results, scattered at the end
     float* ac = acc.data();
     run_split(column_cut(N, colptr, nt), [&](i64 a, i64 e, int) {
@@ -375,15 +373,14 @@ def _build() -> tuple[ctypes.CDLL | None, str | None, Path | None]:
     lib.ar_csc_build.restype = cint
     lib.ar_spmm.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_spmm.restype = None
-    lib.ar_spmm_t.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, cint]
+    lib.ar_spmm_t.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_spmm_t.restype = None
-    lib.ar_sddmm.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, cint]
+    lib.ar_sddmm.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_sddmm.restype = None
     lib.ar_spmm_rows.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_spmm_rows.restype = None
     lib.ar_decode_backward.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_decode_backward.restype = None
-    lib.ar_version.restype = cint
     lib.ar_openmp.restype = cint
     return lib, None, target
 
@@ -580,9 +577,10 @@ class Batch:
                          _threads())
         return out
 
-    def decode_backward(self, g: torch.Tensor, W: torch.Tensor, H: torch.Tensor, with_bias: bool = False):
-        """``(S_g @ W, S_g^T @ H)`` in one pass: the decoder's input and weight gradients; with
-        ``with_bias`` also the bias gradient (per-column sums of ``g``), as a third element."""
+    def decode_backward(self, g: torch.Tensor, W: torch.Tensor, H: torch.Tensor, with_bias: bool = False
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(S_g @ W, S_g^T @ H, bias gradient)`` in one pass: the decoder's input and weight
+        gradients, and with ``with_bias`` the per-column sums of ``g`` (else ``None``)."""
         lib = _lib_or_raise()
         W = _check_dense(W, "the weight")
         H = _check_dense(H, "the hidden representation")
@@ -596,7 +594,7 @@ class Batch:
         lib.ar_decode_backward(self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(self.cpos),
                                _p(g), _p(W), _p(H), _p(dH), _p(dW), None if db is None else _p(db),
                                _p(scratch), nt)
-        return (dH, dW, db) if with_bias else (dH, dW)
+        return dH, dW, db
 
     def column_sums(self, vals: torch.Tensor) -> torch.Tensor:
         """Per-column sums of entry values (CSR order): ``(n_cols,)``."""
@@ -610,7 +608,7 @@ class Batch:
         cv = self._column_values(vals)
         h = G.shape[1]
         out = self._wide(h)
-        lib.ar_spmm_t(self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(cv), _p(G), _p(out),
+        lib.ar_spmm_t(self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(cv), _p(G), _p(out),
                       _threads())
         return out
 
@@ -621,7 +619,7 @@ class Batch:
         W = _check_dense(W, "the weight")
         b = None if bias is None else _check_dense(bias.detach(), "the bias")
         out = torch.empty(self.nnz, dtype=torch.float32)
-        lib.ar_sddmm(self.n_rows, self.n_cols, H.shape[1], _p(self.colptr), _p(self.ccrow), _p(self.cpos),
+        lib.ar_sddmm(self.n_cols, H.shape[1], _p(self.colptr), _p(self.ccrow), _p(self.cpos),
                      _p(H), _p(W), None if b is None else _p(b), _p(out), _threads())
         return out
 
@@ -653,12 +651,8 @@ class _Decode(torch.autograd.Function):
         batch = ctx.batch
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = ctx.has_bias and ctx.needs_input_grad[2]
-        db = None
         if need_h and need_w:
-            if need_b:
-                dH, dW, db = batch.decode_backward(g, W, H, with_bias=True)
-            else:
-                dH, dW = batch.decode_backward(g, W, H)
+            dH, dW, db = batch.decode_backward(g, W, H, with_bias=need_b)
         else:
             dH = batch.spmm(g, W) if need_h else None
             dW = batch.spmm_t(g, H) if need_w else None
