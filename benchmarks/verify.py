@@ -3,7 +3,9 @@
 :func:`verify` reads the raw files of one dataset and:
 
 1. chooses the best AutoRec configuration (family ``autorec``: any name, backend, device set and
-   parameters) and the best MF configuration (family ``mf``: als, biased-mf, d2l-mf,
+   parameters) and the best MF configuration, among those run on at least ``min_pairs`` split
+   instances (a configuration run on fewer, e.g. a 3-seed ablation, can never be paired enough;
+   only when none has that many are all considered, so the error names the shortfall), (family ``mf``: als, biased-mf, d2l-mf,
    surprise-svd, surprise-svdpp), **by the lowest mean validation RMSE** (``select="valid"``,
    the default).  The validation part is carved out of each train part; the test part never takes
    part in the choice, so the comparison is not biased by picking winners on the numbers being
@@ -61,13 +63,18 @@ def _score(recs: list[dict], select: str) -> float | None:
     return math.fsum(vals) / len(vals)
 
 
-def choose(records: list[dict], family: str, select: str) -> tuple[tuple, list[dict], float]:
+def choose(records: list[dict], family: str, select: str, min_runs: int = 1
+           ) -> tuple[tuple, list[dict], float, int]:
+    """(variant key, its runs, its mean score, how many variants were passed over for having fewer
+    than ``min_runs`` runs)."""
     variants: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         if (r.get("family") or "") == family:
             variants[report.variant_key(r)].append(r)
+    enough = {k: v for k, v in variants.items() if len(v) >= min_runs}
+    passed_over = len(variants) - len(enough) if enough else 0
     scored = []
-    for key, recs in variants.items():
+    for key, recs in (enough or variants).items():
         s = _score(recs, select)
         if s is not None:
             scored.append((s, _describe(recs), harness._canonical_json(list(key)), key, recs))
@@ -77,7 +84,7 @@ def choose(records: list[dict], family: str, select: str) -> tuple[tuple, list[d
                           "(e.g. `autorec-bench sweep benchmarks/specs/ml100k.toml`)")
     scored.sort(key=lambda t: (t[0], t[1], t[2]))
     s, _, _, key, recs = scored[0]
-    return key, recs, s
+    return key, recs, s, passed_over
 
 
 def paired_stats(a: list[float], b: list[float], *, test_fraction: float | None = None) -> dict:
@@ -115,7 +122,8 @@ def paired_stats(a: list[float], b: list[float], *, test_fraction: float | None 
 
 
 def verify(raw_dir=harness.DEFAULT_RAW, dataset: str = "ml-100k", *, out_dir="results", select: str = "valid",
-           split: str | None = None, min_pairs: int = 5, alpha: float = 0.05, write: bool = True) -> tuple[int, dict]:
+           split: str | None = None, min_pairs: int = report.MIN_REPLICATES, alpha: float = 0.05,
+           write: bool = True) -> tuple[int, dict]:
     """Returns (exit code, verdict).  Writes ``out_dir/verdict.json`` when ``write``."""
     verdict: dict[str, Any] = {"dataset": dataset, "select": select, "alpha": alpha, "min_pairs": min_pairs,
                                "split_group": split, "selection": _selection_text(select)}
@@ -133,8 +141,8 @@ def verify(raw_dir=harness.DEFAULT_RAW, dataset: str = "ml-100k", *, out_dir="re
                               + (f" and split {split!r}" if split else "") + f" in {raw_dir}"
                               + (f" (datasets there: {groups})" if groups else ""))
         report.check_splits(recs)
-        akey, arecs, ascore = choose(recs, "autorec", select)
-        mkey, mrecs, mscore = choose(recs, "mf", select)
+        akey, arecs, ascore, a_over = choose(recs, "autorec", select, min_pairs)
+        mkey, mrecs, mscore, m_over = choose(recs, "mf", select, min_pairs)
         a_by = {(r["split"]["spec"], r["seed"]): r for r in arecs}
         m_by = {(r["split"]["spec"], r["seed"]): r for r in mrecs}
         common = sorted(set(a_by) & set(m_by))
@@ -170,6 +178,9 @@ def verify(raw_dir=harness.DEFAULT_RAW, dataset: str = "ml-100k", *, out_dir="re
             notes.append(f"The pairs share training data (resampled splits / folds), which makes the plain paired "
                          f"t-test optimistic; the Nadeau-Bengio corrected resampled t-test gives p = "
                          f"{st['nb_corrected_pvalue']:.3g} (test share {frac:.3f}).")
+        if a_over or m_over:
+            notes.append(f"Passed over in the choice for having fewer than {min_pairs} split instances: "
+                         f"{a_over} AutoRec and {m_over} MF configuration(s).")
         verdict["notes"] = notes
     except AutoRecBenchError as exc:
         code = 2

@@ -174,3 +174,20 @@ def test_hidden_units_and_depth_tables_share_one_family(tmp_path):
     assert "| [100] |" in hid and "| [500] |" in hid and "[500,250,500]" not in hid
     assert "| [500,250,500] | 0.9205" in deep and "| [500] |" in deep and "| [100] |" not in deep
     assert (tmp_path / "out" / "depth.csv").is_file()
+
+
+def test_paper_table_prefers_configurations_with_enough_splits(tmp_path):
+    """The I- vs U-AutoRec table's 'best configuration' is chosen among those run on at least
+    MIN_REPLICATES splits: a 3-seed ablation with a better validation RMSE does not displace the
+    5-seed tuned configuration."""
+    d = tmp_path / "raw"
+    for seed in range(report.MIN_REPLICATES):
+        write_record(d, make_record(model="i-autorec", backend="torch", seed=seed,
+                                    params={"based": "item", "hidden": [500]}, test_rmse=0.88, valid_rmse=0.89))
+    for seed in range(3):
+        write_record(d, make_record(model="i-autorec", backend="torch", seed=seed,
+                                    params={"based": "item", "hidden": [400]}, test_rmse=0.86, valid_rmse=0.87))
+    rows = report.aggregate(report.load_records(d).ok)
+    best = report.paper_rows(rows)
+    assert len(best) == 1 and best[0]["row"].n == report.MIN_REPLICATES
+    assert best[0]["row"].records[0]["params"]["hidden"] == [500]

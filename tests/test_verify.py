@@ -128,3 +128,16 @@ def test_paired_stats_numbers():
     assert st["wilcoxon_pvalue"] == pytest.approx(0.0625)
     same = verify.paired_stats([1.0, 2.0], [1.0, 2.0])
     assert same["t_pvalue"] == 1.0 and same["wilcoxon_pvalue"] is None
+
+
+def test_configurations_with_too_few_splits_are_passed_over(tmp_path):
+    """A 3-seed ablation with a better validation RMSE cannot be paired 5 times: the choice skips it
+    (and says so) instead of failing on it."""
+    raw = tmp_path / "raw"
+    _write(raw, "i-autorec", "torch", "autorec", 0.870, params={"based": "item", "hidden": [500]}, seed=1)
+    _write(raw, "i-autorec", "torch", "autorec", 0.850, params={"based": "item", "hidden": [400]}, seed=2,
+           splits=SPLITS[:3])
+    _write(raw, "als", "numpy", "mf", 0.905, seed=3)
+    code, v = verify.verify(raw, "ml-100k", out_dir=tmp_path / "res")
+    assert code == 0 and v["autorec"]["params"]["hidden"] == [500] and v["stats"]["n_pairs"] == 10
+    assert any("fewer than 5 split instances: 1 AutoRec and 0 MF" in n for n in v["notes"])

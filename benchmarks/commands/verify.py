@@ -22,7 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="choose each side's best configuration by mean valid RMSE (default, unbiased) or test")
     p.add_argument("--split", default=None,
                    help="only this split group / spec (e.g. random:test_ratio=0.1, canonical:u1-u5); default all")
-    p.add_argument("--min-pairs", type=int, default=5, help="fewest paired splits accepted (default 5)")
+    from benchmarks.report import MIN_REPLICATES
+    p.add_argument("--min-pairs", type=int, default=MIN_REPLICATES,
+                   help=f"fewest paired splits accepted (default {MIN_REPLICATES})")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
 
 
