@@ -9,7 +9,8 @@ devices separated by commas outside parentheses (``"cpu(0),cpu(1)"``).
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from autorec.errors import ConfigError
 
@@ -35,7 +36,7 @@ def is_device(dev: Any) -> bool:
     return True
 
 
-def split_devices(value: "str | Iterable[str] | None") -> list[str]:
+def split_devices(value: str | Iterable[str] | None) -> list[str]:
     """A device list from a string (``"cpu(0),cpu(1)"``, ``"cuda:0,cuda:1"``) or an iterable;
     ``None`` or empty -> ``["cpu"]``.  Every entry is checked."""
     if value is None:

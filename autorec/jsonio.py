@@ -7,7 +7,8 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def to_plain(value: Any) -> Any:
@@ -25,8 +26,9 @@ def to_plain(value: Any) -> Any:
         return value if math.isfinite(value) else None
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-        return to_plain(value.tolist())
+    tolist = getattr(value, "tolist", None)
+    if type(value).__module__ == "numpy" and callable(tolist):
+        return to_plain(tolist())
     return str(value)
 
 

@@ -25,10 +25,12 @@ class GlobalMean(Recommender[ModelConfig]):
     family = "baseline"
     backend = "numpy"
     Config = ModelConfig
-    SPACE: dict = {}  # nothing to tune
+    SPACE: dict = {}
+    mu: float  # nothing to tune
 
-    def _fit(self, train: Interactions, valid: Interactions | None, *, progress: ProgressFn | None = None,
-             **options) -> FitInfo:
+    def _fit(
+        self, train: Interactions, valid: Interactions | None, *, progress: ProgressFn | None = None, **options
+    ) -> FitInfo:
         t0 = time.perf_counter()
         self.mu = train.global_mean
         loss = float(np.mean((train.ratings.astype(np.float64) - self.mu) ** 2))
@@ -36,15 +38,21 @@ class GlobalMean(Recommender[ModelConfig]):
         row = {"epoch": 1, "train_loss": loss, "valid_rmse": vr, "seconds": time.perf_counter() - t0}
         if progress is not None:
             progress(1, 1, dict(row))
-        return FitInfo(history=[row], best_epoch=1 if vr is not None else None, epochs_run=1, weights_epoch=1,
-                       extra={"best_valid_rmse": vr})
+        return FitInfo(
+            history=[row],
+            best_epoch=1 if vr is not None else None,
+            epochs_run=1,
+            weights_epoch=1,
+            extra={"best_valid_rmse": vr},
+        )
 
     def estimate(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return np.full(users.shape, self.mu, dtype=np.float64)
 
 
-def bias_objective(train: Interactions, mu: float, bu: np.ndarray, bi: np.ndarray,
-                   reg_user: float, reg_item: float) -> float:
+def bias_objective(
+    train: Interactions, mu: float, bu: np.ndarray, bi: np.ndarray, reg_user: float, reg_item: float
+) -> float:
     """sum (r - mu - b_u - b_i)^2 + reg_user sum b_u^2 + reg_item sum b_i^2."""
     err = train.ratings.astype(np.float64) - mu - bu[train.users] - bi[train.items]
     return float(err @ err + reg_user * (bu @ bu) + reg_item * (bi @ bi))
@@ -77,6 +85,9 @@ class BiasOnly(IterativeRecommender[BiasOnlyConfig]):
     family = "baseline"
     backend = "numpy"
     Config = BiasOnlyConfig
+    mu: float
+    bu: np.ndarray
+    bi: np.ndarray
     # Penalties span "almost none" to "shrink a 20-rating item halfway" (surprise's defaults are
     # 15 / 10); the problem is convex, so the sweep budget only needs to reach convergence.
     SPACE = {
@@ -84,7 +95,7 @@ class BiasOnly(IterativeRecommender[BiasOnlyConfig]):
         "reg_item": {"dist": "loguniform", "low": 0.1, "high": 100.0},
     }
 
-    def make_trainer(self, train: Interactions, valid: Interactions | None) -> "_BiasSweeps":
+    def make_trainer(self, train: Interactions, valid: Interactions | None) -> _BiasSweeps:
         return _BiasSweeps(self, train)
 
     def estimate(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -121,8 +132,12 @@ class _BiasSweeps:
         m.bu = np.bincount(u, weights=self.res - m.bi[i], minlength=len(old_u)) / self.den_u
         change = max(np.abs(m.bu - old_u).max(initial=0.0), np.abs(m.bi - old_i).max(initial=0.0))
         err = self.res - m.bu[u] - m.bi[i]
-        return {"train_loss": float(err @ err / len(err)), "objective": m.objective(self.train),
-                "max_change": float(change), "converged": bool(change <= m.config.tol)}
+        return {
+            "train_loss": float(err @ err / len(err)),
+            "objective": m.objective(self.train),
+            "max_change": float(change),
+            "converged": bool(change <= m.config.tol),
+        }
 
     def state(self) -> dict[str, np.ndarray]:
         return {"bu": self.m.bu.copy(), "bi": self.m.bi.copy()}

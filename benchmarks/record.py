@@ -23,13 +23,13 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field, fields
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from autorec.atomic import atomic_write
 from autorec.errors import DataError
-from autorec.jsonio import canonical_json, dumps, to_plain
+from autorec.jsonio import canonical_json, dumps
 
 SCHEMA_VERSION = 2
 SCHEMA_FILE = Path(__file__).resolve().parent / "schema" / "run-record.schema.json"
@@ -170,7 +170,7 @@ class ErrorInfo:
 @dataclass(frozen=True)
 class RunRecord:
     run_id: str
-    status: str                                # "ok" | "failed"
+    status: str  # "ok" | "failed"
     identity: RunIdentity
     family: str
     display_name: str
@@ -189,7 +189,7 @@ class RunRecord:
     environment: dict[str, Any] = field(default_factory=dict)
     git_commit: str | None = None
     created_at: str = ""
-    scale: dict[str, Any] | None = None         # the scale runner's section (benchmarks.scale)
+    scale: dict[str, Any] | None = None  # the scale runner's section (benchmarks.scale)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -219,7 +219,7 @@ class RunRecord:
 
 
 # ====================================================================== files
-def write(path: "str | os.PathLike", record: RunRecord) -> Path:
+def write(path: str | os.PathLike, record: RunRecord) -> Path:
     """``record`` as JSON at ``path``, atomically (readers see the old file or the whole new one)."""
     if record.run_id != record.identity.run_id:
         raise ValueError(f"record run_id {record.run_id} does not match its identity ({record.identity.run_id})")
@@ -229,7 +229,7 @@ def write(path: "str | os.PathLike", record: RunRecord) -> Path:
     return path
 
 
-def read(path: "str | os.PathLike") -> RunRecord:
+def read(path: str | os.PathLike) -> RunRecord:
     """The :class:`RunRecord` in ``path``; :class:`DataError` naming the file and the problem when it
     is not one (not JSON, another schema version, a missing or mistyped field, a run_id that does
     not match the identity)."""
@@ -243,8 +243,10 @@ def read(path: "str | os.PathLike") -> RunRecord:
     if not isinstance(doc, dict) or "schema_version" not in doc:
         raise DataError(f"raw result {path} is not an autorec-bench run record (no schema_version)")
     if doc["schema_version"] != SCHEMA_VERSION:
-        raise DataError(f"raw result {path} has schema_version {doc['schema_version']!r}; this version reads "
-                        f"{SCHEMA_VERSION} (rerun it, or regenerate the folder)")
+        raise DataError(
+            f"raw result {path} has schema_version {doc['schema_version']!r}; this version reads "
+            f"{SCHEMA_VERSION} (rerun it, or regenerate the folder)"
+        )
     try:
         rec = from_plain(RunRecord, doc)
     except (TypeError, ValueError, KeyError) as exc:
@@ -257,7 +259,7 @@ def read(path: "str | os.PathLike") -> RunRecord:
 
 
 # ====================================================================== plain JSON <-> dataclasses
-@lru_cache(maxsize=None)
+@cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -276,7 +278,7 @@ def from_plain(tp: Any, value: Any, where: str = "") -> Any:
         if nullable or tp is Any:
             return None
         raise TypeError(f"{where or 'value'} is null")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise TypeError(f"{where or tp.__name__} must be an object")
         hints = _hints(tp)
@@ -321,17 +323,25 @@ def from_plain(tp: Any, value: Any, where: str = "") -> Any:
 # ====================================================================== schema
 def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
     tp, nullable = _optional(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         name = tp.__name__
         if name not in defs:
             defs[name] = {}  # placeholder against recursion
             hints = _hints(tp)
             props = {f.name: _schema_of(hints[f.name], defs) for f in fields(tp)}
-            required = [f.name for f in fields(tp)
-                        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+            required = [
+                f.name
+                for f in fields(tp)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            ]
             doc = (tp.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-            defs[name] = {"type": "object", "description": " ".join(doc.split()), "properties": props,
-                          "required": required, "additionalProperties": False}
+            defs[name] = {
+                "type": "object",
+                "description": " ".join(doc.split()),
+                "properties": props,
+                "required": required,
+                "additionalProperties": False,
+            }
         out: dict[str, Any] = {"$ref": f"#/$defs/{name}"}
     else:
         origin = typing.get_origin(tp)
@@ -352,10 +362,13 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a raw result file, generated from :class:`RunRecord`."""
     defs: dict[str, Any] = {}
     root = _schema_of(RunRecord, defs)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": f"https://autorec-bench/run-record-v{SCHEMA_VERSION}.schema.json",
-            "title": f"autorec-bench run record, schema version {SCHEMA_VERSION}",
-            **root, "$defs": dict(sorted(defs.items()))}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://autorec-bench/run-record-v{SCHEMA_VERSION}.schema.json",
+        "title": f"autorec-bench run record, schema version {SCHEMA_VERSION}",
+        **root,
+        "$defs": dict(sorted(defs.items())),
+    }
 
 
 def main() -> int:

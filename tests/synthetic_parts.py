@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 from types import SimpleNamespace
+
+import numpy as np
 
 from autorec.interactions import Interactions
 
@@ -22,7 +23,9 @@ def learnable(n_users=150, n_items=90, density=0.3, rank=3, noise=0.25, seed=0) 
     r = np.clip(np.round(r), 1, 5).astype(np.float32)
     perm = rng.permutation(n)
     cut1, cut2 = int(0.8 * n), int(0.9 * n)
+
     def part(ix):
         ix = np.sort(ix)
         return Interactions(u[ix].astype(np.int32), i[ix].astype(np.int32), r[ix], n_users, n_items, (1.0, 5.0))
+
     return SimpleNamespace(train=part(perm[:cut1]), valid=part(perm[cut1:cut2]), test=part(perm[cut2:]))

@@ -23,10 +23,14 @@ CASES: dict[tuple[str, str], dict] = {
     ("global-mean", "numpy"): {"params": {}},
     ("bias-only", "numpy"): {"params": {}},
     ("als", "numpy"): {"params": {"factors": 4, "reg": 0.05, "epochs": 6}},
-    ("biased-mf", "numpy"): {"params": {"factors": 4, "lr": 0.02, "reg": 0.02, "epochs": 8, "batch_size": 32},
-                             "diverge": {"lr": 1e6, "epochs": 3}},
-    ("biased-mf", "torch"): {"params": {"factors": 4, "lr": 0.02, "reg": 0.01, "epochs": 8, "batch_size": 128},
-                             "diverge": {"lr": 1e8, "epochs": 3, "optimizer": "sgd"}},
+    ("biased-mf", "numpy"): {
+        "params": {"factors": 4, "lr": 0.02, "reg": 0.02, "epochs": 8, "batch_size": 32},
+        "diverge": {"lr": 1e6, "epochs": 3},
+    },
+    ("biased-mf", "torch"): {
+        "params": {"factors": 4, "lr": 0.02, "reg": 0.01, "epochs": 8, "batch_size": 128},
+        "diverge": {"lr": 1e8, "epochs": 3, "optimizer": "sgd"},
+    },
     ("d2l-mf", "torch"): {"params": {"lr": 0.02, "epochs": 6, "batch_size": 128}},
     ("d2l-mf", "mxnet"): {"params": {"lr": 0.02, "epochs": 6, "batch_size": 128}},
     ("surprise-svd", "surprise"): {"params": {"n_factors": 4, "n_epochs": 10}},
@@ -39,8 +43,9 @@ CASES: dict[tuple[str, str], dict] = {
 
 
 def _all_refs() -> list[tuple[str, str]]:
-    return [(name, backend) for name in registry.names() for backend in registry.backends(name)
-            if name != "autorec"]  # i-/u-autorec cover it
+    return [
+        (name, backend) for name in registry.names() for backend in registry.backends(name) if name != "autorec"
+    ]  # i-/u-autorec cover it
 
 
 def _case_params():
@@ -82,7 +87,11 @@ class TestContract:
         assert isinstance(cls.version, int)
         params = model.params()
         assert type(model)(params).params() == params
-        for key, spec in registry.get(name, backend).space().items():
+        space = registry.get(name, backend).space()
+        keys = set(space) - {"one_of"}
+        for variant in (space.get("one_of") or {}).values():
+            keys |= set(variant)
+        for key in keys:
             assert key in cls.Config.field_names(), f"space parameter {key!r} is not a config field"
 
     def test_bad_parameters_are_config_errors(self, name, backend):
@@ -120,8 +129,14 @@ class TestContract:
     def test_cold_start_policy(self, name, backend, data):
         # user 0 and item 0 have no training rating: every pair touching them is cold
         keep = (data.train.users != 0) & (data.train.items != 0)
-        train = Interactions(data.train.users[keep], data.train.items[keep], data.train.ratings[keep],
-                             data.train.n_users, data.train.n_items, data.train.rating_scale)
+        train = Interactions(
+            data.train.users[keep],
+            data.train.items[keep],
+            data.train.ratings[keep],
+            data.train.n_users,
+            data.train.n_items,
+            data.train.rating_scale,
+        )
         mean = float(np.mean(train.ratings, dtype=np.float64))
         for policy, expected in (("constant:3.5", 3.5), ("constant", 3.0), ("global-mean", mean)):
             model = _build(name, backend, cold_start=policy)
@@ -178,5 +193,6 @@ class TestContract:
         model.fit(data.train, data.valid)
         model.save(tmp_path / "m.npz")
         back = type(model).load(tmp_path / "m.npz")
-        np.testing.assert_allclose(back.predict(data.test.users, data.test.items),
-                                   model.predict(data.test.users, data.test.items), rtol=1e-6)
+        np.testing.assert_allclose(
+            back.predict(data.test.users, data.test.items), model.predict(data.test.users, data.test.items), rtol=1e-6
+        )

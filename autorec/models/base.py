@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Generic, Mapping, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -71,9 +72,15 @@ class TrainFacts:
     rating_scale: tuple[float, float]
 
     @classmethod
-    def of(cls, train: Interactions) -> "TrainFacts":
-        return cls(int(train.n_users), int(train.n_items), train.known_users(), train.known_items(),
-                   train.global_mean, (float(train.rating_scale[0]), float(train.rating_scale[1])))
+    def of(cls, train: Interactions) -> TrainFacts:
+        return cls(
+            int(train.n_users),
+            int(train.n_items),
+            train.known_users(),
+            train.known_items(),
+            train.global_mean,
+            (float(train.rating_scale[0]), float(train.rating_scale[1])),
+        )
 
 
 class Recommender(ABC, Generic[C]):
@@ -97,7 +104,7 @@ class Recommender(ABC, Generic[C]):
 
     config: C
 
-    def __init__(self, config: "C | Mapping[str, Any] | None" = None, **params: Any) -> None:
+    def __init__(self, config: C | Mapping[str, Any] | None = None, **params: Any) -> None:
         self.require()
         given: dict[str, Any] = {}
         if isinstance(config, ModelConfig):
@@ -105,8 +112,9 @@ class Recommender(ABC, Generic[C]):
         elif isinstance(config, Mapping):
             given = dict(config)
         elif config is not None:
-            raise ConfigError(f"{self.label()}: config must be a {self.Config.__name__} or a mapping, "
-                              f"got {type(config).__name__}")
+            raise ConfigError(
+                f"{self.label()}: config must be a {self.Config.__name__} or a mapping, got {type(config).__name__}"
+            )
         given.update(params)
         self.config = self.Config.from_dict(given, model=self.label())  # type: ignore[assignment]
         self.facts: TrainFacts | None = None
@@ -126,10 +134,11 @@ class Recommender(ABC, Generic[C]):
             except ImportError as exc:
                 raise MissingDependencyError(
                     f"{cls.label()} needs the optional package {module!r}, which is not importable "
-                    f"({exc}); install it with `pip install .[{extra}]`") from None
+                    f"({exc}); install it with `pip install .[{extra}]`"
+                ) from None
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None = None) -> "Recommender":
+    def from_params(cls, params: Mapping[str, Any] | None = None) -> Recommender:
         return cls(dict(params or {}))
 
     @classmethod
@@ -153,21 +162,26 @@ class Recommender(ABC, Generic[C]):
         return f"{type(self).__name__}({self.config.summary()})"
 
     # ------------------------------------------------------------------ fit
-    def fit(self, train: Interactions, valid: Interactions | None = None, *,
-            progress: ProgressFn | None = None, **options: Any) -> FitInfo:
+    def fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None = None,
+        *,
+        progress: ProgressFn | None = None,
+        **options: Any,
+    ) -> FitInfo:
         """Learn from ``train``; ``valid`` (optional) drives early stopping and is scored per epoch.
         ``options`` are the model's own (checkpoint / resume for iterative models)."""
         check_parts(self.label(), train, valid)
         self.facts = TrainFacts.of(train)
-        info = self._fit(train, valid if valid is not None and len(valid) else None, progress=progress,
-                         **options)
+        info = self._fit(train, valid if valid is not None and len(valid) else None, progress=progress, **options)
         self.fit_info = info
         return info
 
     @abstractmethod
-    def _fit(self, train: Interactions, valid: Interactions | None, *, progress: ProgressFn | None,
-             **options: Any) -> FitInfo:
-        ...
+    def _fit(
+        self, train: Interactions, valid: Interactions | None, *, progress: ProgressFn | None, **options: Any
+    ) -> FitInfo: ...
 
     # ------------------------------------------------------------------ predict
     @abstractmethod
@@ -184,8 +198,10 @@ class Recommender(ABC, Generic[C]):
         if warm.any():
             scores = np.asarray(self.estimate(users[warm], items[warm]), dtype=np.float64)
             if scores.shape != (int(warm.sum()),):
-                raise ValueError(f"{self.label()}.estimate returned shape {scores.shape} for "
-                                 f"{int(warm.sum())} pairs; it must return one score per pair")
+                raise ValueError(
+                    f"{self.label()}.estimate returned shape {scores.shape} for "
+                    f"{int(warm.sum())} pairs; it must return one score per pair"
+                )
             raw[warm] = scores
         facts = self._facts()
         fill = ColdStartPolicy.parse(self.config.cold_start).fill_value(facts.global_mean)
@@ -200,9 +216,13 @@ class Recommender(ABC, Generic[C]):
     def evaluate(self, part: Interactions) -> dict[str, Any]:
         """RMSE / MAE of :meth:`predict` on ``part``, the number of cold pairs and the policy."""
         pred = self.predict(part.users, part.items)
-        return {"rmse": rmse(pred, part.ratings), "mae": mae(pred, part.ratings),
-                "n_cold_start": int(self.cold_mask(part.users, part.items).sum()), "n": len(part),
-                "cold_start_policy": str(ColdStartPolicy.parse(self.config.cold_start))}
+        return {
+            "rmse": rmse(pred, part.ratings),
+            "mae": mae(pred, part.ratings),
+            "n_cold_start": int(self.cold_mask(part.users, part.items).sum()),
+            "n": len(part),
+            "cold_start_policy": str(ColdStartPolicy.parse(self.config.cold_start)),
+        }
 
     def _facts(self) -> TrainFacts:
         if self.facts is None:
@@ -217,11 +237,13 @@ class Recommender(ABC, Generic[C]):
             raise DataError(f"{self.label()}: predict got {users.size} users but {items.size} items")
         if users.size:
             if users.min() < 0 or users.max() >= f.n_users:
-                raise DataError(f"{self.label()}: user index out of range [0, {f.n_users}) "
-                                f"(min {users.min()}, max {users.max()})")
+                raise DataError(
+                    f"{self.label()}: user index out of range [0, {f.n_users}) (min {users.min()}, max {users.max()})"
+                )
             if items.min() < 0 or items.max() >= f.n_items:
-                raise DataError(f"{self.label()}: item index out of range [0, {f.n_items}) "
-                                f"(min {items.min()}, max {items.max()})")
+                raise DataError(
+                    f"{self.label()}: item index out of range [0, {f.n_items}) (min {items.min()}, max {items.max()})"
+                )
         return users, items
 
 
@@ -241,14 +263,30 @@ class IterativeRecommender(Recommender[C]):
         """The per-epoch validation score (overridden by data-parallel fits that share the work)."""
         return self.evaluate(valid)["rmse"]
 
-    def _fit(self, train: Interactions, valid: Interactions | None, *, progress: ProgressFn | None = None,
-             checkpoint: Any = None, checkpoint_every: int = 1, resume: Any = None) -> FitInfo:
+    def _fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        *,
+        progress: ProgressFn | None = None,
+        checkpoint: Any = None,
+        checkpoint_every: int = 1,
+        resume: Any = None,
+    ) -> FitInfo:
         from autorec.models.training import train_loop
 
         trainer = self.make_trainer(train, valid)
         valid_fn = (lambda: self.validation_rmse(valid)) if valid is not None else None  # noqa: E731
-        return train_loop(trainer, self.config, model=self.label(), valid_fn=valid_fn, progress=progress,
-                          checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
+        return train_loop(
+            trainer,
+            cast(IterativeConfig, self.config),
+            model=self.label(),
+            valid_fn=valid_fn,
+            progress=progress,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+        )
 
 
 def check_parts(label: str, train: Interactions, valid: Interactions | None) -> None:
@@ -266,5 +304,7 @@ def check_parts(label: str, train: Interactions, valid: Interactions | None) -> 
     if not isinstance(valid, Interactions):
         raise DataError(f"{label}: valid must be Interactions or None, got {type(valid).__name__}")
     if (valid.n_users, valid.n_items) != (train.n_users, train.n_items):
-        raise DataError(f"{label}: valid has index space {valid.n_users}x{valid.n_items}, train "
-                        f"{train.n_users}x{train.n_items}; both must come from the same split")
+        raise DataError(
+            f"{label}: valid has index space {valid.n_users}x{valid.n_items}, train "
+            f"{train.n_users}x{train.n_items}; both must come from the same split"
+        )

@@ -21,9 +21,10 @@ import numbers
 import re
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from functools import lru_cache
-from typing import Any, Callable, ClassVar, Mapping, TypeVar
+from functools import cache
+from typing import Any, ClassVar, TypeVar
 
 from autorec.devices import is_device, split_devices
 from autorec.errors import ConfigError
@@ -35,15 +36,29 @@ C = TypeVar("C", bound="ModelConfig")
 _MISSING = dataclasses.MISSING
 
 
-def param(default: Any = _MISSING, *, low: float | None = None, high: float | None = None,
-          low_open: bool = False, choices: tuple | list | None = None,
-          check: Callable[[Any], bool] | None = None, rule: str = "", doc: str = "",
-          default_factory: Callable[[], Any] | None = None) -> Any:
+def param(
+    default: Any = _MISSING,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    choices: tuple | list | None = None,
+    check: Callable[[Any], bool] | None = None,
+    rule: str = "",
+    doc: str = "",
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
     """A config field with its rule: ``low``/``high`` bounds (inclusive; ``low_open`` makes the lower
     bound exclusive), ``choices`` for strings, or ``check`` (a predicate, described by ``rule``)."""
-    meta = {"low": low, "high": high, "low_open": low_open,
-            "choices": tuple(choices) if choices is not None else None,
-            "check": check, "rule": rule, "doc": doc}
+    meta = {
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "choices": tuple(choices) if choices is not None else None,
+        "check": check,
+        "rule": rule,
+        "doc": doc,
+    }
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -87,9 +102,12 @@ class ModelConfig:
     """
 
     seed: int = param(0, low=0, doc="random seed of everything the fit draws")
-    cold_start: str = param("global-mean", check=_cold_start_ok,
-                            rule="a cold-start policy ('global-mean', 'constant', 'constant:V')",
-                            doc="prediction for pairs whose user or item has no training rating")
+    cold_start: str = param(
+        "global-mean",
+        check=_cold_start_ok,
+        rule="a cold-start policy ('global-mean', 'constant', 'constant:V')",
+        doc="prediction for pairs whose user or item has no training rating",
+    )
 
     #: fields set by the harness from the run, never from ``--set`` / a spec's params
     HARNESS: ClassVar[tuple[str, ...]] = ("seed", "cold_start", "devices")
@@ -144,8 +162,11 @@ class ModelConfig:
     def summary(self) -> str:
         """One line for error messages: every field that differs from its default."""
         default = type(self)()
-        parts = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                 if getattr(self, f.name) != getattr(default, f.name)]
+        parts = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        ]
         return ", ".join(parts) or "defaults"
 
 
@@ -161,7 +182,7 @@ class IterativeConfig(ModelConfig):
 
 
 # ---------------------------------------------------------------------- coercion
-@lru_cache(maxsize=None)
+@cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -202,7 +223,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if isinstance(value, numbers.Integral):
             return int(value)
         if isinstance(value, numbers.Real) and math.isfinite(float(value)) and float(value).is_integer():
-            return int(value)
+            return int(float(value))
         raise ConfigError(f"{where}: must be an integer")
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from autorec.errors import ConfigError, MissingDependencyError
 
-_AUTOREC = {"torch": "autorec.models.autorec.torch:AutoRecTorch",
-            "mxnet": "autorec.models.autorec.mxnet:AutoRecMXNet"}
+_AUTOREC = {"torch": "autorec.models.autorec.torch:AutoRecTorch", "mxnet": "autorec.models.autorec.mxnet:AutoRecMXNet"}
 
 #: name -> ({backend: "module:Class"}, parameters the name fixes)
 MODELS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
@@ -56,7 +56,7 @@ class ModelRef:
 
     name: str
     backend: str
-    target: str                                          # "module:Class"
+    target: str  # "module:Class"
     fixed: dict[str, Any] = field(default_factory=dict)  # parameters the name fixes
 
     def check_dependencies(self) -> None:
@@ -69,7 +69,8 @@ class ModelRef:
         if importlib.util.find_spec(module) is None:
             raise MissingDependencyError(
                 f"model {self.name!r} with backend {self.backend!r} needs the optional package "
-                f"{module!r}, which is not installed; install it with `pip install .[{extra}]`")
+                f"{module!r}, which is not installed; install it with `pip install .[{extra}]`"
+            )
 
     def load(self) -> type:
         """The class (this imports its module, and the module may import its framework)."""
@@ -81,8 +82,10 @@ class ModelRef:
         out = dict(params)
         for key, value in self.fixed.items():
             if key in out and out[key] != value:
-                raise ConfigError(f"model {self.name!r} fixes {key}={value!r}; got {key}={out[key]!r} "
-                                  f"(use model 'autorec' to choose {key} freely)")
+                raise ConfigError(
+                    f"model {self.name!r} fixes {key}={value!r}; got {key}={out[key]!r} "
+                    f"(use model 'autorec' to choose {key} freely)"
+                )
             out[key] = value
         return out
 

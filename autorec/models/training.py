@@ -30,8 +30,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -48,36 +49,54 @@ class EpochTrainer(Protocol):
     def train_epoch(self, epoch: int) -> dict:
         """Run (1-based) ``epoch``; return at least ``train_loss`` (plus any statistics to record).
         Raise :func:`diverged` on a non-finite batch loss to name the batch."""
+        ...
 
     def state(self) -> dict[str, np.ndarray]:
         """A copy of the learned parameters (restoring it gives the same predictions)."""
+        ...
 
     def load_state(self, state: dict[str, np.ndarray]) -> None: ...
 
     def optimizer_state(self) -> bytes:
         """Whatever else a resumed fit needs (optimizer moments, step counters); ``b""`` if none."""
+        ...
 
     def load_optimizer_state(self, state: bytes) -> None: ...
 
 
-def diverged(model: str, config: IterativeConfig, *, epoch: int, what: str, value: Any,
-             batch: int | None = None, history: list[dict] | None = None) -> TrainingDivergedError:
+def diverged(
+    model: str,
+    config: IterativeConfig,
+    *,
+    epoch: int,
+    what: str,
+    value: Any,
+    batch: int | None = None,
+    history: list[dict] | None = None,
+) -> TrainingDivergedError:
     """The divergence error: model, epoch (and batch), the config, a hint."""
     where = f"epoch {epoch}" + (f", batch {batch}" if batch is not None else "")
     lr = getattr(config, "lr", None)
     hint = (f"lower lr (now {lr:g}), " if isinstance(lr, (int, float)) else "") + "raise regularisation"
-    exc = TrainingDivergedError(f"{model}: training diverged: {what} is {value} at {where} "
-                                f"(config: {config.summary()}). Fix: {hint}.")
+    exc = TrainingDivergedError(
+        f"{model}: training diverged: {what} is {value} at {where} (config: {config.summary()}). Fix: {hint}."
+    )
     exc.history = list(history or [])  # type: ignore[attr-defined]
     exc.epoch = epoch  # type: ignore[attr-defined]
     return exc
 
 
-def train_loop(trainer: EpochTrainer, config: IterativeConfig, *, model: str,
-               valid_fn: Callable[[], float] | None = None,
-               progress: Callable[[int, int, dict], None] | None = None,
-               checkpoint: "str | os.PathLike | None" = None, checkpoint_every: int = 1,
-               resume: "str | os.PathLike | None" = None) -> Any:
+def train_loop(
+    trainer: EpochTrainer,
+    config: IterativeConfig,
+    *,
+    model: str,
+    valid_fn: Callable[[], float] | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+    resume: str | os.PathLike | None = None,
+) -> Any:
     """Train ``trainer`` for up to ``config.epochs`` epochs; returns a
     :class:`autorec.models.base.FitInfo` (see the module docstring for the rules)."""
     from autorec.models.base import FitInfo
@@ -104,20 +123,31 @@ def train_loop(trainer: EpochTrainer, config: IterativeConfig, *, model: str,
         train_loss = float(stats.pop("train_loss"))
         converged = bool(stats.pop("converged", False))
         if not math.isfinite(train_loss):
-            raise diverged(model, config, epoch=epoch, what="the training loss", value=train_loss,
-                           history=st.history)
+            raise diverged(model, config, epoch=epoch, what="the training loss", value=train_loss, history=st.history)
         valid_rmse = None
         if valid_fn is not None:
             try:
                 valid_rmse = float(valid_fn())
             except FloatingPointError as exc:
-                raise diverged(model, config, epoch=epoch, what="the validation predictions",
-                               value=f"not finite ({exc})", history=st.history) from None
+                raise diverged(
+                    model,
+                    config,
+                    epoch=epoch,
+                    what="the validation predictions",
+                    value=f"not finite ({exc})",
+                    history=st.history,
+                ) from None
             if not math.isfinite(valid_rmse):
-                raise diverged(model, config, epoch=epoch, what="the validation RMSE", value=valid_rmse,
-                               history=st.history)
-        rec = {"epoch": epoch, "train_loss": train_loss, "valid_rmse": valid_rmse,
-               "seconds": time.perf_counter() - t0, **stats}
+                raise diverged(
+                    model, config, epoch=epoch, what="the validation RMSE", value=valid_rmse, history=st.history
+                )
+        rec = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "valid_rmse": valid_rmse,
+            "seconds": time.perf_counter() - t0,
+            **stats,
+        }
         st.history.append(rec)
         if valid_rmse is not None:
             if st.best_rmse is None or valid_rmse < st.best_rmse:
@@ -130,9 +160,17 @@ def train_loop(trainer: EpochTrainer, config: IterativeConfig, *, model: str,
         if converged:
             st.stopped = st.converged = True
         if checkpoint is not None and (epoch % int(checkpoint_every) == 0 or st.stopped or epoch == epochs):
-            save_checkpoint(checkpoint, Checkpoint(model=model, config=config.to_dict(), epoch=epoch,
-                                                   state=trainer.state(),
-                                                   optimizer_state=trainer.optimizer_state(), loop=st))
+            save_checkpoint(
+                checkpoint,
+                Checkpoint(
+                    model=model,
+                    config=config.to_dict(),
+                    epoch=epoch,
+                    state=trainer.state(),
+                    optimizer_state=trainer.optimizer_state(),
+                    loop=st,
+                ),
+            )
         if progress is not None:
             progress(epoch, epochs, dict(rec))
 
@@ -141,11 +179,19 @@ def train_loop(trainer: EpochTrainer, config: IterativeConfig, *, model: str,
     if config.restore_best and st.best_state is not None and st.best_epoch not in (None, last):
         trainer.load_state(st.best_state)
         restored = True
-    return FitInfo(history=st.history, best_epoch=st.best_epoch, epochs_run=len(st.history),
-                   weights_epoch=st.best_epoch if restored else last,
-                   extra={"stopped_early": bool(st.stopped and last < epochs), "best_valid_rmse": st.best_rmse,
-                          "restored_best": restored, "converged": st.converged,
-                          "resumed_from_epoch": (start - 1) if resume is not None else None})
+    return FitInfo(
+        history=st.history,
+        best_epoch=st.best_epoch,
+        epochs_run=len(st.history),
+        weights_epoch=st.best_epoch if restored else last,
+        extra={
+            "stopped_early": bool(st.stopped and last < epochs),
+            "best_valid_rmse": st.best_rmse,
+            "restored_best": restored,
+            "converged": st.converged,
+            "resumed_from_epoch": (start - 1) if resume is not None else None,
+        },
+    )
 
 
 @dataclass
@@ -174,35 +220,57 @@ class Checkpoint:
     loop: _LoopState
 
 
-def save_checkpoint(path: "str | os.PathLike", ck: Checkpoint) -> None:
+def save_checkpoint(path: str | os.PathLike, ck: Checkpoint) -> None:
     """One ``.npz``: the state as ``w/<name>``, the best state as ``best/<name>`` (dtypes kept), the
     optimizer state as bytes, everything else as JSON ``meta``; written atomically."""
     lp = ck.loop
-    meta = {"format": CHECKPOINT_FORMAT, "model": ck.model, "config": ck.config, "epoch": int(ck.epoch),
-            "history": lp.history, "best_epoch": lp.best_epoch, "best_rmse": lp.best_rmse,
-            "since_best": int(lp.since_best), "stopped": bool(lp.stopped), "converged": bool(lp.converged)}
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "model": ck.model,
+        "config": ck.config,
+        "epoch": int(ck.epoch),
+        "history": lp.history,
+        "best_epoch": lp.best_epoch,
+        "best_rmse": lp.best_rmse,
+        "since_best": int(lp.since_best),
+        "stopped": bool(lp.stopped),
+        "converged": bool(lp.converged),
+    }
     arrays = {"meta": json_array(meta), "optimizer": np.frombuffer(bytes(ck.optimizer_state), dtype=np.uint8)}
     arrays.update({f"w/{k}": np.asarray(v) for k, v in ck.state.items()})
     arrays.update({f"best/{k}": np.asarray(v) for k, v in (lp.best_state or {}).items()})
     atomic_savez(path, arrays)
 
 
-def load_checkpoint(path: "str | os.PathLike") -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     z = read_npz(path, "checkpoint")
     meta = json_from_array(z["meta"]) if "meta" in z else {}
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"checkpoint file {os.fspath(path)!r} has format {meta.get('format')!r}, "
-                        f"expected {CHECKPOINT_FORMAT!r}")
+        raise DataError(
+            f"checkpoint file {os.fspath(path)!r} has format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
+        )
     state = {k[2:]: v for k, v in z.items() if k.startswith("w/")}
     best = {k[5:]: v for k, v in z.items() if k.startswith("best/")} or None
-    loop = _LoopState(history=meta["history"], best_epoch=meta["best_epoch"], best_rmse=meta["best_rmse"],
-                      best_state=best, since_best=int(meta["since_best"]), stopped=bool(meta["stopped"]),
-                      converged=bool(meta.get("converged", False)))
-    return Checkpoint(model=meta["model"], config=meta["config"], epoch=int(meta["epoch"]), state=state,
-                      optimizer_state=bytes(z["optimizer"].astype(np.uint8)), loop=loop)
+    loop = _LoopState(
+        history=meta["history"],
+        best_epoch=meta["best_epoch"],
+        best_rmse=meta["best_rmse"],
+        best_state=best,
+        since_best=int(meta["since_best"]),
+        stopped=bool(meta["stopped"]),
+        converged=bool(meta.get("converged", False)),
+    )
+    return Checkpoint(
+        model=meta["model"],
+        config=meta["config"],
+        epoch=int(meta["epoch"]),
+        state=state,
+        optimizer_state=bytes(z["optimizer"].astype(np.uint8)),
+        loop=loop,
+    )
 
 
-def check_resume_config(saved: dict, config: IterativeConfig, path: "str | os.PathLike") -> None:
+def check_resume_config(saved: dict, config: IterativeConfig, path: str | os.PathLike) -> None:
     """:class:`ConfigError` if the checkpoint was written with another configuration (only the
     config class's ``RESUME_MUTABLE`` fields may change)."""
     now = config.to_dict()
@@ -210,8 +278,10 @@ def check_resume_config(saved: dict, config: IterativeConfig, path: "str | os.Pa
     diff = sorted(k for k in set(saved) | set(now) if k not in mutable and saved.get(k) != now.get(k))
     if diff:
         detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
-        raise ConfigError(f"cannot resume from {os.fspath(path)!r}: config differs ({detail}); resume "
-                          f"with the checkpoint's config or start a fresh run")
+        raise ConfigError(
+            f"cannot resume from {os.fspath(path)!r}: config differs ({detail}); resume "
+            f"with the checkpoint's config or start a fresh run"
+        )
 
 
 # ====================================================================== npz helpers
@@ -224,12 +294,13 @@ def json_from_array(arr: np.ndarray) -> Any:
     return json.loads(bytes(np.asarray(arr, dtype=np.uint8)).decode("utf-8"))
 
 
-def atomic_savez(path: "str | os.PathLike", arrays: dict[str, np.ndarray]) -> None:
+def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` to exactly ``path`` (no ``.npz`` appended), atomically."""
-    atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    named: dict[str, Any] = dict(arrays)
+    atomic_write(path, lambda fh: np.savez(fh, **named))
 
 
-def read_npz(path: "str | os.PathLike", kind: str) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike, kind: str) -> dict[str, np.ndarray]:
     """Every array of an ``.npz``; :class:`DataError` naming the file when it is missing or unreadable."""
     path = os.fspath(path)
     if not os.path.isfile(path):
