@@ -7,13 +7,13 @@ import subprocess
 import sys
 import urllib.request
 
+import numpy as np
 import pytest
 
 from autorec import data
 from autorec.data import registry
 from benchmarks.cli import main
-
-from test_data_download import make_zip, put, server, toy  # noqa: F401  (server is a fixture)
+from tests.test_data_download import datasets_cache, make_zip, put, server, toy  # noqa: F401  (server is a fixture)
 
 
 @pytest.fixture
@@ -26,18 +26,23 @@ def env(tmp_path, monkeypatch):
 
 def test_listing(env, capsys, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("network used"))
+    for name in ("ml-100k", "ml-latest-small"):  # the toy copies are complete for the toy counts
+        monkeypatch.setitem(registry.DATASETS, name, toy(name))
     put(env / "d", toy())
-    put(data.cache_dir(), toy("ml-latest-small"))
+    put(datasets_cache(), toy("ml-latest-small"))
     assert main(["datasets", "--data-dir", str(env / "d"), "--offline"]) == 0
     out = capsys.readouterr().out
     for spec in data.DATASETS.values():
         assert f"\n{spec.name}  " in out
         assert f"{spec.n_ratings:,} ratings, {spec.n_users:,} users, {spec.n_items:,} rated items" in out
     assert f"local: {env / 'd' / 'ml-100k'} (found via data-dir)" in out
-    assert f"local: {data.cache_dir() / 'ml-latest-small'} (found via cache)" in out
+    assert "incomplete" not in out
+    assert f"local: {datasets_cache() / 'ml-latest-small'} (found via cache)" in out
     assert "not local (downloads 5.9 MB from https://files.grouplens.org/datasets/movielens/ml-1m.zip)" in out
-    assert "not local (downloads from https://files.grouplens.org/datasets/movielens/ml-10m.zip; archive size " \
-           "not published)" in out
+    assert (
+        "not local (downloads from https://files.grouplens.org/datasets/movielens/ml-10m.zip; archive size "
+        "not published)" in out
+    )
     assert "scale 0.5-5 (half stars)" in out and "scale 1-5;" in out
     assert "may not be redistributed" in out and "verified by: md5 + sha1 + size + counts" in out
     assert "verified by: counts (GroupLens publishes no checksum" in out
@@ -66,14 +71,57 @@ def test_download_command(env, server, capsys, monkeypatch):  # noqa: F811
     monkeypatch.setenv("AUTOREC_DATA_URL", url)
     assert main(["datasets", "--download", "ml-100k", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert f"ml-100k: 6 ratings, 3 users, 4 items verified at {data.cache_dir() / 'ml-100k'} (via download)" in out
-    assert f"local: {data.cache_dir() / 'ml-100k'} (found via cache)" in out
+    assert f"ml-100k: 6 ratings, 3 users, 4 items verified at {datasets_cache() / 'ml-100k'}\n" in out
+    assert f"local: {datasets_cache() / 'ml-100k'} (found via cache)" in out
     assert hits == ["/ml-100k.zip"]
 
 
 def test_datasets_imports_no_framework(env):
-    code = ("import sys; from benchmarks.cli import main; rc = main(['datasets', '--offline']); "
-            "assert rc == 0; bad = [m for m in ('torch', 'mxnet') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys; from benchmarks.cli import main; rc = main(['datasets', '--offline']); "
+        "assert rc == 0; bad = [m for m in ('torch', 'mxnet') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def write_u_data(folder, n_rows: int):
+    """A u.data of ``n_rows`` distinct (user, item) pairs on the 1-5 scale (ML-100K has 100,000)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    k = np.arange(n_rows)
+    lines = [f"{u}\t{i}\t{r}\t881250949\n" for u, i, r in zip(k % 943 + 1, k // 943 + 1, k % 5 + 1)]
+    (folder / "u.data").write_text("".join(lines))
+    return folder
+
+
+def test_listing_flags_a_truncated_copy(env, capsys):
+    """Issue 12: a truncated ml-100k copy was listed as ``local:``; it is incomplete, with the fix."""
+    write_u_data(env / "d" / "ml-100k", 90_000)
+    assert main(["datasets", "--data-dir", str(env / "d"), "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert f"local: {env / 'd' / 'ml-100k'}" not in out
+    assert (
+        f"incomplete, not usable: {env / 'd' / 'ml-100k'} (found via data-dir): truncated: 90,000 of "
+        "100,000 ratings. Fix: point --data-dir at a complete copy"
+    ) in out
+
+
+def test_download_repairs_a_truncated_cached_copy(env, server, capsys, monkeypatch):  # noqa: F811
+    """A truncated copy in the cache: loading names the fix, and the fix (``--download``) works."""
+    root, url, hits = server
+    blob = make_zip(data.get("ml-100k"))
+    (root / "ml-100k.zip").write_bytes(blob)
+    spec = toy(checksums=(("md5", hashlib.md5(blob).hexdigest()),), archive_size=len(blob))
+    monkeypatch.setitem(registry.DATASETS, "ml-100k", spec)
+    monkeypatch.setenv("AUTOREC_DATA_URL", url)
+    cached = put(datasets_cache(), spec)
+    (cached / "u.data").write_text("".join((cached / "u.data").read_text().splitlines(True)[:4]))
+    with pytest.raises(data.DataError) as exc:
+        data.load("ml-100k", offline=True)
+    msg = str(exc.value)
+    assert "truncated: 4 of 6 ratings" in msg and "validate=False" not in msg
+    assert "re-download it with `autorec-bench datasets --download ml-100k` (replaces the cached copy)" in msg
+    assert main(["datasets", "--download", "ml-100k", "--no-progress"]) == 0
+    assert f"ml-100k: 6 ratings, 3 users, 4 items verified at {cached}" in capsys.readouterr().out
+    assert hits == ["/ml-100k.zip"] and len(data.load("ml-100k", offline=True)) == 6

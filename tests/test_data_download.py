@@ -17,13 +17,18 @@ import numpy as np
 import pytest
 
 from autorec import data
-from autorec.data import download as dl
+from autorec.cache import cache_dir
 from autorec.errors import ChecksumError, DataError
 
 ROWS = [(1, 10, 5, 100), (1, 20, 3, 101), (2, 10, 4, 102), (2, 30, 1, 103), (3, 40, 2, 104), (3, 10, 5, 105)]
 U_DATA = "".join("\t".join(map(str, r)) + "\n" for r in ROWS)
 R_DAT = "".join("::".join(map(str, r)) + "\n" for r in ROWS)
 R_CSV = "userId,movieId,rating,timestamp\n" + "".join(",".join(map(str, r)) + "\n" for r in ROWS)
+
+
+def datasets_cache() -> Path:
+    """Where downloaded datasets live (under ``$AUTOREC_CACHE_DIR``, set by the ``env`` fixture)."""
+    return cache_dir("datasets")
 
 
 def toy(name="ml-100k", **kw) -> data.DatasetSpec:
@@ -101,7 +106,7 @@ def server(tmp_path):
         def do_GET(self):
             hits.append(self.path)
             if self.path.startswith("/cut/"):
-                blob = (root / self.path[len("/cut/"):]).read_bytes()
+                blob = (root / self.path[len("/cut/") :]).read_bytes()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(blob)))
                 self.end_headers()
@@ -129,12 +134,12 @@ def leftovers(folder: Path) -> list[str]:
 def test_cache_dir_order(monkeypatch, tmp_path):
     monkeypatch.setenv("AUTOREC_CACHE_DIR", str(tmp_path / "c"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    assert data.cache_dir() == tmp_path / "c" / "datasets"
+    assert datasets_cache() == tmp_path / "c" / "datasets"
     monkeypatch.delenv("AUTOREC_CACHE_DIR")
-    assert data.cache_dir() == tmp_path / "x" / "autorec-bench" / "datasets"
+    assert datasets_cache() == tmp_path / "x" / "autorec-bench" / "datasets"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert data.cache_dir() == tmp_path / "home" / ".cache" / "autorec-bench" / "datasets"
+    assert datasets_cache() == tmp_path / "home" / ".cache" / "autorec-bench" / "datasets"
 
 
 def test_base_url_order(monkeypatch):
@@ -149,12 +154,12 @@ def test_base_url_order(monkeypatch):
 def test_data_dir_layouts(env, no_network):
     s = toy()
     d = env / "d1"
-    put(d, s)                                    # <dir>/<name>/
+    put(d, s)  # <dir>/<name>/
     loc = data.resolve(s, d)
     assert (loc.path, loc.step, loc.root) == (d / "ml-100k", "data-dir", d)
     assert data.locate(s, d) == d / "ml-100k"
     s10 = toy("ml-10m")
-    put(env / "d2", s10, "ml-10M100K")           # <dir>/<archive folder>/
+    put(env / "d2", s10, "ml-10M100K")  # <dir>/<archive folder>/
     assert data.locate(s10, env / "d2") == env / "d2" / "ml-10M100K"
     itself = put(env / "d3" / "whatever", s, "")  # the dataset folder itself
     assert data.locate(s, itself) == itself
@@ -167,15 +172,16 @@ def test_env_data_dir_then_cache_then_precedence(env, monkeypatch, no_network):
     s = toy()
     empty = env / "empty"
     empty.mkdir()
-    put(data.cache_dir(), s)
-    assert data.resolve(s, empty).step == "cache"           # explicit dir lacks it: falls through
+    put(datasets_cache(), s)
+    assert data.resolve(s, empty).step == "cache"  # explicit dir lacks it: falls through
     put(env / "envdir", s)
     monkeypatch.setenv("AUTOREC_DATA_DIR", str(env / "envdir"))
     loc = data.resolve(s, empty)
     assert loc.step == "$AUTOREC_DATA_DIR" and loc.path == env / "envdir" / "ml-100k"
     put(env / "explicit", s)
-    assert data.resolve(s, env / "explicit").step == "data-dir"   # explicit beats env beats cache
-    assert data.find_local(s, env / "explicit").step == "data-dir"
+    assert data.resolve(s, env / "explicit").step == "data-dir"  # explicit beats env beats cache
+    found = data.find_local(s, env / "explicit")
+    assert found is not None and found.step == "data-dir"
     assert data.load(s, offline=True).meta["resolved_by"] == "$AUTOREC_DATA_DIR"
     assert not no_network
 
@@ -193,7 +199,7 @@ def test_offline_never_opens_a_socket(env, no_network):
         data.load("ml-1m", offline=True)
     msg = str(exc.value)
     assert "ml-1m is not available locally" in msg and "offline mode forbids downloading" in msg
-    assert str(data.cache_dir()) in msg and "autorec-bench datasets --download ml-1m" in msg
+    assert str(datasets_cache()) in msg and "autorec-bench datasets --download ml-1m" in msg
     with pytest.raises(DataError, match="downloading is disabled"):
         data.locate("ml-10m", download=False)
     assert data.find_local("ml-25m") is None
@@ -203,11 +209,12 @@ def test_offline_never_opens_a_socket(env, no_network):
 def test_counts_are_validated_on_load(env, no_network):
     s = toy()
     put(env / "d", s)
-    real = data.get("ml-100k")                    # expects 943 / 1682 / 100000
+    real = data.get("ml-100k")  # expects 943 / 1682 / 100000
     with pytest.raises(DataError) as exc:
         data.load(real, env / "d", offline=True)
     msg = str(exc.value)
     assert "3 users (expected 943)" in msg and "4 items (expected 1682)" in msg and "6 ratings (expected 100000)" in msg
+    assert "Fix: point --data-dir at a complete copy" in msg and "validate=False" not in msg
     r = data.load(real, env / "d", offline=True, validate=False)
     assert len(r) == 6 and r.meta["validated"] is False
     wrong_scale = dataclasses.replace(s, rating_scale=(1.0, 4.0))
@@ -215,10 +222,80 @@ def test_counts_are_validated_on_load(env, no_network):
         data.load(wrong_scale, env / "d", offline=True)
 
 
+def test_typo_in_a_registered_dataset_names_file_and_line(env, no_network):
+    """Issue 12: a typo ``7`` in a 1-5 u.data is an error naming the file and the line."""
+    d = put(env / "d", toy())
+    lines = (d / "u.data").read_text().splitlines(True)
+    lines[2] = "2\t10\t7\t102\n"
+    (d / "u.data").write_text("".join(lines))
+    with pytest.raises(DataError) as exc:
+        data.load(toy(), env / "d", offline=True)
+    assert (
+        str(exc.value) == f"{d / 'u.data'}, line 3: rating 7 is off the scale 1..5; check the rating scale or the file"
+    )
+
+
+def test_truncated_u_data_names_a_fix_the_user_can_apply(env, monkeypatch, no_network):
+    """Issue 12: a truncated u.data suggested ``validate=False``, which the CLI does not offer."""
+    folder = env / "d" / "ml-100k"
+    folder.mkdir(parents=True)
+    k = np.arange(90_000)
+    (folder / "u.data").write_text("".join(f"{k % 943 + 1}\t{k // 943 + 1}\t{k % 5 + 1}\t0\n" for k in k))
+    with pytest.raises(DataError) as exc:
+        data.load("ml-100k", env / "d", offline=True)
+    msg = str(exc.value)
+    assert msg.startswith(f"{folder / 'u.data'}: truncated: 90,000 of 100,000 ratings;")
+    assert (
+        "Fix: point --data-dir at a complete copy (or re-extract ml-100k.zip there), or drop --data-dir "
+        "and run `autorec-bench datasets --download ml-100k`"
+    ) in msg
+    assert "validate=False" not in msg
+    monkeypatch.setenv("AUTOREC_DATA_DIR", str(env / "d"))
+    with pytest.raises(
+        DataError,
+        match=r"Fix: put a complete copy in \$AUTOREC_DATA_DIR .* or unset "
+        r"\$AUTOREC_DATA_DIR and run `autorec-bench datasets --download ml-100k`",
+    ):
+        data.load("ml-100k", offline=True)
+    assert not no_network
+
+
+@pytest.mark.parametrize(
+    "text,fmt,rows",
+    [
+        ("", "tab", 0),
+        ("1\t2\t3\n", "tab", 1),
+        ("1\t2\t3", "tab", 1),  # no final newline
+        ("\n1\t2\t3\n\n  \r\n4\t5\t6\r\n\n", "tab", 2),  # blank and whitespace-only lines
+        ("user,item,rating\n1,2,3\n1,3,4", "csv", 2),  # the header is not a rating
+        ("user,item,rating\n", "csv", 0),
+    ],
+)
+def test_count_rows(tmp_path, text, fmt, rows):
+    p = tmp_path / "r"
+    p.write_bytes(text.encode())
+    assert data.count_rows(p, fmt) == rows
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2, 3, 5, 9, 14, 16, 17])
+def test_count_rows_across_blocks(tmp_path, offset):
+    """Files over the 4 MiB read block: lines, blank lines and whitespace straddle the block edges."""
+    p = tmp_path / "u.data"
+    p.write_text("\n" * offset + "1\t10\t5\n\n   \n22\t3\t4\n" * 300_000 + "9\t9\t1")
+    assert data.count_rows(p, "tab") == 600_001
+
+
+def test_download_keeps_a_complete_copy_without_network(env, no_network):
+    s = toy()
+    put(datasets_cache(), s)
+    assert data.download(s) == datasets_cache() / "ml-100k"
+    assert not no_network
+
+
 def test_cached_archive_is_extracted_without_network(env, no_network):
     blob = make_zip(data.get("ml-100k"))
     s = toy(checksums=sums(blob), archive_size=len(blob))
-    cache = data.cache_dir()
+    cache = datasets_cache()
     cache.mkdir(parents=True)
     (cache / s.archive).write_bytes(blob)
     loc = data.resolve(s, offline=True)
@@ -244,8 +321,8 @@ def test_download_good(env, server, monkeypatch, capfd):
     assert r.user_ids.tolist() == [1, 2, 3] and r.item_ids.tolist() == [10, 20, 30, 40]
     assert hits == ["/ml-100k.zip"]
     assert "downloading ml-100k.zip" in capfd.readouterr().err
-    cache = data.cache_dir()
-    assert leftovers(cache) == ["ml-100k", "ml-100k.zip"]        # no .part, no .extract- folders
+    cache = datasets_cache()
+    assert leftovers(cache) == ["ml-100k", "ml-100k.zip"]  # no .part, no .extract- folders
     assert (cache / "ml-100k" / "README").read_text() == "toy\n"
     # the second time it comes from the cache, without a request
     assert data.load(s, progress=False).meta["resolved_by"] == "cache" and len(hits) == 1
@@ -258,13 +335,13 @@ def test_download_function_base_url_and_stale_folder(env, server, capfd):
     s = toy("ml-1m", checksums=sums(blob)[:1], archive_size=len(blob))
     dest = env / "dest"
     (dest / "ml-1m").mkdir(parents=True)
-    (dest / "ml-1m" / "partial.txt").write_text("left over")        # a stale folder without ratings.dat
+    (dest / "ml-1m" / "partial.txt").write_text("left over")  # a stale folder without ratings.dat
     got = data.download(s, dest, base_url=url, progress=False)
     assert got == dest / "ml-1m" and (got / "ratings.dat").is_file() and not (got / "partial.txt").exists()
     assert capfd.readouterr().err == ""
     assert leftovers(dest) == ["ml-1m", "ml-1m.zip"]
     r = data.load(s, dest, offline=True)
-    assert r.timestamps.tolist() == [100, 101, 102, 103, 104, 105]
+    assert r.timestamps is not None and r.timestamps.tolist() == [100, 101, 102, 103, 104, 105]
 
 
 def test_download_corrupt_checksum(env, server):
@@ -274,15 +351,16 @@ def test_download_corrupt_checksum(env, server):
     bad[len(bad) // 2] ^= 0xFF
     (root / "ml-100k.zip").write_bytes(bytes(bad))
     s = toy(checksums=sums(good), archive_size=len(good))
-    with pytest.raises(ChecksumError, match=r"md5 [0-9a-f]{32} does not match the published md5 "
-                                            + hashlib.md5(good).hexdigest()):
+    with pytest.raises(
+        ChecksumError, match=r"md5 [0-9a-f]{32} does not match the published md5 " + hashlib.md5(good).hexdigest()
+    ):
         data.locate(s, base_url=url, progress=False)
-    assert leftovers(data.cache_dir()) == []          # nothing that looks valid is left behind
+    assert leftovers(datasets_cache()) == []  # nothing that looks valid is left behind
     # a wrong size is caught too
     s2 = toy(checksums=sums(bytes(bad)), archive_size=len(good) + 1)
     with pytest.raises(ChecksumError, match=f"{len(good)} bytes, but ml-100k.zip has {len(good) + 1} bytes"):
         data.locate(s2, base_url=url, progress=False)
-    assert leftovers(data.cache_dir()) == []
+    assert leftovers(datasets_cache()) == []
 
 
 def test_download_truncated(env, server):
@@ -293,29 +371,32 @@ def test_download_truncated(env, server):
     with pytest.raises(DataError, match=r"download of http:\S+/cut/ml-100k.zip (is truncated|broke off)") as exc:
         data.locate(s, base_url=url + "cut/", progress=False)
     assert not isinstance(exc.value, ChecksumError)
-    assert leftovers(data.cache_dir()) == []
+    assert leftovers(datasets_cache()) == []
 
 
 def test_download_http_error(env, server):
     _, url, _ = server
     with pytest.raises(DataError, match=r"could not download http://127\.0\.0\.1:\d+/ml-25m\.zip: HTTP 404"):
         data.locate("ml-25m", base_url=url, progress=False)
-    assert not any(p.suffix == ".part" for p in data.cache_dir().iterdir())
+    assert not any(p.suffix == ".part" for p in datasets_cache().iterdir())
 
 
 def _link(name: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name)
-    info.external_attr = (0o120777 << 16)
+    info.external_attr = 0o120777 << 16
     return info
 
 
-@pytest.mark.parametrize("member,problem", [
-    ("../evil.txt", "escapes the target folder"),
-    ("ml-100k/../../evil.txt", "escapes the target folder"),
-    ("/tmp/evil-absolute.txt", "absolute path"),
-    ("C:/evil.txt", "absolute path"),
-    (_link("ml-100k/link"), "symbolic link"),
-])
+@pytest.mark.parametrize(
+    "member,problem",
+    [
+        ("../evil.txt", "escapes the target folder"),
+        ("ml-100k/../../evil.txt", "escapes the target folder"),
+        ("/tmp/evil-absolute.txt", "absolute path"),
+        ("C:/evil.txt", "absolute path"),
+        (_link("ml-100k/link"), "symbolic link"),
+    ],
+)
 def test_download_rejects_escaping_members(env, server, member, problem):
     root, url, _ = server
     name = member.filename if isinstance(member, zipfile.ZipInfo) else member
@@ -324,7 +405,7 @@ def test_download_rejects_escaping_members(env, server, member, problem):
     s = toy(checksums=sums(blob), archive_size=len(blob))
     with pytest.raises(DataError, match=problem):
         data.locate(s, base_url=url, progress=False)
-    cache = data.cache_dir()
+    cache = datasets_cache()
     assert not (cache / "ml-100k").exists()
     assert not any(p.name.startswith(".ml-100k.extract-") for p in cache.iterdir())
     assert not (env / "evil.txt").exists() and not (cache.parent / "evil.txt").exists()
@@ -338,7 +419,7 @@ def test_download_not_a_zip_without_checksum(env, server):
     assert s.checksums == ()
     with pytest.raises(DataError, match="not a valid zip archive"):
         data.locate(s, base_url=url, progress=False)
-    assert leftovers(data.cache_dir()) == []
+    assert leftovers(datasets_cache()) == []
 
 
 def test_download_archive_without_the_folder(env, server):
@@ -347,7 +428,7 @@ def test_download_archive_without_the_folder(env, server):
     (root / "ml-latest-small.zip").write_bytes(blob)
     with pytest.raises(DataError, match="holds no ml-latest-small/ratings.csv"):
         data.locate(toy("ml-latest-small"), base_url=url, progress=False)
-    assert not (data.cache_dir() / "ml-latest-small").exists()
+    assert not (datasets_cache() / "ml-latest-small").exists()
 
 
 def test_download_latest_small_csv_end_to_end(env, server, monkeypatch):

@@ -13,8 +13,13 @@ from autorec.data import from_arrays, load_file, normalize_format, read_ratings
 from autorec.data.ratings import Ratings
 from autorec.errors import DataError
 
-ROWS = [(196, 242, 3, 881250949), (186, 302, 3, 891717742), (22, 377, 1, 878887116),
-        (196, 51, 2, 880606923), (7, 242, 5, 886397596)]
+ROWS = [
+    (196, 242, 3, 881250949),
+    (186, 302, 3, 891717742),
+    (22, 377, 1, 878887116),
+    (196, 51, 2, 880606923),
+    (7, 242, 5, 886397596),
+]
 
 
 def write(path, text):
@@ -65,19 +70,22 @@ def test_colons_half_stars_crlf_and_blank_lines(tmp_path):
     p.write_bytes(b"1::122::5::838985046\r\n1::185::4.5::838983525\r\n\r\n2::122::0.5::838983421\r\n")
     r = load_file(p, "::", name="ml-10m", scale=(0.5, 5.0), step=0.5)
     assert r.ratings.tolist() == [5.0, 4.5, 0.5]
+    assert r.timestamps is not None
     assert r.n_users == 2 and r.n_items == 2 and r.timestamps.tolist()[1] == 838983525
 
 
 def test_csv_movielens_header(tmp_path):
-    p = write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n"
-                                        "6,1,0.5,845553522\n")
+    p = write(
+        tmp_path / "ratings.csv",
+        "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n6,1,0.5,845553522\n",
+    )
     u, i, r, ts = read_ratings(p, "csv")
     assert u.tolist() == [1, 1, 6] and i.tolist() == [1, 3, 1] and r.tolist() == [4.0, 4.5, 0.5]
     assert ts.tolist() == [964982703, 964981247, 845553522]
 
 
 def test_csv_user_header_extra_columns_and_order(tmp_path):
-    p = write(tmp_path / "mine.csv", "rating,comment,item,user\n4,great,10,1\n2.5,\"meh, really\",11,1\n3,,10,2\n")
+    p = write(tmp_path / "mine.csv", 'rating,comment,item,user\n4,great,10,1\n2.5,"meh, really",11,1\n3,,10,2\n')
     u, i, r, ts = read_ratings(p, "csv")
     assert ts is None
     assert u.tolist() == [1, 1, 2] and i.tolist() == [10, 11, 10] and r.tolist() == [4.0, 2.5, 3.0]
@@ -101,7 +109,7 @@ def test_load_file_indexes_contiguously(tmp_path):
     assert r.item_ids[r.items].tolist() == [242, 302, 377, 51, 242]
     assert r.rating_scale == (1.0, 5.0) and r.meta["format"] == "tab"
     for arr in (r.users, r.items, r.ratings, r.user_ids, r.item_ids, r.timestamps):
-        assert arr.dtype != object
+        assert arr is not None and arr.dtype != object
 
 
 def test_from_arrays_sparse_and_huge_ids():
@@ -109,29 +117,30 @@ def test_from_arrays_sparse_and_huge_ids():
     r = from_arrays("x", big, np.array([3, 3, 4, 3]), np.array([1, 2, 3, 4], dtype=np.float64), scale=(1, 5))
     assert r.user_ids.tolist() == [5, 7, 10**12] and r.users.tolist() == [2, 0, 2, 1]
     assert r.users.dtype == np.int32 and r.ratings.dtype == np.float32 and r.timestamps is None
-    neg = from_arrays("x", np.array([-3, 2]), np.array([0, 0]), np.array([1.0, 1.0]), scale=(1, 5),
-                      timestamps=np.array([5, 6]))
+    neg = from_arrays(
+        "x", np.array([-3, 2]), np.array([0, 0]), np.array([1.0, 1.0]), scale=(1, 5), timestamps=np.array([5, 6])
+    )
+    assert neg.timestamps is not None
     assert neg.user_ids.tolist() == [-3, 2] and neg.timestamps.dtype == np.int64
     floats = from_arrays("x", np.array([1.0, 2.0]), np.array([3.0, 3.0]), np.array([1, 2]), scale=(1, 5))
     assert floats.user_ids.dtype == np.int64
 
 
 def test_from_arrays_errors():
-    ok = dict(scale=(1, 5))
     with pytest.raises(DataError, match="differ in length"):
-        from_arrays("x", [1, 2], [1], [3, 3], **ok)
+        from_arrays("x", [1, 2], [1], [3, 3], scale=(1, 5))
     with pytest.raises(DataError, match="no ratings"):
-        from_arrays("x", [], [], [], **ok)
+        from_arrays("x", [], [], [], scale=(1, 5))
     with pytest.raises(DataError, match="user ids must be integers"):
-        from_arrays("x", np.array([1.5, 2]), [1, 1], [3, 3], **ok)
+        from_arrays("x", np.array([1.5, 2]), [1, 1], [3, 3], scale=(1, 5))
     with pytest.raises(DataError, match=r"x: row 1: rating 6 is off the scale 1..5"):
-        from_arrays("x", [1, 2], [1, 1], [3, 6], **ok)
+        from_arrays("x", [1, 2], [1, 1], [3, 6], scale=(1, 5))
     with pytest.raises(DataError, match=r"x: row 0: rating nan is not a finite number"):
-        from_arrays("x", [1, 2], [1, 1], [np.nan, 3], **ok)
+        from_arrays("x", [1, 2], [1, 1], [np.nan, 3], scale=(1, 5))
     with pytest.raises(DataError, match=r"x: row 1: rating 3.5 is not on the scale's steps of 1"):
-        from_arrays("x", [1, 2], [1, 1], [3, 3.5], step=1, **ok)
+        from_arrays("x", [1, 2], [1, 1], [3, 3.5], step=1, scale=(1, 5))
     with pytest.raises(DataError, match=r"x: rows 0 and 2: duplicate rating of user 1 for item 9"):
-        from_arrays("x", [1, 2, 1], [9, 9, 9], [3, 3, 4], **ok)
+        from_arrays("x", [1, 2, 1], [9, 9, 9], [3, 3, 4], scale=(1, 5))
     with pytest.raises(DataError, match="low < high"):
         from_arrays("x", [1], [1], [3], scale=(5, 1))
     with pytest.raises(DataError, match="timestamps differ in length"):
@@ -148,23 +157,26 @@ def test_missing_file_and_folder(tmp_path):
         read_ratings(tmp_path, "tab")
 
 
-@pytest.mark.parametrize("fmt,text,line,problem", [
-    ("tab", "1\t2\t3\t4\n1\t3\t4\n", 2, "truncated line: expected 4 fields, found 3"),
-    ("tab", "1\t2\t3\t4\n1\t3\t4\t5\t6\n", 2, "malformed line: expected 4 fields, found 5"),
-    ("tab", "1\t2\t3\t4\n\n2\t3\t4\t5\n2\t4", 4, "truncated line: expected 4 fields, found 2"),
-    ("tab", "1\t2\t3\t4\n1\tx\t4\t5\n", 2, "item 'x' is not an integer"),
-    ("tab", "1\t2\t3\t4\n1\t2.5\t4\t5\n", 2, "item '2.5' is not an integer"),
-    ("tab", "1\t2\tfour\t4\n", 1, "rating 'four' is not a number"),
-    ("tab", "1\t2\t3\tnoon\n", 1, "timestamp 'noon' is not an integer"),
-    ("tab", "1 2 3 4\n", 1, "expected 3 or 4 tab-separated fields"),
-    ("::", "1::2::3::4\n1::2::3\n", 2, "truncated line: expected 4 fields, found 3"),
-    ("::", "1::2::3::4\n1::b::3::4\n", 2, "item 'b' is not an integer"),
-    ("::", "1::2::3::4\n1::2::3::4::5\n", 2, "malformed line: expected 4 fields, found 5"),
-    ("csv", "userId,movieId,rating,timestamp\n1,2,3,4\n1,2\n", 3, "truncated line: expected 4 fields, found 2"),
-    ("csv", "userId,movieId,rating,timestamp\n1,2,3,4\n1,2,3,4,5\n", 3, "malformed line: expected 4 fields"),
-    ("csv", "user,item,rating\n1,2,3\nu7,2,3\n", 3, "user 'u7' is not an integer"),
-    ("csv", "user,item,rating\n1,2,3\n2,2,x\n", 3, "rating 'x' is not a number"),
-])
+@pytest.mark.parametrize(
+    "fmt,text,line,problem",
+    [
+        ("tab", "1\t2\t3\t4\n1\t3\t4\n", 2, "truncated line: expected 4 fields, found 3"),
+        ("tab", "1\t2\t3\t4\n1\t3\t4\t5\t6\n", 2, "malformed line: expected 4 fields, found 5"),
+        ("tab", "1\t2\t3\t4\n\n2\t3\t4\t5\n2\t4", 4, "truncated line: expected 4 fields, found 2"),
+        ("tab", "1\t2\t3\t4\n1\tx\t4\t5\n", 2, "item 'x' is not an integer"),
+        ("tab", "1\t2\t3\t4\n1\t2.5\t4\t5\n", 2, "item '2.5' is not an integer"),
+        ("tab", "1\t2\tfour\t4\n", 1, "rating 'four' is not a number"),
+        ("tab", "1\t2\t3\tnoon\n", 1, "timestamp 'noon' is not an integer"),
+        ("tab", "1 2 3 4\n", 1, "expected 3 or 4 tab-separated fields"),
+        ("::", "1::2::3::4\n1::2::3\n", 2, "truncated line: expected 4 fields, found 3"),
+        ("::", "1::2::3::4\n1::b::3::4\n", 2, "item 'b' is not an integer"),
+        ("::", "1::2::3::4\n1::2::3::4::5\n", 2, "malformed line: expected 4 fields, found 5"),
+        ("csv", "userId,movieId,rating,timestamp\n1,2,3,4\n1,2\n", 3, "truncated line: expected 4 fields, found 2"),
+        ("csv", "userId,movieId,rating,timestamp\n1,2,3,4\n1,2,3,4,5\n", 3, "malformed line: expected 4 fields"),
+        ("csv", "user,item,rating\n1,2,3\nu7,2,3\n", 3, "user 'u7' is not an integer"),
+        ("csv", "user,item,rating\n1,2,3\n2,2,x\n", 3, "rating 'x' is not a number"),
+    ],
+)
 def test_malformed_lines_name_file_and_line(tmp_path, fmt, text, line, problem):
     p = write(tmp_path / "bad.txt", text)
     with pytest.raises(DataError) as exc:
@@ -198,8 +210,9 @@ def test_tab_inside_colon_file(tmp_path):
 
 def test_rating_errors_name_file_and_line(tmp_path):
     p = write(tmp_path / "r.dat", "1::2::3::4\n\n1::3::6::4\n2::3::7::4\n")
-    with pytest.raises(DataError, match=re.escape(f"{p}, line 3: rating 6 is off the scale 1..5 "
-                                                  "(and 1 more such rating(s))")):
+    with pytest.raises(
+        DataError, match=re.escape(f"{p}, line 3: rating 6 is off the scale 1..5 (and 1 more such rating(s))")
+    ):
         load_file(p, "::", name="ml-1m", scale=(1, 5), step=1)
     h = write(tmp_path / "h.csv", "userId,movieId,rating,timestamp\n1,2,3.5,4\n1,3,4.25,4\n")
     with pytest.raises(DataError, match=re.escape(f"{h}, line 3: rating 4.25 is not on the scale's steps of 0.5")):
@@ -207,7 +220,7 @@ def test_rating_errors_name_file_and_line(tmp_path):
     w = write(tmp_path / "w.data", "1\t2\t3.5\t4\n")
     with pytest.raises(DataError, match="line 1: rating 3.5 is not on the scale's steps of 1"):
         load_file(w, "tab", name="ml-100k", scale=(1, 5), step=1)
-    assert load_file(w, "tab", name="free", scale=(1, 5)).ratings.tolist() == [3.5]   # no step: any value
+    assert load_file(w, "tab", name="free", scale=(1, 5)).ratings.tolist() == [3.5]  # no step: any value
     n = write(tmp_path / "n.csv", "user,item,rating\n1,2,3\n1,3,nan\n")
     with pytest.raises(DataError, match=re.escape(f"{n}, line 3: rating nan is not a finite number")):
         read_ratings(n, "csv")
@@ -215,8 +228,12 @@ def test_rating_errors_name_file_and_line(tmp_path):
 
 def test_duplicates_name_both_lines(tmp_path):
     p = write(tmp_path / "d.data", tab_text(ROWS + [(22, 377, 4, 1)]))
-    with pytest.raises(DataError, match=re.escape(f"{p}, lines 3 and 6: duplicate rating of user 22 for item 377 "
-                                                  "(1 duplicate (user, item) pair(s) in all)")):
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            f"{p}, lines 3 and 6: duplicate rating of user 22 for item 377 (1 duplicate (user, item) pair(s) in all)"
+        ),
+    ):
         load_file(p, "tab", name="x", scale=(1, 5), step=1)
 
 

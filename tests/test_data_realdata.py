@@ -13,6 +13,7 @@ pytestmark = pytest.mark.realdata
 def _roundtrip(r: data.Ratings, path, fmt):
     u, i, v, ts = data.read_ratings(path, fmt)
     assert np.array_equal(r.user_ids[r.users], u) and np.array_equal(r.item_ids[r.items], i)
+    assert r.timestamps is not None and ts is not None
     assert np.array_equal(r.ratings, v) and np.array_equal(r.timestamps, ts)
     # sorted raw ids -> 0..n-1
     assert np.all(np.diff(r.user_ids) > 0) and np.all(np.diff(r.item_ids) > 0)
@@ -25,6 +26,7 @@ def test_ml100k(ml100k_dir, monkeypatch):
     r = data.load("ml-100k", ml100k_dir, offline=True)
     assert (r.n_users, r.n_items, len(r)) == (943, 1682, 100_000)
     assert r.rating_scale == (1.0, 5.0) and set(np.unique(r.ratings)) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert r.timestamps is not None
     assert r.users.dtype == np.int32 and r.ratings.dtype == np.float32 and r.timestamps.dtype == np.int64
     assert r.meta["resolved_by"] == "data-dir" and r.meta["folder"] == str(ml100k_dir / "ml-100k")
     # ML-100K ids are already 1..n
@@ -48,8 +50,8 @@ def test_ml_latest_small(mlsmall_dir, monkeypatch):
     r = data.load("ml-latest-small", mlsmall_dir, offline=True)
     assert (r.n_users, r.n_items, len(r)) == (610, 9724, 100_836)
     assert r.rating_scale == (0.5, 5.0)
-    assert set(np.unique(r.ratings)) == {x / 2 for x in range(1, 11)}       # half stars
-    assert r.item_ids.max() > r.n_items                                     # sparse movie ids, re-indexed
+    assert set(np.unique(r.ratings)) == {x / 2 for x in range(1, 11)}  # half stars
+    assert r.item_ids.max() > r.n_items  # sparse movie ids, re-indexed
     _roundtrip(r, mlsmall_dir / "ml-latest-small" / "ratings.csv", "csv")
 
 

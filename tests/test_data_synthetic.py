@@ -28,6 +28,7 @@ def test_counts_types_and_ids():
     assert isinstance(r, Ratings)
     assert len(r) == 12_345 and r.n_users == 300 and r.n_items == 200
     assert r.users.dtype == np.int32 and r.items.dtype == np.int32
+    assert r.timestamps is not None
     assert r.ratings.dtype == np.float32 and r.timestamps.dtype == np.int64
     assert r.user_ids.dtype == np.int64 and r.item_ids.dtype == np.int64
     assert np.array_equal(r.user_ids, np.arange(1, 301)) and np.array_equal(r.item_ids, np.arange(1, 201))
@@ -43,8 +44,9 @@ def test_deterministic_per_seed():
     a, b, c = generate(200, 150, 5000, seed=7), generate(200, 150, 5000, seed=7), generate(200, 150, 5000, seed=8)
     for f in ("users", "items", "ratings", "timestamps", "user_ids", "item_ids"):
         assert np.array_equal(getattr(a, f), getattr(b, f)), f
-    assert not (np.array_equal(a.users, c.users) and np.array_equal(a.items, c.items)
-                and np.array_equal(a.ratings, c.ratings))
+    assert not (
+        np.array_equal(a.users, c.users) and np.array_equal(a.items, c.items) and np.array_equal(a.ratings, c.ratings)
+    )
 
 
 @pytest.mark.parametrize("scale,step", [((1.0, 5.0), 1.0), ((0.5, 5.0), 0.5), ((1.0, 10.0), 1.0), ((0.0, 1.0), 0.25)])
@@ -63,7 +65,7 @@ def test_half_stars_like_ml10m():
     r = generate_like("ml-10m", fraction=0.0005, seed=0)
     assert r.rating_scale == (0.5, 5.0)
     assert set(np.unique(r.ratings * 2).astype(int)) <= set(range(1, 11))
-    assert (r.ratings * 2 % 2 == 1).any()      # some half stars
+    assert (r.ratings * 2 % 2 == 1).any()  # some half stars
     assert r.name == "synthetic-ml-10m"
 
 
@@ -98,19 +100,19 @@ def test_skewed_popularity():
 
 
 def test_exact_when_dense_and_full():
-    r = generate(30, 20, 590, seed=4)           # 98% dense: the tempering fallback finishes it
+    r = generate(30, 20, 590, seed=4)  # 98% dense: the tempering fallback finishes it
     assert len(r) == 590 and len(np.unique(_keys(r))) == 590
     full = generate(30, 20, 600, seed=4)
     assert len(full) == 600 and len(np.unique(_keys(full))) == 600
 
 
 def test_few_ratings_drop_unrated_ids():
-    r = generate(100, 50, 60, seed=0)            # fewer ratings than users: not every user can rate
+    r = generate(100, 50, 60, seed=0)  # fewer ratings than users: not every user can rate
     assert len(r) == 60
     assert np.bincount(r.users).min() >= 1 and np.bincount(r.items).min() >= 1
     assert r.n_users == len(np.unique(r.users)) <= 60
     assert set(r.user_ids) <= set(range(1, 101))
-    r2 = generate(100, 50, 120, seed=0)          # between max(n) and n_users + n_items: minimal cover
+    r2 = generate(100, 50, 120, seed=0)  # between max(n) and n_users + n_items: minimal cover
     assert (r2.n_users, r2.n_items, len(r2)) == (100, 50, 120)
 
 

@@ -12,16 +12,20 @@ from autorec.interactions import Interactions
 
 
 def part(users, items, ratings, n_users=3, n_items=4) -> Interactions:
-    return Interactions(np.asarray(users, np.int32), np.asarray(items, np.int32),
-                        np.asarray(ratings, np.float32), n_users, n_items, (1.0, 5.0))
+    return Interactions(
+        np.asarray(users, np.int32),
+        np.asarray(items, np.int32),
+        np.asarray(ratings, np.float32),
+        n_users,
+        n_items,
+        (1.0, 5.0),
+    )
 
 
 # users 0..2, items 0..3; user 2 and item 3 have no rating here (cold in this part)
 P = part([0, 0, 1, 1, 0], [0, 2, 1, 2, 1], [5, 3, 4, 1, 2.5])
 
-DENSE_UI = np.array([[5, 2.5, 3, 0],
-                     [0, 4, 1, 0],
-                     [0, 0, 0, 0]], dtype=np.float32)
+DENSE_UI = np.array([[5, 2.5, 3, 0], [0, 4, 1, 0], [0, 0, 0, 0]], dtype=np.float32)
 
 
 def test_item_based_is_items_by_users():
@@ -31,8 +35,8 @@ def test_item_based_is_items_by_users():
     assert np.array_equal(m.toarray(), DENSE_UI.T)
     assert m.nnz == 5 and m.has_sorted_indices
     # row 1 is item 1's ratings by all users: users 0 and 1
-    assert m.indices[m.indptr[1]:m.indptr[2]].tolist() == [0, 1]
-    assert m.data[m.indptr[1]:m.indptr[2]].tolist() == [2.5, 4.0]
+    assert m.indices[m.indptr[1] : m.indptr[2]].tolist() == [0, 1]
+    assert m.data[m.indptr[1] : m.indptr[2]].tolist() == [2.5, 4.0]
 
 
 def test_user_based_is_users_by_items():
@@ -40,7 +44,7 @@ def test_user_based_is_users_by_items():
     assert isinstance(m, sp.csr_matrix)
     assert m.shape == (3, 4) and m.dtype == np.float32
     assert np.array_equal(m.toarray(), DENSE_UI)
-    assert m.indptr.tolist() == [0, 3, 5, 5]   # user 2: empty row
+    assert m.indptr.tolist() == [0, 3, 5, 5]  # user 2: empty row
     assert (P.csr("item").T != m).nnz == 0
 
 

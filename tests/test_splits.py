@@ -29,8 +29,22 @@ def toy(n_users=40, n_items=60, n=900, seed=0, name="toy", timestamps=True, dup=
     i = (pairs % n_items).astype(np.int32)
     r = rng.integers(1, 6, len(pairs)).astype(np.float32)
     ts = rng.integers(0, 30, len(pairs)).astype(np.int64) if timestamps else None
-    return Ratings(name, u, i, r, np.arange(n_users, dtype=np.int64) * 7 + 3,
-                   np.arange(n_items, dtype=np.int64) * 11 + 5, (1.0, 5.0), ts)
+    return Ratings(
+        name,
+        u,
+        i,
+        r,
+        np.arange(n_users, dtype=np.int64) * 7 + 3,
+        np.arange(n_items, dtype=np.int64) * 11 + 5,
+        (1.0, 5.0),
+        ts,
+    )
+
+
+def path_of(d: S.SplitData) -> Path:
+    """Where a stored split lives (every split from the store has a path)."""
+    assert d.path is not None
+    return d.path
 
 
 @pytest.fixture
@@ -49,7 +63,7 @@ def assert_partition(sp, n):
 
 # --- SplitSpec -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text,canon", [
+SPEC_TEXTS = [
     ("random", "random:test_ratio=0.1"),
     ("random:test_ratio=0.2", "random:test_ratio=0.2"),
     (" random : test_ratio = 0.25 ", "random:test_ratio=0.25"),
@@ -63,13 +77,41 @@ def assert_partition(sp, n):
     ("files:TRAIN.csv,TEST.csv", "files:TRAIN.csv,TEST.csv"),
     ("files:test=b.csv,train=a.csv", "files:a.csv,b.csv"),
     ("files:dir/a.csv,test=b.csv", "files:dir/a.csv,b.csv"),
-])
+]
+
+
+@pytest.mark.parametrize("text,canon", SPEC_TEXTS)
 def test_spec_parse_and_canonical_str(text, canon):
     spec = SplitSpec.parse(text)
     assert str(spec) == canon
     again = SplitSpec.parse(str(spec))
     assert again == spec and hash(again) == hash(spec)
     assert SplitSpec.parse(spec) is spec
+
+
+@pytest.mark.parametrize("text,canon", SPEC_TEXTS)
+def test_spec_travels_as_data(text, canon):
+    """``to_dict`` is plain JSON; ``from_dict`` gives back the same spec without going through text."""
+    spec = SplitSpec.parse(text)
+    wire = json.loads(json.dumps(spec.to_dict()))
+    assert wire == {"kind": spec.kind, "args": spec.args}
+    back = SplitSpec.from_dict(wire)
+    assert back == spec and str(back) == canon and back.hash_text() == spec.hash_text()
+
+
+@pytest.mark.parametrize(
+    "value,needle",
+    [
+        ({"kind": "random"}, "a split spec as data is"),
+        ({"kind": "random", "args": [], "x": 1}, "a split spec as data is"),
+        ("random", "a split spec as data is"),
+        ({"kind": "kfold", "args": {"k": 3, "fold": 7}}, "fold must be in 0..2"),  # checked again
+        ({"kind": "holdout", "args": {}}, "unknown split kind"),
+    ],
+)
+def test_spec_from_dict_errors(value, needle):
+    with pytest.raises(SplitError, match=needle):
+        SplitSpec.from_dict(value)
 
 
 def test_spec_args_are_typed_and_filled():
@@ -81,26 +123,29 @@ def test_spec_args_are_typed_and_filled():
     assert len({SplitSpec.parse("random"), SplitSpec.parse("random:test_ratio=0.1")}) == 1
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("holdout", "valid kinds: random, d2l-random, seq-aware, canonical, kfold, files"),
-    ("random:ratio=0.2", "valid arguments: test_ratio"),
-    ("random:0.2", "not NAME=VALUE"),
-    ("random:test_ratio=abc", "not a number"),
-    ("random:test_ratio=0", "strictly between 0 and 1"),
-    ("random:test_ratio=1.5", "strictly between 0 and 1"),
-    ("random:test_ratio=nan", "strictly between 0 and 1"),
-    ("random:test_ratio=0.1,test_ratio=0.2", "given twice"),
-    ("random:", "nothing after ':'"),
-    ("seq-aware:x=1", "valid arguments: none"),
-    ("kfold:k=1", "at least 2"),
-    ("kfold:k=3,fold=3", "fold must be in 0..2"),
-    ("kfold:k=2.5", "not an integer"),
-    ("canonical", "needs 'fold'"),
-    ("canonical:u6", "valid folds: u1, u2, u3, u4, u5, ua, ub"),
-    ("canonical:u1,u2", "too many"),
-    ("files:only.csv", "needs 'test'"),
-    ("files:a.csv,b.csv,c.csv", "too many"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("holdout", "valid kinds: random, d2l-random, seq-aware, canonical, kfold, files"),
+        ("random:ratio=0.2", "valid arguments: test_ratio"),
+        ("random:0.2", "not NAME=VALUE"),
+        ("random:test_ratio=abc", "not a number"),
+        ("random:test_ratio=0", "strictly between 0 and 1"),
+        ("random:test_ratio=1.5", "strictly between 0 and 1"),
+        ("random:test_ratio=nan", "strictly between 0 and 1"),
+        ("random:test_ratio=0.1,test_ratio=0.2", "given twice"),
+        ("random:", "nothing after ':'"),
+        ("seq-aware:x=1", "valid arguments: none"),
+        ("kfold:k=1", "at least 2"),
+        ("kfold:k=3,fold=3", "fold must be in 0..2"),
+        ("kfold:k=2.5", "not an integer"),
+        ("canonical", "needs 'fold'"),
+        ("canonical:u6", "valid folds: u1, u2, u3, u4, u5, ua, ub"),
+        ("canonical:u1,u2", "too many"),
+        ("files:only.csv", "needs 'test'"),
+        ("files:a.csv,b.csv,c.csv", "too many"),
+    ],
+)
 def test_spec_errors_name_the_valid_choices(text, needle):
     with pytest.raises(SplitError) as exc:
         SplitSpec.parse(text)
@@ -109,12 +154,13 @@ def test_spec_errors_name_the_valid_choices(text, needle):
 
 def test_spec_rejects_non_string():
     with pytest.raises(SplitError):
-        SplitSpec.parse(0.1)
+        SplitSpec.parse(0.1)  # pyright: ignore[reportArgumentType]
     with pytest.raises(SplitError, match="unknown split kind"):
         SplitSpec("nope")
 
 
 # --- random ----------------------------------------------------------------------------------
+
 
 def test_random_exact_sizes_and_draw(ratings):
     sp = make_split(ratings, "random:test_ratio=0.2", seed=3)
@@ -147,10 +193,10 @@ def test_valid_ratio_zero_and_bad_values(ratings):
     assert make_split(ratings, "random", seed=0, valid_ratio=0.5).sizes["valid"] == 405
     for bad in (-0.1, 1.0, float("nan"), "x"):
         with pytest.raises(SplitError, match="valid_ratio"):
-            make_split(ratings, "random", valid_ratio=bad)
+            make_split(ratings, "random", valid_ratio=bad)  # pyright: ignore[reportArgumentType]
     for bad in (-1, 2**32, 1.5, True, "0"):
         with pytest.raises(SplitError, match="seed"):
-            make_split(ratings, "random", seed=bad)
+            make_split(ratings, "random", seed=bad)  # pyright: ignore[reportArgumentType]
 
 
 def test_validation_never_touches_test(ratings):
@@ -164,6 +210,7 @@ def test_validation_never_touches_test(ratings):
 
 # --- d2l-random ------------------------------------------------------------------------------
 
+
 def d2l_split_random(data: pd.DataFrame, test_ratio: float):
     """The D2L book's ``split_data_ml100k(..., split_mode='random')``, verbatim in substance."""
     mask = [True if x == 1 else False for x in np.random.uniform(0, 1, (len(data))) < 1 - test_ratio]
@@ -173,8 +220,14 @@ def d2l_split_random(data: pd.DataFrame, test_ratio: float):
 
 @pytest.mark.parametrize("seed,ratio", [(0, 0.1), (7, 0.25)])
 def test_d2l_random_matches_d2l(ratings, seed, ratio):
-    df = pd.DataFrame({"user_id": ratings.user_ids[ratings.users], "item_id": ratings.item_ids[ratings.items],
-                       "rating": ratings.ratings, "timestamp": ratings.timestamps})
+    df = pd.DataFrame(
+        {
+            "user_id": ratings.user_ids[ratings.users],
+            "item_id": ratings.item_ids[ratings.items],
+            "rating": ratings.ratings,
+            "timestamp": ratings.timestamps,
+        }
+    )
     state = np.random.get_state()
     try:
         np.random.seed(seed)
@@ -199,10 +252,11 @@ def test_d2l_random_does_not_touch_global_rng(ratings):
 
 # --- seq-aware -------------------------------------------------------------------------------
 
+
 def d2l_seq_aware(users, items, ratings, times):
     """D2L's seq-aware loop: per user, keep the candidate unless a strictly later timestamp comes."""
     test_items = {}
-    for row, (u, i, r, t) in enumerate(zip(users, items, ratings, times)):
+    for row, (u, _item, _rating, t) in enumerate(zip(users, items, ratings, times)):
         if u not in test_items or test_items[u][-1] < t:
             test_items[u] = (row, t)
     return np.sort([row for row, _ in test_items.values()])
@@ -212,6 +266,7 @@ def test_seq_aware_matches_d2l_with_ties():
     r = toy(n_users=30, n_items=40, n=500, seed=4)
     # timestamps in 0..29 over ~17 ratings a user: plenty of ties at the latest timestamp
     latest = {}
+    assert r.timestamps is not None
     for u, t in zip(r.users, r.timestamps):
         latest[u] = max(latest.get(u, -1), t)
     n_ties = sum(((r.users == u) & (r.timestamps == t)).sum() > 1 for u, t in latest.items())
@@ -243,6 +298,7 @@ def test_seq_aware_needs_timestamps():
 
 # --- kfold -----------------------------------------------------------------------------------
 
+
 def test_kfold_partitions_every_rating_once(ratings):
     n = len(ratings)
     tests = []
@@ -258,8 +314,7 @@ def test_kfold_partitions_every_rating_once(ratings):
     # uneven: 900 into 7 folds -> sizes 129 x 4, 128 x 3
     sizes = [make_split(ratings, f"kfold:k=7,fold={f}").sizes["test"] for f in range(7)]
     assert sizes == [129] * 4 + [128] * 3
-    assert not np.array_equal(make_split(ratings, "kfold", seed=0).test,
-                              make_split(ratings, "kfold", seed=1).test)
+    assert not np.array_equal(make_split(ratings, "kfold", seed=0).test, make_split(ratings, "kfold", seed=1).test)
 
 
 def test_kfold_more_folds_than_ratings():
@@ -269,6 +324,7 @@ def test_kfold_more_folds_than_ratings():
 
 
 # --- leak rejection and checks ---------------------------------------------------------------
+
 
 def test_repeated_pairs_leak_is_rejected():
     r = toy(n=300, dup=300)  # every pair rated twice
@@ -300,17 +356,33 @@ def test_empty_parts_are_errors():
     r = toy(n_users=2, n_items=2, n=3)
     with pytest.raises(SplitError, match="empty test part"):
         make_split(r, "random:test_ratio=0.1")  # round(0.3) = 0
-    one = Ratings("one", np.array([0], np.int32), np.array([0], np.int32), np.array([4], np.float32),
-                  np.array([1]), np.array([1]), (1.0, 5.0), np.array([0]))
+    one = Ratings(
+        "one",
+        np.array([0], np.int32),
+        np.array([0], np.int32),
+        np.array([4], np.float32),
+        np.array([1]),
+        np.array([1]),
+        (1.0, 5.0),
+        np.array([0]),
+    )
     with pytest.raises(SplitError, match="empty train part"):
         make_split(one, "seq-aware")
-    empty = Ratings("empty", np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32),
-                    np.zeros(0, np.int64), np.zeros(0, np.int64), (1.0, 5.0))
+    empty = Ratings(
+        "empty",
+        np.zeros(0, np.int32),
+        np.zeros(0, np.int32),
+        np.zeros(0, np.float32),
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int64),
+        (1.0, 5.0),
+    )
     with pytest.raises(SplitError, match="no ratings"):
         make_split(empty, "random")
 
 
 # --- Split.data ------------------------------------------------------------------------------
+
 
 def test_split_data_parts_share_the_index_space(ratings):
     sp = make_split(ratings, "random", seed=0)
@@ -334,10 +406,17 @@ def test_cold_start_counts_known_case():
     # users 0,1 ; items 0,1,2.  train: (0,0) (0,1); test: (1,0) cold user, (0,2) cold item
     u = np.array([0, 0, 1, 0], np.int32)
     i = np.array([0, 1, 0, 2], np.int32)
-    r = Ratings("cold", u, i, np.array([1, 2, 3, 4], np.float32), np.array([5, 6]), np.array([7, 8, 9]),
-                (1.0, 5.0))
-    sp = S.Split("cold", SplitSpec.parse("random"), 0, 0.0, np.array([0, 1]), np.zeros(0, np.int64),
-                 np.array([2, 3]), split_hash(r, [0, 1], [], [2, 3], spec="random"))
+    r = Ratings("cold", u, i, np.array([1, 2, 3, 4], np.float32), np.array([5, 6]), np.array([7, 8, 9]), (1.0, 5.0))
+    sp = S.Split(
+        "cold",
+        SplitSpec.parse("random"),
+        0,
+        0.0,
+        np.array([0, 1]),
+        np.zeros(0, np.int64),
+        np.array([2, 3]),
+        split_hash(r, [0, 1], [], [2, 3], spec="random"),
+    )
     assert sp.data(r).cold_start() == {"pairs": 2, "users": 1, "items": 1, "test_users": 2, "test_items": 2}
 
 
@@ -353,11 +432,19 @@ def test_split_data_refuses_other_ratings(ratings):
 
 # --- hash ------------------------------------------------------------------------------------
 
+
 def tiny() -> Ratings:
     """A hand-built dataset: 3 users (raw 10, 20, 30), 3 items (raw 100, 200, 300), 6 ratings."""
-    return Ratings("tiny", np.array([0, 0, 1, 1, 2, 2], np.int32), np.array([0, 1, 1, 2, 0, 2], np.int32),
-                   np.array([5, 3, 4, 1, 2, 4.5], np.float32), np.array([10, 20, 30], np.int64),
-                   np.array([100, 200, 300], np.int64), (1.0, 5.0), np.arange(6, dtype=np.int64))
+    return Ratings(
+        "tiny",
+        np.array([0, 0, 1, 1, 2, 2], np.int32),
+        np.array([0, 1, 1, 2, 0, 2], np.int32),
+        np.array([5, 3, 4, 1, 2, 4.5], np.float32),
+        np.array([10, 20, 30], np.int64),
+        np.array([100, 200, 300], np.int64),
+        (1.0, 5.0),
+        np.arange(6, dtype=np.int64),
+    )
 
 
 def reference_hash(r: Ratings, parts, spec_text: str) -> str:
@@ -391,18 +478,24 @@ def test_hash_distinguishes_content_name_and_spec():
     r = tiny()
     base = split_hash(r, [0, 2, 5], [1], [3, 4], spec="random")
     assert split_hash(r, [0, 2, 5], [1], [3, 4], spec="random:test_ratio=0.1") == base
-    assert split_hash(r, [0, 2, 5], [3], [1, 4], spec="random") != base      # different parts
-    assert split_hash(r, [0, 1, 2, 5], [], [3, 4], spec="random") != base     # valid moved to train
-    assert split_hash(r, [0, 2, 5], [1], [3, 4], spec="kfold") != base        # spec
+    assert split_hash(r, [0, 2, 5], [3], [1, 4], spec="random") != base  # different parts
+    assert split_hash(r, [0, 1, 2, 5], [], [3, 4], spec="random") != base  # valid moved to train
+    assert split_hash(r, [0, 2, 5], [1], [3, 4], spec="kfold") != base  # spec
     other = Ratings("tiny2", r.users, r.items, r.ratings, r.user_ids, r.item_ids, (1.0, 5.0))
     assert split_hash(other, [0, 2, 5], [1], [3, 4], spec="random") != base  # dataset name
-    bumped = Ratings("tiny", r.users, r.items, r.ratings + np.float32(0.5), r.user_ids, r.item_ids,
-                     (1.0, 5.0))
+    bumped = Ratings("tiny", r.users, r.items, r.ratings + np.float32(0.5), r.user_ids, r.item_ids, (1.0, 5.0))
     assert split_hash(bumped, [0, 2, 5], [1], [3, 4], spec="random") != base  # ratings
     # the raw ids are hashed, not the indices: relabelling the index space keeps the hash
     perm_u = np.array([2, 0, 1])
-    relabel = Ratings("tiny", perm_u[r.users].astype(np.int32), r.items, r.ratings,
-                      r.user_ids[np.argsort(perm_u)], r.item_ids, (1.0, 5.0))
+    relabel = Ratings(
+        "tiny",
+        perm_u[r.users].astype(np.int32),
+        r.items,
+        r.ratings,
+        r.user_ids[np.argsort(perm_u)],
+        r.item_ids,
+        (1.0, 5.0),
+    )
     assert split_hash(relabel, [0, 2, 5], [1], [3, 4], spec="random") == base
 
 
@@ -418,16 +511,18 @@ def test_ratings_hash_sees_every_column():
     assert h == S.ratings_hash(tiny())
     no_ts = Ratings("tiny", r.users, r.items, r.ratings, r.user_ids, r.item_ids, (1.0, 5.0))
     assert S.ratings_hash(no_ts) != h
-    moved = Ratings("tiny", r.users, r.items, r.ratings, r.user_ids, r.item_ids, (1.0, 5.0),
-                    r.timestamps + 1)
+    assert r.timestamps is not None
+    moved = Ratings("tiny", r.users, r.items, r.ratings, r.user_ids, r.item_ids, (1.0, 5.0), r.timestamps + 1)
     assert S.ratings_hash(moved) != h
 
 
 # --- files (mapping onto a loaded Ratings) ---------------------------------------------------
 
+
 def write_csv(path: Path, r: Ratings, idx, extra=True, rating_delta=0.0):
-    df = pd.DataFrame({"user": r.user_ids[r.users[idx]], "item": r.item_ids[r.items[idx]],
-                       "rating": r.ratings[idx] + rating_delta})
+    df = pd.DataFrame(
+        {"user": r.user_ids[r.users[idx]], "item": r.item_ids[r.items[idx]], "rating": r.ratings[idx] + rating_delta}
+    )
     if extra:
         df["timestamp"] = 0
         df = df[["timestamp", "rating", "item", "user"]]  # column order does not matter
@@ -438,8 +533,9 @@ def write_csv(path: Path, r: Ratings, idx, extra=True, rating_delta=0.0):
 def test_files_split_maps_rows(ratings, tmp_path):
     rng = np.random.default_rng(1)
     perm = rng.permutation(len(ratings))
-    test_idx, train_idx = perm[:100], perm[100:700]   # 200 ratings in neither file
-    spec = f"files:{write_csv(tmp_path / 'tr.csv', ratings, train_idx)},{write_csv(tmp_path / 'te.csv', ratings, test_idx)}"
+    test_idx, train_idx = perm[:100], perm[100:700]  # 200 ratings in neither file
+    tr, te = write_csv(tmp_path / "tr.csv", ratings, train_idx), write_csv(tmp_path / "te.csv", ratings, test_idx)
+    spec = f"files:{tr},{te}"
     sp = make_split(ratings, spec, seed=0)
     assert np.array_equal(sp.test, np.sort(test_idx))
     assert np.array_equal(np.sort(np.concatenate([sp.train, sp.valid])), np.sort(train_idx))
@@ -451,7 +547,9 @@ def test_files_split_rejections(ratings, tmp_path):
     with pytest.raises(SplitError, match="overlap: 10 rating"):
         make_split(ratings, f"files:{write_csv(tmp_path / 'a.csv', ratings, np.arange(40, 300))},{te}")
     with pytest.raises(SplitError, match="rate differently"):
-        make_split(ratings, f"files:{write_csv(tmp_path / 'b.csv', ratings, np.arange(60, 300), rating_delta=0.5)},{te}")
+        make_split(
+            ratings, f"files:{write_csv(tmp_path / 'b.csv', ratings, np.arange(60, 300), rating_delta=0.5)},{te}"
+        )
     (tmp_path / "c.csv").write_text("user,item,rating\n3,5,4\n99999,5,3\n")
     with pytest.raises(SplitError, match=r"1 row\(s\) of .*c.csv have no rating .*line 3, user 99999"):
         make_split(ratings, f"files:{tmp_path / 'c.csv'},{te}")
@@ -462,15 +560,18 @@ def test_files_split_rejections(ratings, tmp_path):
         make_split(ratings, f"files:{tmp_path / 'missing.csv'},{te}")
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("", "is empty"),
-    ("user,item\n1,2\n", "lacks column(s) rating"),
-    ("user,item,rating\n", "header but no ratings"),
-    ("user,item,rating\n1,2,3\nx,2,3\n", "line 3: user 'x' is not an integer id"),
-    ("user,item,rating\n1,2.5,3\n", "line 2: item '2.5' is not an integer id"),
-    ("user,item,rating\n1,2,3\n1,3,\n", "line 3: rating '' is not a finite number"),
-    ("user,item,rating\n1,2,inf\n", "line 2: rating 'inf' is not a finite number"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("", "is empty"),
+        ("user,item\n1,2\n", "lacks column(s) rating"),
+        ("user,item,rating\n", "header but no ratings"),
+        ("user,item,rating\n1,2,3\nx,2,3\n", "line 3: user 'x' is not an integer id"),
+        ("user,item,rating\n1,2.5,3\n", "line 2: item '2.5' is not an integer id"),
+        ("user,item,rating\n1,2,3\n1,3,\n", "line 3: rating '' is not a finite number"),
+        ("user,item,rating\n1,2,inf\n", "line 2: rating 'inf' is not a finite number"),
+    ],
+)
 def test_read_split_csv_errors(tmp_path, text, needle):
     p = tmp_path / "bad.csv"
     p.write_text(text)
@@ -490,6 +591,7 @@ def test_read_split_csv_values(tmp_path):
 
 # --- canonical refusals that need no files ---------------------------------------------------
 
+
 def test_canonical_only_for_ml100k(ratings, tmp_path):
     with pytest.raises(SplitError, match="only for ml-100k"):
         make_split(ratings, "canonical:u1", source_dir=tmp_path)
@@ -502,69 +604,92 @@ def test_canonical_only_for_ml100k(ratings, tmp_path):
 
 # --- storage ---------------------------------------------------------------------------------
 
-def test_store_and_reuse(ratings, tmp_path, monkeypatch):
+
+def test_store_and_reuse(ratings, tmp_path):
     d1 = S.cached_split(ratings, "random", seed=4, cache_dir=tmp_path)
     assert d1.path is not None and d1.path.is_file() and d1.path.parent == tmp_path
     assert d1.path.suffix == ".npz" and "toy-random-seed4-" in d1.path.name
-    assert [p.name for p in tmp_path.iterdir()] == [d1.path.name]   # no temp file left behind
+    assert [p.name for p in tmp_path.iterdir()] == [d1.path.name]  # no temp file left behind
     with np.load(d1.path, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"][()]))
         assert np.array_equal(z["test"], d1.split.test)
     assert meta["sha256"] == d1.split.sha256 and meta["spec"] == "random:test_ratio=0.1"
     assert meta["sizes"] == d1.split.sizes and meta["ratings_sha256"] == S.ratings_hash(ratings)
 
-    def boom(*a, **k):
-        raise AssertionError("a stored split must be reused, not recomputed")
-
-    monkeypatch.setattr(S, "make_split", boom)
+    stored = path_of(d1).stat()
     d2 = S.cached_split(ratings, "random:test_ratio=0.1", seed=4, cache_dir=tmp_path)
     assert d2.path == d1.path
+    now = path_of(d2).stat()  # reused, not written again
+    assert (now.st_ino, now.st_mtime_ns) == (stored.st_ino, stored.st_mtime_ns)
     assert d2.split.sha256 == d1.split.sha256
     for a in ("train", "valid", "test"):
         assert np.array_equal(getattr(d2.split, a), getattr(d1.split, a))
-    monkeypatch.undo()
     # every key component gives its own file
-    others = [S.cached_split(ratings, "random", seed=5, cache_dir=tmp_path),
-              S.cached_split(ratings, "random", seed=4, valid_ratio=0.1, cache_dir=tmp_path),
-              S.cached_split(ratings, "random:test_ratio=0.2", seed=4, cache_dir=tmp_path),
-              S.cached_split(toy(name="toy2"), "random", seed=4, cache_dir=tmp_path),
-              S.cached_split(toy(seed=1), "random", seed=4, cache_dir=tmp_path)]
+    others = [
+        S.cached_split(ratings, "random", seed=5, cache_dir=tmp_path),
+        S.cached_split(ratings, "random", seed=4, valid_ratio=0.1, cache_dir=tmp_path),
+        S.cached_split(ratings, "random:test_ratio=0.2", seed=4, cache_dir=tmp_path),
+        S.cached_split(toy(name="toy2"), "random", seed=4, cache_dir=tmp_path),
+        S.cached_split(toy(seed=1), "random", seed=4, cache_dir=tmp_path),
+    ]
     assert len({d1.path, *(o.path for o in others)}) == 6
 
 
 def test_stored_split_is_verified(ratings, tmp_path):
     d = S.cached_split(ratings, "kfold:k=3,fold=1", seed=0, cache_dir=tmp_path)
-    with np.load(d.path, allow_pickle=False) as z:
+    path = path_of(d)
+    with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     # swap one test rating with a train rating: the indices stay valid, the content hash does not
     arrays["test"] = np.sort(np.r_[arrays["test"][1:], arrays["train"][0]])
     arrays["train"] = np.sort(np.r_[arrays["train"][1:], d.split.test[0]])
-    with open(d.path, "wb") as fh:
+    with open(path, "wb") as fh:
         np.savez(fh, **arrays)
     with pytest.raises(SplitError, match="fails its hash check.*delete .* to rebuild"):
         S.cached_split(ratings, "kfold:k=3,fold=1", seed=0, cache_dir=tmp_path)
-    d.path.write_bytes(b"not an npz")
+    path.write_bytes(b"not an npz")
     with pytest.raises(SplitError, match="unreadable"):
         S.cached_split(ratings, "kfold:k=3,fold=1", seed=0, cache_dir=tmp_path)
-    d.path.unlink()
+    path.unlink()
     again = S.cached_split(ratings, "kfold:k=3,fold=1", seed=0, cache_dir=tmp_path)
     assert again.split.sha256 == d.split.sha256
 
 
 def test_stored_split_with_overlapping_parts_is_refused(ratings, tmp_path):
-    d = S.cached_split(ratings, "random", seed=0, cache_dir=tmp_path)
-    with np.load(d.path, allow_pickle=False) as z:
+    path = path_of(S.cached_split(ratings, "random", seed=0, cache_dir=tmp_path))
+    with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     arrays["valid"] = np.sort(np.r_[arrays["valid"], arrays["test"][0]])
-    with open(d.path, "wb") as fh:
+    with open(path, "wb") as fh:
         np.savez(fh, **arrays)
     with pytest.raises(SplitError, match="is invalid .*in both valid and test"):
         S.cached_split(ratings, "random", seed=0, cache_dir=tmp_path)
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("AUTOREC_CACHE_DIR", str(tmp_path / "c"))
-    assert S.default_cache_dir() == tmp_path / "c" / "splits"
-    monkeypatch.delenv("AUTOREC_CACHE_DIR")
+    """Without a cache_dir, splits go to the ``splits`` folder of the one cache root."""
+    monkeypatch.delenv("AUTOREC_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    assert S.default_cache_dir() == tmp_path / "x" / "autorec-bench" / "splits"
+    assert path_of(S.cached_split(toy(), "random")).parent == tmp_path / "x" / "autorec-bench" / "splits"
+    monkeypatch.setenv("AUTOREC_CACHE_DIR", str(tmp_path / "c"))
+    assert path_of(S.cached_split(toy(), "random")).parent == tmp_path / "c" / "splits"
+
+
+def test_split_data_carries_both_content_hashes(ratings, tmp_path):
+    d = S.cached_split(ratings, "random", seed=2, cache_dir=tmp_path)
+    assert d.ratings_sha256 == S.ratings_hash(ratings)
+    assert d.split.sha256 == make_split(ratings, "random", seed=2).sha256
+    assert make_split(ratings, "random", seed=2).data(ratings).ratings_sha256 == S.ratings_hash(ratings)
+
+
+def test_expected_hash_is_verified(ratings, tmp_path):
+    """The parent records the split hash; the worker's split must have that content."""
+    d = S.cached_split(ratings, "kfold", seed=1, cache_dir=tmp_path)
+    again = S.cached_split(ratings, "kfold", seed=1, cache_dir=tmp_path, expect_sha256=d.split.sha256)
+    assert again.split.sha256 == d.split.sha256
+    changed = toy()
+    changed.ratings[0] = 1.0 if changed.ratings[0] != 1.0 else 2.0
+    other = make_split(changed, "kfold", seed=1).sha256
+    with pytest.raises(SplitError) as exc:
+        S.cached_split(changed, "kfold", seed=1, cache_dir=tmp_path, expect_sha256=d.split.sha256)
+    assert f"has content hash {other}, but {d.split.sha256} was expected" in str(exc.value)

@@ -12,8 +12,9 @@ import pytest
 
 import autorec.data
 from autorec import splits as S
+from autorec.data import RatingScale
 from autorec.data.ratings import Ratings
-from autorec.errors import SplitError
+from autorec.errors import ConfigError, DataError, SplitError
 from benchmarks.cli import main
 
 HAS_DATA_LAYER = all(hasattr(autorec.data, f) for f in ("load", "locate", "read_ratings", "from_arrays"))
@@ -23,10 +24,22 @@ needs_data_layer = pytest.mark.skipif(not HAS_DATA_LAYER, reason="autorec.data l
 def toy(name="toy", n_users=30, n_items=50, n=600, seed=0) -> Ratings:
     rng = np.random.default_rng(seed)
     cells = rng.choice(n_users * n_items, n, replace=False)
-    return Ratings(name, (cells // n_items).astype(np.int32), (cells % n_items).astype(np.int32),
-                   rng.integers(1, 6, n).astype(np.float32), np.arange(n_users, dtype=np.int64) + 1,
-                   np.arange(n_items, dtype=np.int64) + 1, (1.0, 5.0),
-                   rng.integers(10**8, 10**9, n).astype(np.int64))
+    return Ratings(
+        name,
+        (cells // n_items).astype(np.int32),
+        (cells % n_items).astype(np.int32),
+        rng.integers(1, 6, n).astype(np.float32),
+        np.arange(n_users, dtype=np.int64) + 1,
+        np.arange(n_items, dtype=np.int64) + 1,
+        (1.0, 5.0),
+        rng.integers(10**8, 10**9, n).astype(np.int64),
+    )
+
+
+def path_of(d: S.SplitData) -> Path:
+    """Where a stored split lives (every split from the store has a path)."""
+    assert d.path is not None
+    return d.path
 
 
 @pytest.fixture
@@ -43,25 +56,28 @@ def fake_load(monkeypatch):
     return calls, table
 
 
-def test_load_split_stores_and_reuses(fake_load, tmp_path, monkeypatch):
+def test_load_split_stores_and_reuses(fake_load, tmp_path):
     calls, table = fake_load
-    d = S.load_split("toy", "random:test_ratio=0.2", seed=3, data_dir="/some/dir", offline=True,
-                     cache_dir=tmp_path)
+    d = S.load_split("toy", "random:test_ratio=0.2", seed=3, data_dir="/some/dir", offline=True, cache_dir=tmp_path)
     assert calls == [("toy", "/some/dir", True)]
     assert d.split.sizes == {"train": 456, "valid": 24, "test": 120}
-    assert d.path.parent == tmp_path and d.path.is_file()
+    path = path_of(d)
+    assert path.parent == tmp_path and path.is_file()
     expected = S.make_split(table["toy"], "random:test_ratio=0.2", seed=3)
     assert d.split.sha256 == expected.sha256 and np.array_equal(d.split.test, expected.test)
 
-    monkeypatch.setattr(S, "make_split", lambda *a, **k: pytest.fail("recomputed a stored split"))
-    again = S.load_split("toy", "random:test_ratio=0.2", seed=3, cache_dir=tmp_path)
+    stored = path.stat()
+    again = S.load_split("toy", "random:test_ratio=0.2", seed=3, cache_dir=tmp_path, expect_sha256=expected.sha256)
     assert again.path == d.path and again.split.sha256 == d.split.sha256
+    assert path.stat().st_mtime_ns == stored.st_mtime_ns  # reused, not written again
+    assert again.ratings_sha256 == S.ratings_hash(table["toy"])
+    with pytest.raises(SplitError, match=f"has content hash {d.split.sha256}, but {'0' * 64} was expected"):
+        S.load_split("toy", "random:test_ratio=0.2", seed=3, cache_dir=tmp_path, expect_sha256="0" * 64)
 
 
 def test_load_split_default_cache_dir(fake_load, tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOREC_CACHE_DIR", str(tmp_path))
-    d = S.load_split("toy", "kfold", seed=0)
-    assert d.path.parent == tmp_path / "splits"
+    assert path_of(S.load_split("toy", "kfold", seed=0)).parent == tmp_path / "splits"
 
 
 def test_load_split_rejects_bad_arguments_before_loading(fake_load, tmp_path):
@@ -80,9 +96,10 @@ def test_canonical_needs_ml100k(fake_load, tmp_path):
 
 # --- canonical on a synthetic ml-100k folder -------------------------------------------------
 
+
 def write_tab(path: Path, r: Ratings, idx) -> None:
-    lines = [f"{r.user_ids[r.users[k]]}\t{r.item_ids[r.items[k]]}\t{int(r.ratings[k])}\t{r.timestamps[k]}"
-             for k in idx]
+    assert r.timestamps is not None
+    lines = [f"{r.user_ids[r.users[k]]}\t{r.item_ids[r.items[k]]}\t{int(r.ratings[k])}\t{r.timestamps[k]}" for k in idx]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -96,11 +113,10 @@ def fake_ml100k(tmp_path, monkeypatch, fake_load):
     write_tab(folder / "u1.base", r, perm[:480])
     write_tab(folder / "u1.test", r, perm[480:])
     write_tab(folder / "ua.base", r, perm[100:])
-    write_tab(folder / "ua.test", r, perm[50:150])   # overlaps ua.base
+    write_tab(folder / "ua.test", r, perm[50:150])  # overlaps ua.base
     write_tab(folder / "ub.base", r, perm[100:])
     (folder / "ub.test").write_text("999\t1\t3\t0\n")
-    monkeypatch.setattr(autorec.data, "locate", lambda name, data_dir=None, *, offline=False: folder,
-                        raising=False)
+    monkeypatch.setattr(autorec.data, "locate", lambda name, data_dir=None, *, offline=False: folder, raising=False)
     return r, folder, perm
 
 
@@ -131,6 +147,7 @@ def test_canonical_cache_key_follows_the_files(fake_ml100k, tmp_path):
 
 # --- files -----------------------------------------------------------------------------------
 
+
 def write_csv(path: Path, rows) -> str:
     pd.DataFrame(rows, columns=["user", "item", "rating", "note"]).to_csv(path, index=False)
     return str(path)
@@ -143,24 +160,32 @@ def test_files_split_builds_ratings_from_the_union(tmp_path):
     rows = [(int(c // 30) * 10 + 7, int(c % 30) * 3 + 1000, float(rng.integers(1, 6)), "x") for c in cells]
     tr = write_csv(tmp_path / "train.csv", rows[:240])
     te = write_csv(tmp_path / "test.csv", rows[240:])
-    d = S.load_split("mine", f"files:{tr},{te}", seed=1, cache_dir=tmp_path / "c")
+    d = S.load_split("mine", f"files:{tr},{te}", seed=1, cache_dir=tmp_path / "c", rating_scale=(1, 5))
     r = d.ratings
     assert r.name == "mine" and len(r) == 300
-    vals = [x for *_, x, _ in rows]
-    assert r.rating_scale == (min(vals), max(vals))   # unregistered name: the observed range
-    assert S.ratings_from_files("ml-latest-small", tr, te).rating_scale == (0.5, 5.0)  # registered
+    assert r.rating_scale == (1.0, 5.0) and r.meta["rating_scale_source"] == "declared"
+    assert S.ratings_from_files("mine", tr, te, rating_scale="0,10").rating_scale == (0.0, 10.0)
+    registered = S.ratings_from_files("ml-latest-small", tr, te)
+    assert registered.rating_scale == (0.5, 5.0) and registered.meta["rating_scale_source"] == "registered"
+    with pytest.warns(
+        UserWarning,
+        match="mine: no rating scale declared; its ratings use every level of 1..5 "
+        "in steps of 1, which is taken as the scale",
+    ):
+        observed = S.ratings_from_files("mine", tr, te)
+    assert observed.rating_scale == (1.0, 5.0) and observed.meta["rating_scale_source"] == "observed"
     assert d.split.sizes == {"train": 228, "valid": 12, "test": 60}
     got = set(zip(r.user_ids[d.test.users].tolist(), r.item_ids[d.test.items].tolist(), d.test.ratings.tolist()))
     assert got == {(u, i, x) for u, i, x, _ in rows[240:]}
     # contiguous 0-based indices over the union
     assert r.n_users == len({u for u, *_ in rows}) and r.users.max() == r.n_users - 1
     assert r.n_items == len({i for _, i, *_ in rows}) and r.items.max() == r.n_items - 1
-    again = S.load_split("mine", f"files:{tr},{te}", seed=1, cache_dir=tmp_path / "c")
+    again = S.load_split("mine", f"files:{tr},{te}", seed=1, cache_dir=tmp_path / "c", rating_scale=(1, 5))
     assert again.path == d.path and again.split.sha256 == d.split.sha256
     # moving a rating from train to test changes the stored split's key (the union is unchanged)
     write_csv(tmp_path / "train.csv", rows[:239])
     write_csv(tmp_path / "test.csv", rows[239:])
-    moved = S.load_split("mine", f"files:{tr},{te}", seed=1, cache_dir=tmp_path / "c")
+    moved = S.load_split("mine", f"files:{tr},{te}", seed=1, cache_dir=tmp_path / "c", rating_scale=(1, 5))
     assert moved.path != d.path and moved.split.sizes["test"] == 61
 
 
@@ -171,16 +196,115 @@ def test_files_split_refuses_leaks(tmp_path):
     with pytest.raises(SplitError, match="1 test \\(user, item\\) pair\\(s\\) also occur in train"):
         S.load_split("mine", f"files:{tr},{te}", valid_ratio=0.0, cache_dir=tmp_path / "c")
     dup = write_csv(tmp_path / "dup.csv", [(1, 1, 4.0, ""), (3, 3, 3.0, ""), (1, 1, 2.0, "")])
-    with pytest.raises(SplitError, match="dup.csv: 1 \\(user, item\\) pair\\(s\\) are rated more than once "
-                                         "\\(first: user 1, item 1\\)"):
+    with pytest.raises(
+        SplitError, match="dup.csv: 1 \\(user, item\\) pair\\(s\\) are rated more than once \\(first: user 1, item 1\\)"
+    ):
         S.load_split("mine", f"files:{dup},{te}", cache_dir=tmp_path / "c")
+
+
+# --- rating scales of custom data (issue 12) ---------------------------------------------------
+
+
+def typo_files(tmp_path, typo="7"):
+    """A train/test pair on the 1-5 scale whose test file has one rating ``typo`` on its line 5."""
+    rows = [(u, i, 1 + (u + i) % 5, "") for u in range(1, 11) for i in range(1, 11)]
+    tr = write_csv(tmp_path / "train.csv", rows[:80])
+    te = write_csv(tmp_path / "test.csv", rows[80:])
+    lines = Path(te).read_text().splitlines(True)
+    u, i, *_ = lines[4].split(",")
+    lines[4] = f"{u},{i},{typo},\n"
+    Path(te).write_text("".join(lines))
+    return tr, te
+
+
+@needs_data_layer
+def test_undeclared_scale_with_a_typo_is_refused(tmp_path):
+    """A typo ``7`` on a 1-5 scale used to be accepted as ``scale 1..7`` (min/max), silently."""
+    tr, te = typo_files(tmp_path)
+    with pytest.raises(DataError) as exc:
+        S.load_split("mine", f"files:{tr},{te}", cache_dir=tmp_path / "c")
+    msg = str(exc.value)
+    assert "mine: no rating scale declared, and the ratings (1, 2, 3, 4, 5, 7) leave level(s) 6" in msg
+    assert "--rating-scale LOW,HIGH" in msg and "rating_scale=(LOW, HIGH)" in msg
+    with pytest.raises(DataError, match="do not sit on a common step"):
+        S.ratings_from_files("mine", *typo_files(tmp_path, "3.14"))
+
+
+@needs_data_layer
+@pytest.mark.parametrize(
+    "name,scale,problem",
+    [
+        ("mine", (1, 5), "rating 7 is off the scale 1..5"),  # declared
+        ("mine", "1,5,1", "rating 7 is off the scale 1..5"),  # declared, CLI form
+        ("ml-100k", None, "rating 7 is off the scale 1..5"),  # registered (was: "row 90005")
+    ],
+)
+def test_off_scale_rating_names_file_and_line(tmp_path, name, scale, problem):
+    tr, te = typo_files(tmp_path)
+    with pytest.raises(DataError) as exc:
+        S.load_split(name, f"files:{tr},{te}", cache_dir=tmp_path / "c", rating_scale=scale)
+    assert str(exc.value).startswith(f"{te}, line 5: {problem}")  # line 1 is the header
+
+
+@needs_data_layer
+def test_registered_step_applies_to_files_of_that_name(tmp_path):
+    tr, te = typo_files(tmp_path, "3.5")
+    with pytest.raises(DataError, match=f"{te}, line 5: rating 3.5 is not on the scale's steps of 1"):
+        S.load_split("ml-100k", f"files:{tr},{te}", cache_dir=tmp_path / "c")
+    assert S.ratings_from_files("mine", tr, te, rating_scale=(1, 5)).ratings.max() == 5.0  # no step declared
+
+
+def test_declared_scale_must_agree_with_a_registered_dataset(fake_load, tmp_path):
+    calls, _ = fake_load
+    with pytest.raises(
+        ConfigError,
+        match="ml-100k is a registered dataset with rating scale 1..5 in steps of 1; "
+        "the declared scale 0..10 contradicts it",
+    ):
+        S.load_split("ml-100k", "random", rating_scale=(0, 10), cache_dir=tmp_path)
+    assert calls == []
+    assert S.load_split("ml-100k", "random", rating_scale=(1, 5), cache_dir=tmp_path).ratings.rating_scale == (1, 5)
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("1,5", RatingScale(1.0, 5.0)),
+        (" 0.5, 5 ,0.5", RatingScale(0.5, 5.0, 0.5)),
+        ((1, 5), RatingScale(1.0, 5.0)),
+        ([0, 10, 2], RatingScale(0.0, 10.0, 2.0)),
+    ],
+)
+def test_rating_scale_parse(value, expected):
+    got = RatingScale.parse(value)
+    assert got == expected and RatingScale.parse(got) is got
+
+
+@pytest.mark.parametrize(
+    "value,needle",
+    [
+        ("5", "is not LOW,HIGH or LOW,HIGH,STEP"),
+        ("1,5,1,1", "is not LOW,HIGH or LOW,HIGH,STEP"),
+        ("a,5", "is not LOW,HIGH or LOW,HIGH,STEP"),
+        ("5,1", "needs finite LOW < HIGH"),
+        ("1,inf", "needs finite LOW < HIGH"),
+        ("1,5,0.3", "STEP must be positive and divide HIGH - LOW"),
+        ("1,5,-1", "STEP must be positive"),
+        (None, "is not LOW,HIGH"),
+    ],
+)
+def test_rating_scale_parse_errors(value, needle):
+    with pytest.raises(ConfigError, match=needle):
+        RatingScale.parse(value)
 
 
 # --- CLI -------------------------------------------------------------------------------------
 
+
 def test_cli_split_prints_sizes_cold_start_path_and_hash(fake_load, tmp_path, capsys):
-    rc = main(["split", "--dataset", "toy", "--split", "random:test_ratio=0.2", "--seed", "3",
-               "--cache-dir", str(tmp_path)])
+    rc = main(
+        ["split", "--dataset", "toy", "--split", "random:test_ratio=0.2", "--seed", "3", "--cache-dir", str(tmp_path)]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     d = S.load_split("toy", "random:test_ratio=0.2", seed=3, cache_dir=tmp_path)
@@ -190,8 +314,20 @@ def test_cli_split_prints_sizes_cold_start_path_and_hash(fake_load, tmp_path, ca
     cold = d.cold_start()
     assert f"{cold['pairs']} of 120" in out and f"{cold['users']} of {cold['test_users']}" in out
 
-    rc = main(["split", "--dataset", "toy", "--split", "kfold:k=4,fold=1", "--valid-ratio", "0.1",
-               "--cache-dir", str(tmp_path), "--json"])
+    rc = main(
+        [
+            "split",
+            "--dataset",
+            "toy",
+            "--split",
+            "kfold:k=4,fold=1",
+            "--valid-ratio",
+            "0.1",
+            "--cache-dir",
+            str(tmp_path),
+            "--json",
+        ]
+    )
     info = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert info["kind"] == "kfold" and info["args"] == {"k": 4, "fold": 1}
@@ -208,6 +344,7 @@ def test_cli_split_errors_are_reported(fake_load, tmp_path, capsys):
 
 # --- real data -------------------------------------------------------------------------------
 
+
 @pytest.mark.realdata
 @needs_data_layer
 @pytest.mark.parametrize("fold,train_valid,test", [("u1", 80_000, 20_000), ("ua", 90_570, 9_430)])
@@ -216,7 +353,7 @@ def test_real_canonical_sizes(ml100k_dir, tmp_path, fold, train_valid, test):
     s = d.split.sizes
     assert s["test"] == test and s["train"] + s["valid"] == train_valid
     assert s["valid"] == round(0.05 * train_valid)
-    if fold == "ua":   # exactly 10 test ratings per user
+    if fold == "ua":  # exactly 10 test ratings per user
         assert np.all(np.bincount(d.test.users, minlength=943) == 10)
 
 
@@ -244,8 +381,21 @@ def test_real_seq_aware_and_d2l_random(ml100k_dir, tmp_path):
 @pytest.mark.realdata
 @needs_data_layer
 def test_real_cli(ml100k_dir, tmp_path, capsys):
-    rc = main(["split", "--dataset", "ml-100k", "--split", "canonical:u1", "--data-dir", str(ml100k_dir),
-               "--offline", "--cache-dir", str(tmp_path), "--json"])
+    rc = main(
+        [
+            "split",
+            "--dataset",
+            "ml-100k",
+            "--split",
+            "canonical:u1",
+            "--data-dir",
+            str(ml100k_dir),
+            "--offline",
+            "--cache-dir",
+            str(tmp_path),
+            "--json",
+        ]
+    )
     info = json.loads(capsys.readouterr().out)
     assert rc == 0 and info["sizes"]["test"] == 20_000 and info["n_ratings"] == 100_000
 

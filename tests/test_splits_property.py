@@ -14,14 +14,13 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-
 REPO = Path(__file__).resolve().parents[1]
 # the interpreter running the tests (``.venv/bin/python -m pytest``: the project's .venv python)
 PYTHON = sys.executable
 
 # Runs in this process (exec) and in the child process (-c): builds the Ratings from plain lists
 # and computes every requested split.
-SPLIT_CODE = r'''
+SPLIT_CODE = r"""
 import json, sys
 import numpy as np
 from autorec.data.ratings import Ratings
@@ -49,7 +48,7 @@ def compute(case):
 
 if __name__ == "__main__":
     print(json.dumps(compute(json.loads(sys.stdin.read()))))
-'''
+"""
 
 _ns: dict = {"__name__": "split_property_code"}
 exec(compile(SPLIT_CODE, "<split-property-code>", "exec"), _ns)
@@ -60,10 +59,16 @@ compute = _ns["compute"]
 def cases(draw, min_ratings=1, max_ratings=60):
     n_users = draw(st.integers(1 if min_ratings < 4 else 2, 9))
     n_items = draw(st.integers(1 if min_ratings < 4 else 2, 9))
-    cells = draw(st.lists(st.integers(0, n_users * n_items - 1), min_size=min(min_ratings, n_users * n_items),
-                          max_size=min(max_ratings, n_users * n_items), unique=True))
+    cells = draw(
+        st.lists(
+            st.integers(0, n_users * n_items - 1),
+            min_size=min(min_ratings, n_users * n_items),
+            max_size=min(max_ratings, n_users * n_items),
+            unique=True,
+        )
+    )
     n = len(cells)
-    user_ids = draw(st.lists(st.integers(-10**12, 10**12), min_size=n_users, max_size=n_users, unique=True))
+    user_ids = draw(st.lists(st.integers(-(10**12), 10**12), min_size=n_users, max_size=n_users, unique=True))
     item_ids = draw(st.lists(st.integers(0, 10**6), min_size=n_items, max_size=n_items, unique=True))
     k = draw(st.integers(2, 5))
     return {
@@ -74,9 +79,12 @@ def cases(draw, min_ratings=1, max_ratings=60):
         "timestamps": draw(st.lists(st.integers(0, 5), min_size=n, max_size=n)),  # many ties
         "seed": draw(st.integers(0, 2**32 - 1)),
         "valid_ratio": draw(st.sampled_from([0.0, 0.05, 0.2, 0.5])),
-        "specs": [f"random:test_ratio={draw(st.sampled_from([0.1, 0.25, 0.5]))}",
-                  f"d2l-random:test_ratio={draw(st.sampled_from([0.1, 0.3]))}",
-                  "seq-aware"] + [f"kfold:k={k},fold={f}" for f in range(k)],
+        "specs": [
+            f"random:test_ratio={draw(st.sampled_from([0.1, 0.25, 0.5]))}",
+            f"d2l-random:test_ratio={draw(st.sampled_from([0.1, 0.3]))}",
+            "seq-aware",
+        ]
+        + [f"kfold:k={k},fold={f}" for f in range(k)],
     }
 
 
@@ -118,8 +126,15 @@ def test_split_and_hash_identical_in_another_process(case):
     here = compute(case)
     _check_case(case, here)
     env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=str(REPO))
-    proc = subprocess.run([PYTHON, "-c", SPLIT_CODE], input=json.dumps(case), capture_output=True,
-                          text=True, cwd=str(REPO), env=env, timeout=120)
+    proc = subprocess.run(
+        [PYTHON, "-c", SPLIT_CODE],
+        input=json.dumps(case),
+        capture_output=True,
+        text=True,
+        cwd=str(REPO),
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     there = json.loads(proc.stdout)
     assert there == here
@@ -127,7 +142,15 @@ def test_split_and_hash_identical_in_another_process(case):
 
 def test_failed_split_is_a_split_error():
     """Sanity of the property's error branch: a 1-rating dataset refuses every kind clearly."""
-    case = {"name": "one", "users": [1], "items": [2], "ratings": [4.0], "timestamps": [0], "seed": 0,
-            "valid_ratio": 0.0, "specs": ["random:test_ratio=0.5", "seq-aware", "kfold:k=2,fold=0"]}
+    case = {
+        "name": "one",
+        "users": [1],
+        "items": [2],
+        "ratings": [4.0],
+        "timestamps": [0],
+        "seed": 0,
+        "valid_ratio": 0.0,
+        "specs": ["random:test_ratio=0.5", "seq-aware", "kfold:k=2,fold=0"],
+    }
     res = compute(case)
     assert all("error" in r for r in res)

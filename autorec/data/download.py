@@ -4,8 +4,9 @@ Resolution order (:func:`resolve` / :func:`locate`):
 
 1. an explicit ``data_dir``;
 2. ``$AUTOREC_DATA_DIR``;
-3. the cache, ``$AUTOREC_CACHE_DIR/datasets`` (else ``$XDG_CACHE_HOME/autorec-bench/datasets``, else
-   ``~/.cache/autorec-bench/datasets``): an extracted folder, or a verified archive left there;
+3. the cache, ``autorec.cache.cache_dir("datasets")`` (``$AUTOREC_CACHE_DIR/datasets``, else
+   ``$XDG_CACHE_HOME/autorec-bench/datasets``, else ``~/.cache/autorec-bench/datasets``): an
+   extracted folder, or a verified archive left there;
 4. a download of the official archive into the cache (never when ``offline``).
 
 A data dir holds a dataset if it has ``<dir>/<name>/`` (e.g. ``ml-100k/``), ``<dir>/<archive
@@ -14,7 +15,9 @@ folder>/`` (e.g. ``ml-10M100K/``) or is itself the dataset's folder, with the ra
 A download streams to a temporary file in the cache folder, checks its size and every registered
 checksum and only then renames it into place; extraction goes to a temporary folder (members that
 would escape it -- absolute paths, ``..``, links -- are refused) that is renamed into place at the
-end.  Whatever fails, nothing that looks like a valid archive or dataset folder is left behind.
+end; a folder already there is kept only when it is complete (:func:`~autorec.data.copy_problem`),
+so extracting again repairs a truncated copy.  Whatever fails, nothing that looks like a valid
+archive or dataset folder is left behind.
 The base URL is ``$AUTOREC_DATA_URL`` or the ``base_url`` argument (tests serve archives locally).
 """
 
@@ -34,14 +37,25 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from autorec.cache import ENV_CACHE_DIR, cache_dir
+from autorec.data.integrity import copy_problem
 from autorec.data.registry import DEFAULT_BASE_URL, DatasetSpec, get
 from autorec.errors import ChecksumError, DataError
 
-__all__ = ["ENV_DATA_DIR", "ENV_CACHE_DIR", "ENV_DATA_URL", "Location", "cache_dir", "base_url",
-           "find_local", "resolve", "locate", "download", "verify_archive", "extract_archive"]
+__all__ = [
+    "ENV_DATA_DIR",
+    "ENV_DATA_URL",
+    "Location",
+    "base_url",
+    "find_local",
+    "resolve",
+    "locate",
+    "download",
+    "verify_archive",
+    "extract_archive",
+]
 
 ENV_DATA_DIR = "AUTOREC_DATA_DIR"
-ENV_CACHE_DIR = "AUTOREC_CACHE_DIR"
 ENV_DATA_URL = "AUTOREC_DATA_URL"
 _BLOCK = 1 << 20
 
@@ -54,15 +68,6 @@ class Location:
     path: Path
     step: str
     root: Path
-
-
-def cache_dir() -> Path:
-    """The folder datasets are downloaded to and looked up in."""
-    env = os.environ.get(ENV_CACHE_DIR)
-    if env:
-        return Path(env).expanduser() / "datasets"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "autorec-bench" / "datasets"
 
 
 def base_url(override: str | None = None) -> str:
@@ -89,7 +94,7 @@ def _roots(data_dir) -> list[tuple[str, Path]]:
         if not d.is_dir():
             raise DataError(f"${ENV_DATA_DIR}={env} does not exist or is not a folder; fix or unset it")
         roots.append((f"${ENV_DATA_DIR}", d))
-    roots.append(("cache", cache_dir()))
+    roots.append(("cache", cache_dir("datasets")))
     return roots
 
 
@@ -114,11 +119,19 @@ def _not_local(spec: DatasetSpec, roots, why: str, url: str) -> DataError:
         f"{spec.name} is not available locally (looked for {_folders(spec)} holding "
         f"{spec.ratings_file} in: {looked}) and {why}. Fix: download it on a connected machine "
         f"(autorec-bench datasets --download {spec.name}, or fetch {url}) and put the extracted "
-        f"{spec.folder}/ folder into a data dir (--data-dir or ${ENV_DATA_DIR})")
+        f"{spec.folder}/ folder into a data dir (--data-dir or ${ENV_DATA_DIR})"
+    )
 
 
-def resolve(name, data_dir=None, *, offline: bool = False, download: bool = True, progress: bool = True,
-            base_url: str | None = None) -> Location:
+def resolve(
+    name,
+    data_dir=None,
+    *,
+    offline: bool = False,
+    download: bool = True,
+    progress: bool = True,
+    base_url: str | None = None,
+) -> Location:
     """:func:`locate`, also saying which step found the dataset."""
     spec = get(name)
     roots = _roots(data_dir)
@@ -126,7 +139,7 @@ def resolve(name, data_dir=None, *, offline: bool = False, download: bool = True
         found = _match(root, spec)
         if found is not None:
             return Location(found, step, root)
-    cache = cache_dir()
+    cache = cache_dir("datasets")
     archive = cache / spec.archive
     if archive.is_file():
         # a verified archive from an earlier run (or put there by hand): extract it, no network
@@ -144,19 +157,27 @@ def resolve(name, data_dir=None, *, offline: bool = False, download: bool = True
     return Location(_download(spec, cache, base=base_url, progress=progress), "download", cache)
 
 
-def locate(name, data_dir=None, *, offline: bool = False, download: bool = True, progress: bool = True,
-           base_url: str | None = None) -> Path:
+def locate(
+    name,
+    data_dir=None,
+    *,
+    offline: bool = False,
+    download: bool = True,
+    progress: bool = True,
+    base_url: str | None = None,
+) -> Path:
     """The folder holding the extracted files of dataset ``name`` (see the module doc for the order)."""
-    return resolve(name, data_dir, offline=offline, download=download, progress=progress,
-                   base_url=base_url).path
+    return resolve(name, data_dir, offline=offline, download=download, progress=progress, base_url=base_url).path
 
 
-def download(name, dest=None, *, base_url: str | None = None, progress: bool = True,
-             timeout: float = 60.0) -> Path:
+def download(name, dest=None, *, base_url: str | None = None, progress: bool = True, timeout: float = 60.0) -> Path:
     """Download, verify and extract dataset ``name`` into ``dest`` (default: the cache); returns the
-    extracted folder ``<dest>/<name>``.  An existing verified archive in ``dest`` is reused."""
+    extracted folder ``<dest>/<name>``.  A complete extracted copy already there is kept (no
+    network), an existing verified archive is reused, and an incomplete copy is replaced."""
     spec = get(name)
-    dest = Path(dest).expanduser() if dest is not None else cache_dir()
+    dest = Path(dest).expanduser() if dest is not None else cache_dir("datasets")
+    if copy_problem(spec, dest / spec.name) is None:
+        return dest / spec.name
     return _download(spec, dest, base=base_url, progress=progress, timeout=timeout)
 
 
@@ -168,8 +189,9 @@ def _download(spec: DatasetSpec, dest: Path, *, base: str | None, progress: bool
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create the dataset folder {dest}: {exc}; set ${ENV_CACHE_DIR} to a writable "
-                        "folder") from None
+        raise DataError(
+            f"cannot create the dataset folder {dest}: {exc}; set ${ENV_CACHE_DIR} to a writable folder"
+        ) from None
     archive = dest / spec.archive
     if archive.is_file():
         try:
@@ -197,13 +219,17 @@ def _hashers(spec: DatasetSpec) -> dict:
 
 def _compare(spec: DatasetSpec, size: int, hashers: dict, what: str) -> None:
     if spec.archive_size is not None and size != spec.archive_size:
-        raise ChecksumError(f"{what}: {size} bytes, but {spec.archive} has {spec.archive_size} bytes "
-                            "(truncated or not the official archive)")
+        raise ChecksumError(
+            f"{what}: {size} bytes, but {spec.archive} has {spec.archive_size} bytes "
+            "(truncated or not the official archive)"
+        )
     for alg, expected in spec.checksums:
         got = hashers[alg].hexdigest()
         if got.lower() != expected.lower():
-            raise ChecksumError(f"{what}: {alg} {got} does not match the published {alg} {expected} of "
-                                f"{spec.archive} (corrupt download or a different file)")
+            raise ChecksumError(
+                f"{what}: {alg} {got} does not match the published {alg} {expected} of "
+                f"{spec.archive} (corrupt download or a different file)"
+            )
 
 
 def verify_archive(path, name) -> None:
@@ -230,8 +256,16 @@ def _progress_bar(total: int | None, desc: str, enabled: bool):
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr,
-                leave=True, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        file=sys.stderr,
+        leave=True,
+        dynamic_ncols=True,
+    )
 
 
 def _fetch(url: str, archive: Path, spec: DatasetSpec, *, progress: bool, timeout: float) -> None:
@@ -245,8 +279,10 @@ def _fetch(url: str, archive: Path, spec: DatasetSpec, *, progress: bool, timeou
             raise DataError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise DataError(f"could not download {url}: {reason}; without network, put the extracted "
-                            f"{spec.folder}/ folder into a data dir (--data-dir or ${ENV_DATA_DIR})") from None
+            raise DataError(
+                f"could not download {url}: {reason}; without network, put the extracted "
+                f"{spec.folder}/ folder into a data dir (--data-dir or ${ENV_DATA_DIR})"
+            ) from None
         with response, os.fdopen(fd, "wb") as out:
             fd = -1
             length = response.headers.get("Content-Length")
@@ -266,11 +302,14 @@ def _fetch(url: str, archive: Path, spec: DatasetSpec, *, progress: bool, timeou
                     if bar is not None:
                         bar.update(len(block))
             except (http.client.IncompleteRead, OSError) as exc:
-                raise DataError(f"download of {url} broke off after {size} bytes ({exc.__class__.__name__}); "
-                                "the partial file was removed: try again") from None
+                raise DataError(
+                    f"download of {url} broke off after {size} bytes ({exc.__class__.__name__}); "
+                    "the partial file was removed: try again"
+                ) from None
             if length is not None and size != length:
-                raise DataError(f"download of {url} is truncated: {size} of {length} bytes; the partial file "
-                                "was removed: try again")
+                raise DataError(
+                    f"download of {url} is truncated: {size} of {length} bytes; the partial file was removed: try again"
+                )
             out.flush()
             os.fsync(out.fileno())
         _compare(spec, size, hashers, f"download of {url}")
@@ -293,8 +332,9 @@ def _check_member(info: zipfile.ZipInfo, archive: Path) -> None:
     if name.startswith(("/", "\\")) or _DRIVE.match(name):
         raise DataError(f"{archive}: member {name!r} has an absolute path; refusing to extract this archive")
     if ".." in parts:
-        raise DataError(f"{archive}: member {name!r} escapes the target folder ('..'); refusing to extract "
-                        "this archive")
+        raise DataError(
+            f"{archive}: member {name!r} escapes the target folder ('..'); refusing to extract this archive"
+        )
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         raise DataError(f"{archive}: member {name!r} is a symbolic link; refusing to extract this archive")
@@ -322,23 +362,22 @@ def extract_archive(archive, name, dest=None) -> Path:
                     zf.extract(info, tmpdir)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
             _remove(archive)
-            raise DataError(f"{archive}: not a valid zip archive ({exc}); it was removed: download it again") \
-                from None
+            raise DataError(f"{archive}: not a valid zip archive ({exc}); it was removed: download it again") from None
         src = _match(tmpdir, spec)
         if src is None:
             raise DataError(f"{archive}: holds no {spec.folder}/{spec.ratings_file}; not the {spec.name} archive")
-        if _match(target, spec) == target:
+        if _match(target, spec) == target and copy_problem(spec, target) is None:
             return target  # another process extracted it meanwhile: keep theirs
         if target.exists():
-            # a stale or partial folder (no ratings file): move it aside, then replace it
+            # a stale, partial or truncated folder: move it aside, then replace it
             stale = Path(tempfile.mkdtemp(dir=dest, prefix=f".{spec.name}.stale-"))
             os.replace(target, stale / "old")
             shutil.rmtree(stale, ignore_errors=True)
         try:
             os.replace(src, target)
         except OSError:
-            if _match(target, spec) is None:  # not another process finishing first
-                raise
+            if _match(target, spec) is None or copy_problem(spec, target) is not None:
+                raise  # not another process finishing first
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return target

@@ -39,5 +39,7 @@ class Ratings:
         return int(len(self.ratings))
 
     def __repr__(self) -> str:
-        return (f"Ratings({self.name!r}: {len(self)} ratings, {self.n_users} users, "
-                f"{self.n_items} items, scale {self.rating_scale})")
+        return (
+            f"Ratings({self.name!r}: {len(self)} ratings, {self.n_users} users, "
+            f"{self.n_items} items, scale {self.rating_scale})"
+        )

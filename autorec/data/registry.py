@@ -20,12 +20,15 @@ DEFAULT_BASE_URL = "https://files.grouplens.org/datasets/movielens/"
 #: (ratings.dat: user::item::rating::timestamp), ``csv`` (ratings.csv, with a header row)
 FORMATS = ("tab", "::", "csv")
 
-_NO_REDISTRIBUTION = ("research use only; may not be redistributed without separate permission from GroupLens; "
-                      "no commercial use without permission")
-_SAME_TERMS = ("research use; may be redistributed (with transformations) only under these same license terms; "
-               "no commercial use without permission")
-CITATION = ('F. Maxwell Harper and Joseph A. Konstan, "The MovieLens Datasets: History and Context", '
-            "ACM TiiS 5(4), 2015")
+_NO_REDISTRIBUTION = (
+    "research use only; may not be redistributed without separate permission from GroupLens; "
+    "no commercial use without permission"
+)
+_SAME_TERMS = (
+    "research use; may be redistributed (with transformations) only under these same license terms; "
+    "no commercial use without permission"
+)
+CITATION = 'F. Maxwell Harper and Joseph A. Konstan, "The MovieLens Datasets: History and Context", ACM TiiS 5(4), 2015'
 
 
 @dataclass(frozen=True)
@@ -86,46 +89,113 @@ class DatasetSpec:
         return dict(self.checksums).get(algorithm)
 
 
-DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
-    DatasetSpec(
-        name="ml-100k", title="MovieLens 100K (1998)", archive="ml-100k.zip", folder="ml-100k",
-        ratings_file="u.data", fmt="tab", rating_scale=(1.0, 5.0), step=1.0,
-        n_users=943, n_items=1682, n_ratings=100_000, license=_NO_REDISTRIBUTION,
-        checksums=(("md5", "0e33842e24a9c977be4e0107933c0723"),
-                   ("sha1", "cd4dcac4241c8a4ad7badc7ca635da8a69dddb83")),
-        archive_size=4_924_029),
-    DatasetSpec(
-        name="ml-1m", title="MovieLens 1M (2003)", archive="ml-1m.zip", folder="ml-1m",
-        ratings_file="ratings.dat", fmt="::", rating_scale=(1.0, 5.0), step=1.0,
-        n_users=6040, n_items=3706, n_ratings=1_000_209, license=_NO_REDISTRIBUTION,
-        checksums=(("md5", "c4d9eecfca2ab87c1945afe126590906"),), archive_size=5_917_549),
-    DatasetSpec(
-        name="ml-10m", title="MovieLens 10M (2009)", archive="ml-10m.zip", folder="ml-10M100K",
-        ratings_file="ratings.dat", fmt="::", rating_scale=(0.5, 5.0), step=0.5,
-        n_users=69_878, n_items=10_677, n_ratings=10_000_054, license=_NO_REDISTRIBUTION,
-        checksums=(("md5", "ce571fd55effeba0271552578f2648bd"),),
-        checksum_note="archive size not published: verified by md5 and counts"),
-    DatasetSpec(
-        name="ml-20m", title="MovieLens 20M (2015)", archive="ml-20m.zip", folder="ml-20m",
-        ratings_file="ratings.csv", fmt="csv", rating_scale=(0.5, 5.0), step=0.5,
-        n_users=138_493, n_items=26_744, n_ratings=20_000_263, license=_SAME_TERMS,
-        checksums=(("md5", "cd245b17a1ae2cc31bb14903e1204af3"),), archive_size=198_702_078,
-        redistributable=True),
-    DatasetSpec(
-        name="ml-25m", title="MovieLens 25M (2019)", archive="ml-25m.zip", folder="ml-25m",
-        ratings_file="ratings.csv", fmt="csv", rating_scale=(0.5, 5.0), step=0.5,
-        n_users=162_541, n_items=59_047, n_ratings=25_000_095, license=_SAME_TERMS,
-        checksums=(("md5", "6b51fb2759a8657d3bfcbfc42b592ada"),), archive_size=261_978_986,
-        redistributable=True),
-    DatasetSpec(
-        name="ml-latest-small", title="MovieLens latest-small (Sept 2018 release)",
-        archive="ml-latest-small.zip", folder="ml-latest-small",
-        ratings_file="ratings.csv", fmt="csv", rating_scale=(0.5, 5.0), step=0.5,
-        n_users=610, n_items=9724, n_ratings=100_836, license=_SAME_TERMS,
-        checksum_note="GroupLens publishes no checksum for this archive (and may re-release it): "
-                      "verified by its expected counts only",
-        redistributable=True),
-)}
+DATASETS: dict[str, DatasetSpec] = {
+    s.name: s
+    for s in (
+        DatasetSpec(
+            name="ml-100k",
+            title="MovieLens 100K (1998)",
+            archive="ml-100k.zip",
+            folder="ml-100k",
+            ratings_file="u.data",
+            fmt="tab",
+            rating_scale=(1.0, 5.0),
+            step=1.0,
+            n_users=943,
+            n_items=1682,
+            n_ratings=100_000,
+            license=_NO_REDISTRIBUTION,
+            checksums=(
+                ("md5", "0e33842e24a9c977be4e0107933c0723"),
+                ("sha1", "cd4dcac4241c8a4ad7badc7ca635da8a69dddb83"),
+            ),
+            archive_size=4_924_029,
+        ),
+        DatasetSpec(
+            name="ml-1m",
+            title="MovieLens 1M (2003)",
+            archive="ml-1m.zip",
+            folder="ml-1m",
+            ratings_file="ratings.dat",
+            fmt="::",
+            rating_scale=(1.0, 5.0),
+            step=1.0,
+            n_users=6040,
+            n_items=3706,
+            n_ratings=1_000_209,
+            license=_NO_REDISTRIBUTION,
+            checksums=(("md5", "c4d9eecfca2ab87c1945afe126590906"),),
+            archive_size=5_917_549,
+        ),
+        DatasetSpec(
+            name="ml-10m",
+            title="MovieLens 10M (2009)",
+            archive="ml-10m.zip",
+            folder="ml-10M100K",
+            ratings_file="ratings.dat",
+            fmt="::",
+            rating_scale=(0.5, 5.0),
+            step=0.5,
+            n_users=69_878,
+            n_items=10_677,
+            n_ratings=10_000_054,
+            license=_NO_REDISTRIBUTION,
+            checksums=(("md5", "ce571fd55effeba0271552578f2648bd"),),
+            checksum_note="archive size not published: verified by md5 and counts",
+        ),
+        DatasetSpec(
+            name="ml-20m",
+            title="MovieLens 20M (2015)",
+            archive="ml-20m.zip",
+            folder="ml-20m",
+            ratings_file="ratings.csv",
+            fmt="csv",
+            rating_scale=(0.5, 5.0),
+            step=0.5,
+            n_users=138_493,
+            n_items=26_744,
+            n_ratings=20_000_263,
+            license=_SAME_TERMS,
+            checksums=(("md5", "cd245b17a1ae2cc31bb14903e1204af3"),),
+            archive_size=198_702_078,
+            redistributable=True,
+        ),
+        DatasetSpec(
+            name="ml-25m",
+            title="MovieLens 25M (2019)",
+            archive="ml-25m.zip",
+            folder="ml-25m",
+            ratings_file="ratings.csv",
+            fmt="csv",
+            rating_scale=(0.5, 5.0),
+            step=0.5,
+            n_users=162_541,
+            n_items=59_047,
+            n_ratings=25_000_095,
+            license=_SAME_TERMS,
+            checksums=(("md5", "6b51fb2759a8657d3bfcbfc42b592ada"),),
+            archive_size=261_978_986,
+            redistributable=True,
+        ),
+        DatasetSpec(
+            name="ml-latest-small",
+            title="MovieLens latest-small (Sept 2018 release)",
+            archive="ml-latest-small.zip",
+            folder="ml-latest-small",
+            ratings_file="ratings.csv",
+            fmt="csv",
+            rating_scale=(0.5, 5.0),
+            step=0.5,
+            n_users=610,
+            n_items=9724,
+            n_ratings=100_836,
+            license=_SAME_TERMS,
+            checksum_note="GroupLens publishes no checksum for this archive (and may re-release it): "
+            "verified by its expected counts only",
+            redistributable=True,
+        ),
+    )
+}
 
 # other spellings accepted by get(): the folder an archive unpacks to
 _ALIASES = {s.folder.lower(): s.name for s in DATASETS.values()}
@@ -135,13 +205,15 @@ def names() -> list[str]:
     return list(DATASETS)
 
 
-def get(name: str) -> DatasetSpec:
+def get(name: str | DatasetSpec) -> DatasetSpec:
     """The registered dataset ``name`` (also its archive folder name, e.g. ``ml-10M100K``)."""
     if isinstance(name, DatasetSpec):
         return name
     key = str(name).strip()
     spec = DATASETS.get(key) or DATASETS.get(_ALIASES.get(key.lower(), ""))
     if spec is None:
-        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)} "
-                        "(or load your own file with autorec.data.load_file / a 'files' split)")
+        raise DataError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)} "
+            "(or load your own file with autorec.data.load_file / a 'files' split)"
+        )
     return spec

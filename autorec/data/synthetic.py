@@ -37,9 +37,9 @@ SHAPES: dict[str, tuple[int, int, int]] = {
 # popularity exponents at skew=1 (w_k ~ (k + offset)^-a over the popularity rank k)
 _ITEM_EXPONENT = 1.0
 _USER_EXPONENT = 0.8
-_CHUNK = 2_000_000            # rows per chunk when drawing pairs and computing ratings
-_T_START = 874_724_710        # 1997-09-20, the first ML-100K timestamp
-_T_END = 1_537_799_250        # 2018-09-24, the last ml-latest-small timestamp
+_CHUNK = 2_000_000  # rows per chunk when drawing pairs and computing ratings
+_T_START = 874_724_710  # 1997-09-20, the first ML-100K timestamp
+_T_END = 1_537_799_250  # 2018-09-24, the last ml-latest-small timestamp
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -65,8 +65,9 @@ def _draw(cdf: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     return idx.astype(np.int64, copy=False)
 
 
-def _cover(n_users: int, n_items: int, n_ratings: int, pu: np.ndarray, pi: np.ndarray,
-           rng: np.random.Generator) -> np.ndarray:
+def _cover(
+    n_users: int, n_items: int, n_ratings: int, pu: np.ndarray, pi: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Keys of a first set of pairs that rates every user and every item (when n_ratings allows)."""
     if n_ratings < max(n_users, n_items):
         return np.empty(0, dtype=np.int64)
@@ -82,13 +83,11 @@ def _cover(n_users: int, n_items: int, n_ratings: int, pu: np.ndarray, pi: np.nd
         # a minimal cover: max(n_users, n_items) pairs (u_k, i_k) with k running over the larger side
         m = max(n_users, n_items)
         k = np.arange(m, dtype=np.int64)
-        keys = rng.permutation(n_users)[k % n_users].astype(np.int64) * n_items \
-            + rng.permutation(n_items)[k % n_items]
+        keys = rng.permutation(n_users)[k % n_users].astype(np.int64) * n_items + rng.permutation(n_items)[k % n_items]
     return np.sort(keys)
 
 
-def _sample_keys(n_users: int, n_items: int, n_ratings: int, skew: float,
-                 rng: np.random.Generator) -> np.ndarray:
+def _sample_keys(n_users: int, n_items: int, n_ratings: int, skew: float, rng: np.random.Generator) -> np.ndarray:
     """Sorted unique int64 keys, exactly n_ratings of them."""
     total = n_users * n_items
     if n_ratings == total:
@@ -100,7 +99,7 @@ def _sample_keys(n_users: int, n_items: int, n_ratings: int, skew: float,
     while len(keys) < n_ratings:
         need = n_ratings - len(keys)
         # flatten the popularity as the popular pairs fill up, so that dense requests still finish
-        wu, wi = (pu, pi) if temper == 1.0 else (pu ** temper, pi ** temper)
+        wu, wi = (pu, pi) if temper == 1.0 else (pu**temper, pi**temper)
         size = int(min(max(need * 1.25 + 1024, 4096), 16 * _CHUNK))
         # users and items are independent: the users may come in sorted order as long as the items
         # are an iid sequence; drawing counts (multinomial) avoids a binary search per rating
@@ -137,14 +136,24 @@ def _timestamps(users: np.ndarray, n_users: int, rng: np.random.Generator) -> np
     length = np.minimum(rng.exponential(30 * 86_400.0, size=n_users).astype(np.int64) + 600, _T_END - start)
     out = np.empty(len(users), dtype=np.int64)
     for lo in range(0, len(users), _CHUNK):
-        u = users[lo:lo + _CHUNK]
-        out[lo:lo + _CHUNK] = start[u] + (rng.random(len(u)) * length[u]).astype(np.int64)
+        u = users[lo : lo + _CHUNK]
+        out[lo : lo + _CHUNK] = start[u] + (rng.random(len(u)) * length[u]).astype(np.int64)
     return out
 
 
-def generate(n_users: int, n_items: int, n_ratings: int, *, seed: int = 0,
-             scale: tuple[float, float] = (1.0, 5.0), step: float = 1.0, rank: int = 8,
-             skew: float = 1.0, noise: float = 0.3, name: str = "synthetic") -> Ratings:
+def generate(
+    n_users: int,
+    n_items: int,
+    n_ratings: int,
+    *,
+    seed: int = 0,
+    scale: tuple[float, float] = (1.0, 5.0),
+    step: float = 1.0,
+    rank: int = 8,
+    skew: float = 1.0,
+    noise: float = 0.3,
+    name: str = "synthetic",
+) -> Ratings:
     """Synthetic explicit ratings shaped like MovieLens.
 
     ``n_ratings`` unique (user, item) pairs (a :class:`DataError` if more than ``n_users * n_items``),
@@ -159,8 +168,10 @@ def generate(n_users: int, n_items: int, n_ratings: int, *, seed: int = 0,
     n_ratings = _check_int("n_ratings", n_ratings, 1)
     rank = _check_int("rank", rank, 1)
     if n_ratings > n_users * n_items:
-        raise DataError(f"synthetic: {n_ratings} ratings are impossible with {n_users} users x {n_items} items "
-                        f"(at most {n_users * n_items} unique pairs); lower n_ratings or raise the counts")
+        raise DataError(
+            f"synthetic: {n_ratings} ratings are impossible with {n_users} users x {n_items} items "
+            f"(at most {n_users * n_items} unique pairs); lower n_ratings or raise the counts"
+        )
     lo, hi = (float(scale[0]), float(scale[1]))
     step = float(step)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
@@ -183,9 +194,9 @@ def generate(n_users: int, n_items: int, n_ratings: int, *, seed: int = 0,
 
     # the latent structure, in units of a quarter of the scale's range ("stars" on 1..5)
     unit = (hi - lo) / 4.0
-    centre = lo + (hi - lo) * 0.62          # MovieLens means sit near 3.5 of 1..5
+    centre = lo + (hi - lo) * 0.62  # MovieLens means sit near 3.5 of 1..5
     # factor entries with variance 1/sqrt(rank): the inner products have unit variance
-    f = rank ** -0.25
+    f = rank**-0.25
     p = (rng.standard_normal((n_users, rank)) * f).astype(np.float32)
     q = (rng.standard_normal((n_items, rank)) * f).astype(np.float32)
     q2 = (rng.standard_normal((n_items, rank)) * f).astype(np.float32)
@@ -193,14 +204,14 @@ def generate(n_users: int, n_items: int, n_ratings: int, *, seed: int = 0,
     bi = (rng.standard_normal(n_items) * 0.55).astype(np.float32)
     ratings = np.empty(n_ratings, dtype=np.float32)
     for a in range(0, n_ratings, _CHUNK):
-        u, i = users[a:a + _CHUNK], items[a:a + _CHUNK]
+        u, i = users[a : a + _CHUNK], items[a : a + _CHUNK]
         z = np.einsum("ij,ij->i", p[u], q[i])
         z2 = np.einsum("ij,ij->i", p[u], q2[i])
         s = bu[u] + bi[i] + 0.9 * np.tanh(1.5 * z) + 0.25 * (z2 * z2 - 1.0)
         s += rng.standard_normal(len(u)).astype(np.float32) * np.float32(noise)
         r = centre + unit * s
         r = lo + np.round((r - lo) / step) * step
-        ratings[a:a + _CHUNK] = np.clip(r, lo, hi)
+        ratings[a : a + _CHUNK] = np.clip(r, lo, hi)
 
     timestamps = _timestamps(users, n_users, rng)
 
@@ -219,14 +230,29 @@ def generate(n_users: int, n_items: int, n_ratings: int, *, seed: int = 0,
                 users, user_ids = idx, ids
             else:
                 items, item_ids = idx, ids
-    meta = {"synthetic": True, "seed": int(seed), "rank": rank, "skew": float(skew), "noise": float(noise),
-            "step": step, "shape": (n_users, n_items, n_ratings)}
-    return Ratings(name=name, users=users, items=items, ratings=ratings, user_ids=user_ids,
-                   item_ids=item_ids, rating_scale=(lo, hi), timestamps=timestamps, meta=meta)
+    meta = {
+        "synthetic": True,
+        "seed": int(seed),
+        "rank": rank,
+        "skew": float(skew),
+        "noise": float(noise),
+        "step": step,
+        "shape": (n_users, n_items, n_ratings),
+    }
+    return Ratings(
+        name=name,
+        users=users,
+        items=items,
+        ratings=ratings,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        rating_scale=(lo, hi),
+        timestamps=timestamps,
+        meta=meta,
+    )
 
 
-def generate_like(shape: "str | tuple[int, int, int]", *, seed: int = 0, fraction: float = 1.0,
-                  **kw) -> Ratings:
+def generate_like(shape: str | tuple[int, int, int], *, seed: int = 0, fraction: float = 1.0, **kw) -> Ratings:
     """:func:`generate` with the counts of a real dataset (a :data:`SHAPES` name, or a
     ``(n_users, n_items, n_ratings)`` tuple), scaled down by ``fraction`` (for tests): the ratings
     by ``fraction``, users and items by ``sqrt(fraction)`` so that the density stays the real one.
@@ -246,8 +272,9 @@ def generate_like(shape: "str | tuple[int, int, int]", *, seed: int = 0, fractio
         try:
             nu, ni, nr = (int(x) for x in shape)
         except (TypeError, ValueError):
-            raise DataError(f"synthetic: shape must be a name or (n_users, n_items, n_ratings), got {shape!r}") \
-                from None
+            raise DataError(
+                f"synthetic: shape must be a name or (n_users, n_items, n_ratings), got {shape!r}"
+            ) from None
     fraction = float(fraction)
     if not (0 < fraction <= 1):
         raise DataError(f"synthetic: fraction must be in (0, 1], got {fraction!r}")
