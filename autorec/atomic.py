@@ -20,6 +20,7 @@ def atomic_write(path: "str | os.PathLike", write: Callable[[BinaryIO], Any]) ->
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -27,3 +28,9 @@ def atomic_write(path: "str | os.PathLike", write: Callable[[BinaryIO], Any]) ->
         except OSError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

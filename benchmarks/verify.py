@@ -1,224 +1,451 @@
-"""Does the best AutoRec beat the best tuned matrix factorisation?  A paired test on the same splits.
+"""The verdict: does the best AutoRec beat the best matrix factorisation?  Per dataset, paired on the
+same splits, Holm-corrected across datasets.
 
-:func:`verify` reads the raw files of one dataset and:
+For every dataset with successful records (or the one asked for):
 
-1. chooses the best AutoRec configuration (family ``autorec``: any name, backend, device set and
-   parameters) and the best MF configuration, among those run on at least ``min_pairs`` split
-   instances (a configuration run on fewer, e.g. a 3-seed ablation, can never be paired enough;
-   only when none has that many are all considered, so the error names the shortfall), (family ``mf``: als, biased-mf, d2l-mf,
-   surprise-svd, surprise-svdpp), **by the lowest mean validation RMSE** (``select="valid"``,
-   the default).  The validation part is carved out of each train part; the test part never takes
-   part in the choice, so the comparison is not biased by picking winners on the numbers being
-   compared.  ``select="test"`` picks by mean test RMSE instead (optimistic for both; offered for
-   comparison with papers that do so, and labelled so in the verdict);
-2. pairs the two on the split instances (split spec and seed) both ran on, requiring the same
-   ``split_sha256`` (the same train/valid/test ratings), at least ``min_pairs`` (5) pairs;
-3. reports the mean test-RMSE difference (AutoRec - MF; negative = AutoRec better) with its 95%
-   t-interval, the paired t-test (``scipy.stats.ttest_rel``, two-sided), the Wilcoxon signed-rank
-   test (``scipy.stats.wilcoxon``, two-sided; with 5 pairs its smallest possible p is 0.0625, so it
-   alone can never reach 0.05 there) and, for information, the Nadeau-Bengio corrected resampled
-   t-test (random resampled splits share training data, which makes the plain paired t-test
-   optimistic);
-4. exits 0 when AutoRec is better (mean difference < 0) with paired t-test p < ``alpha``, 1 when it
-   is not, 2 on an error (no results, too few pairs, mismatched splits), and writes the verdict to
-   ``results/verdict.json`` (no timestamp: a pure function of the raw files; it lists the raw
-   files it read with their SHA-256 so ``report`` can tell a stale verdict).
+1. **Selection on validation.**  The best AutoRec configuration (family ``autorec``: any name,
+   backend, devices, parameters) and the best MF configuration (family ``mf``: every matrix
+   factorisation, als, biased-mf, d2l-mf, surprise-svd(pp), the Bayesian ones included) are the
+   ones with the lowest mean **validation** RMSE over their runs.  Test ratings take no part in the
+   choice.  Configurations run on fewer than ``min_pairs`` split instances (e.g. a 3-seed
+   ablation) are passed over when any has that many (:func:`benchmarks.report.tables.select_best`).
+   ``select="test"`` chooses by mean test RMSE instead (optimistic; labelled so).
+2. **Pairing.**  The two are paired on the split instances (spec and seed) both ran on, which must
+   have the same split SHA-256 (the same train / validation / test ratings); at least ``min_pairs``.
+3. **Statistics** of the paired differences AutoRec - MF (negative: AutoRec better): mean with its 95%
+   t-interval, the paired t-test (two-sided), the Wilcoxon signed-rank test, and the Nadeau-Bengio
+   corrected resampled t-test (resampled splits share training data, which makes the plain paired
+   t-test optimistic).  They are computed on the selection-time test RMSE (trained on train,
+   early-stopped on validation) by default; when both sides were also refitted on train +
+   validation (``RunRecord.refit``), the refit comparison is computed as well, and
+   ``compare="refit"`` makes it the one the decision and the sentence use.
+4. **Holm correction** of the paired t-test p-values across every dataset of the raw folder that
+   could be decided (asking for one dataset does not change the family of tests), then the decision
+   per dataset: AutoRec is better when its mean difference is negative with Holm-adjusted
+   p < ``alpha``; the best MF is better when positive with Holm-adjusted p < ``alpha``; otherwise
+   neither is shown better.  A sentence says who wins, by how much and with what p-value.
+
+Exit status (:func:`exit_code`): 0 only when AutoRec is significantly better on every dataset
+verified, 2 when any of them could not be decided (too few pairs, a missing side, mismatched
+splits), 1 otherwise.  Each dataset's verdict is written to ``<out>/verdicts/<dataset>.json``: a
+pure function of the raw records (no timestamp).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from autorec.atomic import atomic_write
 from autorec.errors import AutoRecBenchError
-from benchmarks import harness, report
+from autorec.jsonio import canonical_json, dumps
+from benchmarks.report.inputs import RawRun, check_splits, load_raw
+from benchmarks.report.tables import MIN_REPLICATES, config_key, describe, mean, select_best, slug, split_group
 
 SELECTIONS = ("valid", "test")
+#: what the secondary tests mean (said once, by ``verify`` and by the report)
+TESTS_TEXT = (
+    "The decision rests on the paired t-test (Holm-adjusted). The Wilcoxon signed-rank test is shown beside it "
+    "(with 5 pairs its two-sided p cannot go below 0.0625), and the Nadeau-Bengio corrected resampled t-test: the "
+    "pairs share training data (resampled splits / folds), which makes the plain paired t-test optimistic."
+)
+COMPARISONS = ("selection", "refit")
+VERDICTS = "verdicts"
 
 
 class VerifyError(AutoRecBenchError):
     """verify cannot decide: results missing, too few pairs, splits that do not match."""
 
 
-def _describe(recs: list[dict]) -> str:
-    r = recs[0]
-    name = report._name(r)
-    p = r.get("params", {})
-    bits = [f"{name} ({r['backend']}"]
-    if p.get("path"):
-        bits.append(f", {p['path']}")
-    if (r.get("devices") or ["cpu"]) != ["cpu"]:
-        bits.append(f", {','.join(r['devices'])}")
-    bits.append(")")
-    return "".join(bits)
+# =============================================================================== statistics
+@dataclass(frozen=True)
+class PairedStats:
+    """Statistics of the paired differences AutoRec - MF over ``n_pairs`` split instances."""
+
+    n_pairs: int
+    autorec_mean: float
+    mf_mean: float
+    mean_diff: float
+    sd_diff: float
+    ci_low: float
+    ci_high: float
+    t_statistic: float | None
+    t_pvalue: float
+    wilcoxon_statistic: float | None
+    wilcoxon_pvalue: float | None
+    nb_t: float | None = None
+    nb_pvalue: float | None = None
+    test_fraction: float | None = None
+    note: str = ""
 
 
-def _score(recs: list[dict], select: str) -> float | None:
-    key = "valid_rmse" if select == "valid" else "test_rmse"
-    vals = [r["metrics"].get(key) for r in recs]
-    if any(not isinstance(v, (int, float)) or not math.isfinite(v) for v in vals):
+def paired_stats(a: Sequence[float], b: Sequence[float], *, test_fraction: float | None = None) -> PairedStats:
+    """Statistics of ``a - b`` (``test_fraction``: the test share of the ratings, for Nadeau-Bengio)."""
+    from scipy import stats
+
+    n = len(a)
+    d = [x - y for x, y in zip(a, b)]
+    m = math.fsum(d) / n
+    sd = math.sqrt(math.fsum((x - m) ** 2 for x in d) / (n - 1)) if n > 1 else float("nan")
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    notes = []
+    if sd == 0:
+        t_stat, t_p = None, (1.0 if m == 0 else 0.0)
+        notes.append("all differences are identical (zero variance): the t-test p is set to 0 (1 when they are 0)")
+    else:
+        t = stats.ttest_rel(a, b)
+        t_stat, t_p = float(t.statistic), float(t.pvalue)
+    if all(x == 0 for x in d):
+        w_stat = w_p = None
+        notes.append("every difference is zero: the signed-rank test is undefined")
+    else:
+        w: Any = stats.wilcoxon(a, b)
+        w_stat, w_p = float(w.statistic), float(w.pvalue)
+    nb_t = nb_p = None
+    if test_fraction is not None and sd > 0 and 0 < test_fraction < 1:
+        # Nadeau & Bengio (2003): var * (1/n + n_test/n_train) for resampled train/test splits
+        nb_t = m / math.sqrt((1.0 / n + test_fraction / (1.0 - test_fraction)) * sd**2)
+        nb_p = float(2 * stats.t.sf(abs(nb_t), n - 1))
+    return PairedStats(
+        n,
+        math.fsum(a) / n,
+        math.fsum(b) / n,
+        m,
+        sd,
+        m - half,
+        m + half,
+        t_stat,
+        t_p,
+        w_stat,
+        w_p,
+        nb_t,
+        nb_p,
+        test_fraction,
+        "; ".join(notes),
+    )
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the order given."""
+    m = len(pvalues)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: pvalues[i])):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+# =============================================================================== the verdict
+@dataclass(frozen=True)
+class Side:
+    """The configuration chosen for one family."""
+
+    name: str
+    model: str
+    backend: str
+    devices: tuple[str, ...]
+    params: dict[str, Any]
+    cold_start_policy: str
+    n_runs: int
+    valid_rmse_mean: float | None
+    test_rmse_mean: float | None
+    selected_by: str
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One split instance both sides ran on, with their test RMSEs and raw files."""
+
+    split: str
+    seed: int
+    split_sha256: str | None
+    autorec_test_rmse: float
+    mf_test_rmse: float
+    autorec_refit_test_rmse: float | None
+    mf_refit_test_rmse: float | None
+    autorec_file: str
+    mf_file: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One dataset's verdict (written as ``verdicts/<dataset>.json``); ``error`` set when it could
+    not be decided, then ``exit_code`` is 2 and the statistics are absent."""
+
+    dataset: str
+    select: str
+    compare: str
+    alpha: float
+    min_pairs: int
+    split_group: str | None
+    selection: str
+    autorec: Side | None = None
+    mf: Side | None = None
+    pairs: tuple[Pair, ...] = ()
+    stats: PairedStats | None = None  # selection-time test RMSE
+    refit_stats: PairedStats | None = None  # refit test RMSE, when both sides were refitted
+    holm_pvalue: float | None = None
+    holm_family: tuple[str, ...] = ()
+    winner: str = ""  # "autorec" | "mf" | "" (neither significantly better; or an error)
+    exit_code: int = 2
+    sentence: str = ""
+    notes: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def decisive(self) -> PairedStats | None:
+        """The statistics the decision uses (``compare``)."""
+        return self.refit_stats if self.compare == "refit" else self.stats
+
+
+def _score(runs: list[RawRun], select: str) -> float | None:
+    vals = [getattr(r.rec.metrics, "valid_rmse" if select == "valid" else "test_rmse") for r in runs]
+    if any(v is None or not math.isfinite(v) for v in vals):
         return None
     return math.fsum(vals) / len(vals)
 
 
-def choose(records: list[dict], family: str, select: str, min_runs: int = 1
-           ) -> tuple[tuple, list[dict], float, int]:
-    """(variant key, its runs, its mean score, how many variants were passed over for having fewer
-    than ``min_runs`` runs)."""
-    variants: dict[tuple, list[dict]] = defaultdict(list)
-    for r in records:
-        if (r.get("family") or "") == family:
-            variants[report.variant_key(r)].append(r)
-    enough = {k: v for k, v in variants.items() if len(v) >= min_runs}
-    passed_over = len(variants) - len(enough) if enough else 0
-    scored = []
-    for key, recs in (enough or variants).items():
-        s = _score(recs, select)
-        if s is not None:
-            scored.append((s, _describe(recs), harness._canonical_json(list(key)), key, recs))
-    if not scored:
+def choose(runs: list[RawRun], family: str, select: str, min_runs: int) -> tuple[list[RawRun], int]:
+    """The runs of the best configuration of ``family`` (lowest mean ``select`` RMSE), and how many
+    configurations were passed over for having fewer than ``min_runs`` runs."""
+    configs: dict[tuple, list[RawRun]] = defaultdict(list)
+    for r in runs:
+        if r.rec.family == family:
+            configs[config_key(r)].append(r)
+    scored = [
+        (s, describe(v[0]), canonical_json(k), v) for k, v in configs.items() if (s := _score(v, select)) is not None
+    ]
+    best, passed_over = select_best(scored, n=lambda t: len(t[3]), rank=lambda t: t[:3], min_runs=min_runs)
+    if best is None:
         what = "AutoRec" if family == "autorec" else "matrix-factorisation"
-        raise VerifyError(f"no {what} results with a {select} RMSE on this dataset; run the sweep first "
-                          "(e.g. `autorec-bench sweep benchmarks/specs/ml100k.toml`)")
-    scored.sort(key=lambda t: (t[0], t[1], t[2]))
-    s, _, _, key, recs = scored[0]
-    return key, recs, s, passed_over
+        raise VerifyError(
+            f"no {what} results with a {select} RMSE; run the sweep first "
+            "(e.g. `autorec-bench sweep benchmarks/specs/ml100k.toml`)"
+        )
+    return best[3], passed_over
 
 
-def paired_stats(a: list[float], b: list[float], *, test_fraction: float | None = None) -> dict:
-    """Statistics of the paired differences ``a - b``."""
-    from scipy import stats
-    n = len(a)
-    d = [x - y for x, y in zip(a, b)]
-    mean = math.fsum(d) / n
-    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else float("nan")
-    tcrit = float(stats.t.ppf(0.975, n - 1))
-    half = tcrit * sd / math.sqrt(n)
-    out: dict[str, Any] = {"n_pairs": n, "mean_diff": mean, "sd_diff": sd, "ci_low": mean - half,
-                           "ci_high": mean + half, "autorec_test_mean": math.fsum(a) / n,
-                           "mf_test_mean": math.fsum(b) / n}
-    if sd == 0:
-        out["t_statistic"] = None
-        out["t_pvalue"] = 1.0 if mean == 0 else 0.0
-        out["t_note"] = "all differences are identical (zero variance): p set to 0 (or 1 when they are 0)"
-    else:
-        t = stats.ttest_rel(a, b)
-        out["t_statistic"], out["t_pvalue"] = float(t.statistic), float(t.pvalue)
-    if all(x == 0 for x in d):
-        out["wilcoxon_statistic"], out["wilcoxon_pvalue"] = None, None
-        out["wilcoxon_note"] = "every difference is zero: the signed-rank test is undefined"
-    else:
-        w = stats.wilcoxon(a, b)
-        out["wilcoxon_statistic"], out["wilcoxon_pvalue"] = float(w.statistic), float(w.pvalue)
-    if test_fraction is not None and sd > 0 and 0 < test_fraction < 1:
-        # Nadeau & Bengio (2003): var * (1/n + n_test/n_train) for resampled train/test splits
-        corr = 1.0 / n + test_fraction / (1.0 - test_fraction)
-        t_c = mean / math.sqrt(corr * sd ** 2)
-        out["nb_corrected_t"] = t_c
-        out["nb_corrected_pvalue"] = float(2 * stats.t.sf(abs(t_c), n - 1))
-    return out
-
-
-def verify(raw_dir=harness.DEFAULT_RAW, dataset: str = "ml-100k", *, out_dir="results", select: str = "valid",
-           split: str | None = None, min_pairs: int = report.MIN_REPLICATES, alpha: float = 0.05,
-           write: bool = True) -> tuple[int, dict]:
-    """Returns (exit code, verdict).  Writes ``out_dir/verdict.json`` when ``write``."""
-    verdict: dict[str, Any] = {"dataset": dataset, "select": select, "alpha": alpha, "min_pairs": min_pairs,
-                               "split_group": split, "selection": _selection_text(select)}
-    try:
-        if select not in SELECTIONS:
-            raise VerifyError(f"select={select!r} must be one of {list(SELECTIONS)}")
-        raw = report.load_records(raw_dir)
-        recs = [r for r in raw.ok if r["dataset"] == dataset]
-        if split is not None:
-            recs = [r for r in recs if report.split_group(r["split"]["spec"]) == split or r["split"]["spec"] == split]
-        verdict["inputs"] = {r["_file"]: raw.files[r["_file"]] for r in sorted(recs, key=lambda r: r["_file"])}
-        if not recs:
-            groups = sorted({r["dataset"] for r in raw.ok})
-            raise VerifyError(f"no successful results for dataset {dataset!r}"
-                              + (f" and split {split!r}" if split else "") + f" in {raw_dir}"
-                              + (f" (datasets there: {groups})" if groups else ""))
-        report.check_splits(recs)
-        akey, arecs, ascore, a_over = choose(recs, "autorec", select, min_pairs)
-        mkey, mrecs, mscore, m_over = choose(recs, "mf", select, min_pairs)
-        a_by = {(r["split"]["spec"], r["seed"]): r for r in arecs}
-        m_by = {(r["split"]["spec"], r["seed"]): r for r in mrecs}
-        common = sorted(set(a_by) & set(m_by))
-        for k in common:
-            if a_by[k]["split_sha256"] != m_by[k]["split_sha256"]:
-                raise VerifyError(f"split {k[0]} seed {k[1]}: {a_by[k]['_file']} and {m_by[k]['_file']} record "
-                                  "different split_sha256 values; they were not trained on the same split")
-        verdict["autorec"] = _side(arecs, akey, select)
-        verdict["mf"] = _side(mrecs, mkey, select)
-        verdict["pairs"] = [{"split": k[0], "seed": k[1], "autorec_test_rmse": a_by[k]["metrics"]["test_rmse"],
-                             "mf_test_rmse": m_by[k]["metrics"]["test_rmse"], "autorec_file": a_by[k]["_file"],
-                             "mf_file": m_by[k]["_file"]} for k in common]
-        if len(common) < min_pairs:
-            raise VerifyError(f"only {len(common)} split instance(s) have both {verdict['autorec']['name']} and "
-                              f"{verdict['mf']['name']}; a paired comparison needs >= {min_pairs} (run more seeds "
-                              "or folds)")
-        fracs = {a_by[k]["n_test"] / max(1, a_by[k]["n_test"] + a_by[k]["n_train"] + a_by[k]["n_valid"])
-                 for k in common}
-        frac = sum(fracs) / len(fracs)
-        st = paired_stats([a_by[k]["metrics"]["test_rmse"] for k in common],
-                          [m_by[k]["metrics"]["test_rmse"] for k in common], test_fraction=frac)
-        verdict["stats"] = st
-        better = st["mean_diff"] < 0 and st["t_pvalue"] < alpha
-        code = 0 if better else 1
-        verdict["autorec_better"] = bool(better)
-        verdict["exit_code"] = code
-        verdict["sentence"] = _sentence(verdict, st, better, alpha)
-        notes = []
-        if st.get("wilcoxon_pvalue") is not None and st["n_pairs"] <= 5:
-            notes.append(f"With {st['n_pairs']} pairs the two-sided Wilcoxon signed-rank test cannot go below "
-                         f"p = {2 / 2 ** st['n_pairs']:.4f}; the decision rests on the paired t-test.")
-        if "nb_corrected_pvalue" in st:
-            notes.append(f"The pairs share training data (resampled splits / folds), which makes the plain paired "
-                         f"t-test optimistic; the Nadeau-Bengio corrected resampled t-test gives p = "
-                         f"{st['nb_corrected_pvalue']:.3g} (test share {frac:.3f}).")
-        if a_over or m_over:
-            notes.append(f"Passed over in the choice for having fewer than {min_pairs} split instances: "
-                         f"{a_over} AutoRec and {m_over} MF configuration(s).")
-        verdict["notes"] = notes
-    except AutoRecBenchError as exc:
-        code = 2
-        verdict["exit_code"] = 2
-        verdict["error"] = str(exc)
-        verdict["sentence"] = f"verify could not decide on {dataset}: {exc}"
-    if write:
-        harness.atomic_write_json(Path(out_dir) / "verdict.json", verdict)
-    return code, verdict
-
-
-def _side(recs: list[dict], key: tuple, select: str) -> dict:
-    r = recs[0]
-    return {"name": _describe(recs), "model": r["model"], "backend": r["backend"], "devices": r.get("devices"),
-            "params": {k: v for k, v in r.get("params", {}).items() if k != "seed"},
-            "cold_start_policy": r.get("cold_start_policy"), "n_runs": len(recs),
-            "valid_rmse_mean": _score(recs, "valid"), "test_rmse_mean": _score(recs, "test"),
-            "selected_by": f"mean {select} RMSE"}
+def _side(runs: list[RawRun], select: str) -> Side:
+    i = runs[0].rec.identity
+    return Side(
+        describe(runs[0]),
+        i.model,
+        i.backend,
+        i.devices,
+        {k: v for k, v in i.params.items() if k != "seed"},
+        i.cold_start_policy,
+        len(runs),
+        _score(runs, "valid"),
+        _score(runs, "test"),
+        f"mean {select} RMSE",
+    )
 
 
 def _selection_text(select: str) -> str:
     if select == "valid":
-        return ("best = lowest mean VALIDATION RMSE over each configuration's runs (the validation part is "
-                "carved out of each train part; test ratings take no part in the choice), then compared on "
-                "test RMSE over the splits both ran on.")
-    return ("best = lowest mean TEST RMSE (optimistic: the winner is picked on the numbers being compared; "
-            "use select=valid for an unbiased choice).")
+        return (
+            "best = lowest mean VALIDATION RMSE over each configuration's runs (the validation part is carved "
+            "out of each train part; test ratings take no part in the choice), then compared on test RMSE over "
+            "the splits both ran on."
+        )
+    return (
+        "best = lowest mean TEST RMSE (optimistic: the winner is picked on the numbers being compared; use "
+        "select=valid for an unbiased choice)."
+    )
 
 
-def _sentence(v: dict, st: dict, better: bool, alpha: float) -> str:
-    a, m = v["autorec"]["name"], v["mf"]["name"]
-    head = (f"On {v['dataset']}, over {st['n_pairs']} paired splits, {a} has mean test RMSE "
-            f"{st['autorec_test_mean']:.4f} vs {m} {st['mf_test_mean']:.4f}: difference {st['mean_diff']:+.4f} "
-            f"(95% CI [{st['ci_low']:+.4f}, {st['ci_high']:+.4f}]), paired t-test p = {st['t_pvalue']:.3g}"
-            + (f", Wilcoxon p = {st['wilcoxon_pvalue']:.3g}" if st.get("wilcoxon_pvalue") is not None else "") + ". ")
-    if better:
-        return head + f"AutoRec is better than the best tuned MF (p < {alpha:g})."
-    if st["mean_diff"] < 0:
-        return head + f"AutoRec is ahead on average, but not significantly (p >= {alpha:g}): not shown better."
-    return head + "AutoRec is NOT better than the best tuned MF" + (
-        f" (MF is significantly better, p < {alpha:g})." if st["t_pvalue"] < alpha else ".")
+def _pairs(arun: list[RawRun], mrun: list[RawRun]) -> list[Pair]:
+    a_by = {(r.rec.split.spec, r.rec.split.seed): r for r in arun}
+    m_by = {(r.rec.split.spec, r.rec.split.seed): r for r in mrun}
+    out = []
+    for key in sorted(set(a_by) & set(m_by)):
+        a, m = a_by[key], m_by[key]
+        if a.rec.split.sha256 != m.rec.split.sha256:
+            raise VerifyError(
+                f"split {key[0]} seed {key[1]}: {a.file} and {m.file} record different split SHA-256 "
+                "values; they were not trained on the same split"
+            )
+        assert a.rec.metrics and m.rec.metrics  # ok records carry metrics (inputs.load_raw)
+        out.append(
+            Pair(
+                key[0],
+                key[1],
+                a.rec.split.sha256,
+                a.rec.metrics.test_rmse,
+                m.rec.metrics.test_rmse,
+                a.rec.refit.test_rmse if a.rec.refit else None,
+                m.rec.refit.test_rmse if m.rec.refit else None,
+                a.file,
+                m.file,
+            )
+        )
+    return out
+
+
+def _test_fraction(runs: list[RawRun]) -> float | None:
+    return mean(s.n_test / max(1, s.n_train + s.n_valid + s.n_test) for r in runs if (s := r.rec.sizes))
+
+
+def _undecided(dataset: str, runs: list[RawRun], base: Verdict) -> Verdict:
+    """The verdict of one dataset before the Holm correction (statistics, no decision yet); with
+    ``error`` set, and as much as was found (e.g. the AutoRec side), when it cannot be decided."""
+    v = base
+    try:
+        if not runs:
+            where = f" and split {base.split_group!r}" if base.split_group else ""
+            raise VerifyError(f"no successful results for dataset {dataset!r}{where}")
+        check_splits(runs)
+        arun, a_over = choose(runs, "autorec", base.select, base.min_pairs)
+        v = replace(v, autorec=_side(arun, base.select))
+        mrun, m_over = choose(runs, "mf", base.select, base.min_pairs)
+        v = replace(v, mf=_side(mrun, base.select))
+        v = replace(v, pairs=tuple(_pairs(arun, mrun)))
+        if len(v.pairs) < base.min_pairs:
+            raise VerifyError(
+                f"only {len(v.pairs)} split instance(s) have both {v.autorec and v.autorec.name} and "
+                f"{v.mf and v.mf.name}; a paired comparison needs >= {base.min_pairs} (run more seeds or folds)"
+            )
+        v = _with_stats(v, _test_fraction(arun))
+    except AutoRecBenchError as exc:
+        return replace(v, error=str(exc), sentence=f"verify could not decide on {dataset}: {exc}")
+    if a_over or m_over:
+        v = replace(v, notes=v.notes + (
+            f"Passed over in the choice for having fewer than {base.min_pairs} split instances: "
+            f"{a_over} AutoRec and {m_over} MF configuration(s).",
+        ))  # fmt: skip
+    return v
+
+
+def _with_stats(v: Verdict, test_fraction: float | None) -> Verdict:
+    """``v`` with the statistics of its pairs (selection-time, and refit when both sides have it)."""
+    pairs = v.pairs
+    st = paired_stats(
+        [p.autorec_test_rmse for p in pairs], [p.mf_test_rmse for p in pairs], test_fraction=test_fraction
+    )
+    refit = None
+    if all(p.autorec_refit_test_rmse is not None and p.mf_refit_test_rmse is not None for p in pairs):
+        refit = paired_stats(
+            [float(p.autorec_refit_test_rmse or 0) for p in pairs],
+            [float(p.mf_refit_test_rmse or 0) for p in pairs],
+            test_fraction=test_fraction,
+        )
+    elif v.compare == "refit":
+        raise VerifyError("compare=refit, but not every paired run of both sides was refitted on train + validation")
+    return replace(v, stats=st, refit_stats=refit, notes=(st.note,) if st.note else ())
+
+
+def _decide(v: Verdict, holm_p: float, family: tuple[str, ...]) -> Verdict:
+    st = v.decisive
+    assert st is not None and v.autorec and v.mf
+    significant = holm_p < v.alpha
+    winner = ("autorec" if st.mean_diff < 0 else "mf" if st.mean_diff > 0 else "") if significant else ""
+    basis = "refit test RMSE" if v.compare == "refit" else "selection-time test RMSE"
+    a, m, d = v.autorec.name, v.mf.name, st.mean_diff
+    lead = f"{a} and {m} tie" if d == 0 else f"{a} beats {m}" if d < 0 else f"{m} beats {a}"
+    if d != 0:
+        lead += f" by {abs(d):.4f}" if significant else f" by {abs(d):.4f}, not significantly"
+    numbers = (
+        f"mean {basis} over {st.n_pairs} paired splits: AutoRec {st.autorec_mean:.4f}, MF {st.mf_mean:.4f}; "
+        f"AutoRec - MF {d:+.4f}, 95% CI [{st.ci_low:+.4f}, {st.ci_high:+.4f}]; paired t-test p = {st.t_pvalue:.3g}, "
+        f"Holm-adjusted p = {holm_p:.3g} over {len(family)} dataset(s)"
+    )
+    tail = {
+        "autorec": f"AutoRec is significantly better (p < {v.alpha:g}).",
+        "mf": f"The best MF is significantly better (p < {v.alpha:g}): AutoRec is not better.",
+        "": f"Neither is shown better (Holm-adjusted p >= {v.alpha:g}).",
+    }[winner]
+    notes = list(v.notes)
+    other = v.stats if v.compare == "refit" else v.refit_stats
+    if other is not None:
+        what = "selection-time" if v.compare == "refit" else "refit (train + validation)"
+        notes.append(
+            f"The {what} comparison: {other.autorec_mean:.4f} vs {other.mf_mean:.4f}, AutoRec - MF "
+            f"{other.mean_diff:+.4f}, 95% CI [{other.ci_low:+.4f}, {other.ci_high:+.4f}], paired t-test "
+            f"p = {other.t_pvalue:.3g} (not Holm-adjusted)."
+        )
+    return replace(
+        v,
+        holm_pvalue=holm_p,
+        holm_family=family,
+        winner=winner,
+        exit_code=0 if winner == "autorec" else 1,
+        sentence=f"On {v.dataset}, {lead} ({numbers}). {tail}",
+        notes=tuple(notes),
+    )
+
+
+def verdicts(
+    runs: Sequence[RawRun],
+    datasets: Sequence[str] | None = None,
+    *,
+    select: str = "valid",
+    compare: str = "selection",
+    split: str | None = None,
+    min_pairs: int = MIN_REPLICATES,
+    alpha: float = 0.05,
+) -> list[Verdict]:
+    """The verdict of each dataset in ``datasets`` (default: every dataset with successful runs),
+    Holm-corrected across every dataset of ``runs`` that could be decided."""
+    if select not in SELECTIONS:
+        raise VerifyError(f"select={select!r} must be one of {list(SELECTIONS)}")
+    if compare not in COMPARISONS:
+        raise VerifyError(f"compare={compare!r} must be one of {list(COMPARISONS)}")
+    by_dataset: dict[str, list[RawRun]] = defaultdict(list)
+    for r in runs:
+        if r.rec.ok and (split is None or split in (r.rec.split.spec, split_group(r.rec.split.spec))):
+            by_dataset[r.rec.dataset].append(r)
+    out: dict[str, Verdict] = {}
+    for ds in sorted(set(by_dataset) | set(datasets or ())):
+        base = Verdict(ds, select, compare, alpha, min_pairs, split, _selection_text(select))
+        out[ds] = _undecided(ds, by_dataset.get(ds, []), base)
+    decided = sorted(ds for ds, v in out.items() if v.error is None)
+    adjusted = holm([_p(out[ds]) for ds in decided])
+    for ds, p in zip(decided, adjusted):
+        out[ds] = _decide(out[ds], p, tuple(decided))
+    wanted = sorted(datasets) if datasets else sorted(out)
+    return [out[ds] for ds in wanted]
+
+
+def _p(v: Verdict) -> float:
+    st = v.decisive
+    assert st is not None, "a decided verdict has its statistics"
+    return st.t_pvalue
+
+
+def exit_code(results: Sequence[Verdict]) -> int:
+    """0 when AutoRec is significantly better on every dataset, 2 when any could not be decided
+    (or there is none), 1 otherwise."""
+    if not results or any(v.error for v in results):
+        return 2
+    return 0 if all(v.winner == "autorec" for v in results) else 1
+
+
+def verify(
+    raw_dir: str | os.PathLike,
+    dataset: str | None = None,
+    *,
+    out_dir: str | os.PathLike = "results",
+    write: bool = True,
+    **options: Any,
+) -> tuple[int, list[Verdict]]:
+    """Verdicts of ``dataset`` (default: every dataset of ``raw_dir``) and the exit status; writes
+    ``out_dir/verdicts/<dataset>.json`` for each when ``write`` (with every dataset verified, files
+    of datasets no longer there are removed)."""
+    results = verdicts(load_raw(raw_dir).ok, [dataset] if dataset else None, **options)
+    if write:
+        folder = Path(out_dir) / VERDICTS
+        names = {f"{slug(v.dataset)}.json" for v in results}
+        for v in results:
+            text = dumps(v).encode("utf-8")
+            atomic_write(folder / f"{slug(v.dataset)}.json", lambda fh, text=text: fh.write(text))
+        if dataset is None:
+            for stale in sorted(folder.glob("*.json")):
+                if stale.name not in names:
+                    stale.unlink()
+    return exit_code(results), results
