@@ -15,48 +15,43 @@ imported lazily: without it, constructing the model raises
 
 from __future__ import annotations
 
-import re
+from typing import Any
 
 import numpy as np
 
+from autorec.devices import parse_device
+from autorec.env import set_threads
 from autorec.errors import ConfigError
 from autorec.interactions import Interactions
-from autorec.models.base import FitInfo, ProgressFn
 from autorec.models.batching import batches, epoch_order
-
-from baselines._common import Baseline, EpochLoop, check_pairs, check_train, check_valid, require
-from baselines.d2l_spec import D2L_PARAMS, d2l_describe
+from baselines.d2l_spec import D2LMF, TABLES
 
 PREDICT_BATCH = 1 << 16
-_CTX = re.compile(r"^(cpu|gpu|cuda)(?:\((\d+)\)|:(\d+))?$")
 
 
-def _mx():
-    return require("mxnet", "mxnet", "d2l-mf (mxnet)")
+def mx_contexts(label: str, devices: tuple[str, ...]) -> list:
+    """The MXNet contexts of ``devices``; :class:`ConfigError` for a GPU MXNet does not see or a
+    repeated context."""
+    import mxnet as mx
 
-
-def _contexts(label: str, devices: tuple[str, ...]):
-    mx = _mx()
     out = []
     for dev in devices:
-        m = _CTX.match(dev.strip())
-        if not m:
-            raise ConfigError(f"{label}: device {dev!r} is not an MXNet context (cpu, cpu(N), gpu(N), cuda:N)")
-        kind, idx = m.group(1), int(m.group(2) or m.group(3) or 0)
+        kind, idx = parse_device(dev)
         if kind == "cpu":
-            out.append(mx.cpu(idx))
-        else:
-            n = mx.context.num_gpus()
-            if idx >= n:
-                raise ConfigError(f"{label}: device {dev!r} requested but MXNet sees {n} GPU(s)")
-            out.append(mx.gpu(idx))
+            out.append(mx.cpu(idx or 0))
+            continue
+        n = mx.context.num_gpus()
+        if (idx or 0) >= n:
+            raise ConfigError(f"{label}: device {dev!r} requested but MXNet sees {n} GPU(s)")
+        out.append(mx.gpu(idx or 0))
     if len(set(map(str, out))) != len(out):
         raise ConfigError(f"{label}: devices {list(devices)!r} repeat a context")
     return out
 
 
-def _net_class():
-    mx = _mx()
+def _net_class() -> Any:
+    import mxnet as mx
+
     nn = mx.gluon.nn
 
     class MF(nn.Block):
@@ -80,103 +75,120 @@ def _net_class():
     return MF
 
 
-class D2LMFMXNet(Baseline):
-    """The D2L chapter's MF in MXNet Gluon (see the module docstring)."""
+class D2LMFMXNet(D2LMF):
+    """The D2L chapter's MF in MXNet Gluon (see the module docstring); several devices are several
+    contexts of one process."""
 
-    name = "d2l-mf"
     backend = "mxnet"
-    PARAMS = D2L_PARAMS
+    requires = (("mxnet", "mxnet"),)
+    net: Any
+
+    def __init__(self, config: Any = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        self.ctx = mx_contexts(self.label(), self.config.devices)
 
     @classmethod
-    def _require_dependencies(cls) -> None:
-        require("mxnet", "mxnet", cls.label())
+    def launcher(cls, devices: tuple[str, ...] | list[str]) -> str:
+        return "contexts" if len(devices) > 1 else "single"
 
-    def validate(self) -> None:
-        self.ctx = _contexts(self.label(), self.p["devices"])
-
-    def describe(self) -> dict:
-        return {"algorithm": d2l_describe("mxnet")}
-
-    def _tables(self):
-        return [("P", self.net.P, (self.n_users, -1)), ("Q", self.net.Q, (self.n_items, -1)),
-                ("user_bias", self.net.user_bias, (self.n_users,)), ("item_bias", self.net.item_bias, (self.n_items,))]
+    def make_trainer(self, train: Interactions, valid: Interactions | None) -> _D2LEpochs:
+        return _D2LEpochs(self, train)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Same layout as :meth:`baselines.mf_torch.D2LMFTorch.get_weights`."""
-        self._check_fitted()
-        return {name: emb.weight.data(self.ctx[0]).asnumpy().reshape(shape).astype(np.float32)
-                for name, emb, shape in self._tables()}
+        out = {}
+        for name in TABLES:
+            w = getattr(self.net, name).weight.data(self.ctx[0]).asnumpy().astype(np.float32)
+            out[name] = w.reshape(-1) if name.endswith("_bias") else w
+        return out
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        mx = _mx()
-        for name, emb, _ in self._tables():
+        import mxnet as mx
+
+        for name in TABLES:
             if name not in weights:
                 raise ConfigError(f"{self.label()}: set_weights needs {name!r}")
+            emb = getattr(self.net, name)
             w = np.asarray(weights[name], dtype=np.float32).reshape(emb.weight.shape)
             emb.weight.set_data(mx.nd.array(w, dtype="float32"))
 
-    def _state(self):
-        return {name: emb.weight.data(self.ctx[0]).copy() for name, emb, _ in self._tables()}
+    def estimate(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        import mxnet as mx
 
-    def _restore(self, state) -> None:
-        for name, emb, _ in self._tables():
-            emb.weight.set_data(state[name])
-
-    def fit(self, train: Interactions, valid: Interactions | None = None, *,
-            progress: ProgressFn | None = None, initial_weights: dict[str, np.ndarray] | None = None) -> FitInfo:
-        """``initial_weights`` (the :meth:`get_weights` layout) replaces the random init."""
-        check_train(self.label(), train)
-        check_valid(self.label(), train, valid)
-        mx = _mx()
-        from mxnet import autograd, gluon
-        if self.p["threads"] is not None:
-            from autorec.env import set_threads
-            set_threads(self.p["threads"])
-        p = self.p
-        self.n_users, self.n_items = train.n_users, train.n_items
-        mx.random.seed(p["seed"])
-        self.net = _net_class()(p["factors"], self.n_users, self.n_items)
-        self.net.initialize(ctx=self.ctx, force_reinit=True, init=mx.init.Normal(p["init_std"]))
-        self._fitted = True
-        if initial_weights is not None:
-            self.set_weights(initial_weights)
-        loss = gluon.loss.L2Loss()
-        trainer = gluon.Trainer(self.net.collect_params(), "adam",
-                                {"learning_rate": p["lr"], "wd": p["wd"]})
-        users = train.users.astype(np.float32)
-        items = train.items.astype(np.float32)
-        ratings = train.ratings.astype(np.float32)
-        cpu = mx.cpu()
-        loop = EpochLoop(self, train, valid, p["epochs"], p["patience"], progress, self._state,
-                         self._restore, cold_start=p["cold_start"], describe=self.label(),
-                         restore_best=p["patience"] is not None)
-        for epoch in loop:
-            batch_losses = []
-            order = epoch_order(len(train), p["seed"], epoch - 1)
-            for idx in batches(order, p["batch_size"]):
-                ctx = self.ctx[:min(len(self.ctx), len(idx))]
-                u = gluon.utils.split_and_load(mx.nd.array(users[idx], ctx=cpu), ctx, even_split=False)
-                i = gluon.utils.split_and_load(mx.nd.array(items[idx], ctx=cpu), ctx, even_split=False)
-                r = gluon.utils.split_and_load(mx.nd.array(ratings[idx], ctx=cpu), ctx, even_split=False)
-                with autograd.record():
-                    preds = [self.net(uu, ii) for uu, ii in zip(u, i)]
-                    ls = [loss(pp, rr) for pp, rr in zip(preds, r)]
-                for lv in ls:
-                    lv.backward()
-                trainer.step(len(idx))
-                batch_losses.append(sum(float(lv.sum().asscalar()) for lv in ls) / len(idx))
-            if loop.end_epoch(float(np.mean(batch_losses))):
-                break
-        return loop.finish()
-
-    def predict(self, users, items) -> np.ndarray:
-        self._check_fitted()
-        users, items = check_pairs(self.label(), users, items, self.n_users, self.n_items)
-        mx = _mx()
         ctx = self.ctx[0]
         out = np.empty(len(users), dtype=np.float64)
         for s in range(0, len(users), PREDICT_BATCH):
-            u = mx.nd.array(users[s:s + PREDICT_BATCH].astype(np.float32), ctx=ctx)
-            i = mx.nd.array(items[s:s + PREDICT_BATCH].astype(np.float32), ctx=ctx)
-            out[s:s + PREDICT_BATCH] = self.net(u, i).asnumpy()
+            u = mx.nd.array(users[s : s + PREDICT_BATCH].astype(np.float32), ctx=ctx)
+            i = mx.nd.array(items[s : s + PREDICT_BATCH].astype(np.float32), ctx=ctx)
+            out[s : s + PREDICT_BATCH] = self.net(u, i).asnumpy()
         return out
+
+
+class _D2LEpochs:
+    """One pass over the batches per epoch (order from ``(seed, epoch)``); the state is the
+    embedding tables, the optimizer state the Gluon Trainer's (pickle-free ``.npz`` bytes)."""
+
+    def __init__(self, model: D2LMFMXNet, train: Interactions) -> None:
+        import mxnet as mx
+        from mxnet import gluon
+
+        c = model.config
+        if c.threads is not None:
+            set_threads(c.threads)
+        self.m = model
+        mx.random.seed(c.seed)
+        model.net = _net_class()(c.factors, train.n_users, train.n_items)
+        model.net.initialize(ctx=model.ctx, force_reinit=True, init=mx.init.Normal(sigma=c.init_std))
+        if model.initial_weights is not None:
+            model.set_weights(model.initial_weights)
+        self.loss = gluon.loss.L2Loss()
+        # Parameters as a list in the block's order: a ParameterDict is sorted by global-counter
+        # names (embedding10 < embedding9), which moves the optimizer-state indices between a
+        # checkpoint and its resume.  Several contexts update locally (each replica applies the
+        # reduced gradient), so that the optimizer state can be checkpointed.
+        self.trainer = gluon.Trainer(
+            list(model.net.collect_params().values()),
+            "adam",
+            {"learning_rate": c.lr, "wd": c.wd},
+            update_on_kvstore=False if len(model.ctx) > 1 else None,
+        )
+        self.users = train.users.astype(np.float32)
+        self.items = train.items.astype(np.float32)
+        self.ratings = train.ratings.astype(np.float32)
+
+    def train_epoch(self, epoch: int) -> dict:
+        import mxnet as mx
+        from mxnet import autograd, gluon
+
+        m, c = self.m, self.m.config
+        cpu = mx.cpu()
+        batch_losses = []
+        for idx in batches(epoch_order(len(self.ratings), c.seed, epoch - 1), c.batch_size):
+            ctx = m.ctx[: min(len(m.ctx), len(idx))]
+            u = gluon.utils.split_and_load(mx.nd.array(self.users[idx], ctx=cpu), ctx, even_split=False)
+            i = gluon.utils.split_and_load(mx.nd.array(self.items[idx], ctx=cpu), ctx, even_split=False)
+            r = gluon.utils.split_and_load(mx.nd.array(self.ratings[idx], ctx=cpu), ctx, even_split=False)
+            with autograd.record():
+                preds = [m.net(uu, ii) for uu, ii in zip(u, i)]
+                ls = [self.loss(pp, rr) for pp, rr in zip(preds, r)]
+            for lv in ls:
+                lv.backward()
+            self.trainer.step(len(idx))
+            batch_losses.append(sum(float(lv.sum().asscalar()) for lv in ls) / len(idx))
+        return {"train_loss": float(np.mean(batch_losses))}
+
+    def state(self) -> dict[str, np.ndarray]:
+        return self.m.get_weights()
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.m.set_weights(state)
+
+    def optimizer_state(self) -> bytes:
+        from autorec.models.mxnet.optim import dump_state
+
+        return dump_state(self.trainer)
+
+    def load_optimizer_state(self, state: bytes) -> None:
+        from autorec.models.mxnet.optim import load_state
+
+        load_state(self.trainer, state)

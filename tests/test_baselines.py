@@ -1,53 +1,36 @@
-"""Baselines (``baselines/``): every model learns, ALS is exact and deterministic, bias-only is the
-closed form, D2L-MF is the same in PyTorch and MXNet, surprise is surprise, bad params and missing
-optional dependencies fail clearly, and the registry is lazy."""
+"""Baselines (``baselines/``), what the generic contract test (tests/test_contract.py) does not
+cover: every model learns (and latent models beat the bias model), bias-only is the closed form,
+ALS is an exact block minimisation with a monotone objective, D2L-MF is the same in PyTorch and
+MXNet, the surprise wrappers are scikit-surprise, checkpoints resume every trainer exactly, the
+search spaces are valid configurations, and optional frameworks stay optional."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-import baselines
 from autorec.errors import ConfigError, DataError, MissingDependencyError
 from autorec.interactions import Interactions
-from autorec.metrics import evaluate
-from baselines._common import NotFittedError, scatter_add
+from autorec.models import registry
+from baselines.als import RatingRows, solve_side
+from baselines.sgd import scatter_add
+from tests.conftest import has_module, needs_mxnet, needs_torch
+from tests.synthetic_parts import learnable
+
+needs_surprise = pytest.mark.skipif(not has_module("surprise"), reason="scikit-surprise not installed")
+BASELINES = [
+    (name, backend)
+    for name in registry.names()
+    for backend in registry.backends(name)
+    if registry.MODELS[name][0][backend].startswith("baselines.")
+]
 
 
-def has_module(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
-HAS_TORCH, HAS_MXNET, HAS_SURPRISE = has_module("torch"), has_module("mxnet"), has_module("surprise")
-needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch not installed (pip install .[torch])")
-needs_mxnet = pytest.mark.skipif(not HAS_MXNET, reason="mxnet not installed (pip install .[mxnet])")
-needs_surprise = pytest.mark.skipif(not HAS_SURPRISE, reason="scikit-surprise not installed (pip install .[surprise])")
-
-
-def learnable(n_users=150, n_items=90, density=0.3, rank=3, noise=0.25, seed=0):
-    """Ratings on 1..5 from biases + a rank-``rank`` interaction + noise, split 80/10/10 (every
-    pair unique).  A bias model beats the mean here and a latent model beats the bias model."""
-    rng = np.random.default_rng(seed)
-    n = int(n_users * n_items * density)
-    keys = rng.choice(n_users * n_items, size=n, replace=False)
-    u, i = keys // n_items, keys % n_items
-    bu, bi = rng.normal(0, 0.4, n_users), rng.normal(0, 0.4, n_items)
-    p, q = rng.normal(0, 0.7, (n_users, rank)), rng.normal(0, 0.7, (n_items, rank))
-    r = 3.4 + bu[u] + bi[i] + np.einsum("nk,nk->n", p[u], q[i]) + rng.normal(0, noise, n)
-    r = np.clip(np.round(r), 1, 5).astype(np.float32)
-    perm = rng.permutation(n)
-    cut1, cut2 = int(0.8 * n), int(0.9 * n)
-
-    def part(ix):
-        ix = np.sort(ix)
-        return Interactions(u[ix].astype(np.int32), i[ix].astype(np.int32), r[ix], n_users, n_items, (1.0, 5.0))
-
-    return SimpleNamespace(train=part(perm[:cut1]), valid=part(perm[cut1:cut2]), test=part(perm[cut2:]))
+def build(name, backend=None, **params):
+    return registry.get(name, backend).build(params)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +39,7 @@ def data():
 
 
 def _test_rmse(model, d):
-    return evaluate(model, d.train, d.test)["rmse"]
+    return model.evaluate(d.test)["rmse"]
 
 
 # ------------------------------------------------------------------------------------------- learning
@@ -64,44 +47,40 @@ MODEL_CASES = [
     ("bias-only", "numpy", {}),
     ("als", "numpy", {"factors": 4, "reg": 0.05, "epochs": 15}),
     ("biased-mf", "numpy", {"factors": 8, "lr": 0.02, "reg": 0.02, "epochs": 60, "batch_size": 32}),
-    pytest.param("biased-mf", "torch", {"factors": 8, "lr": 0.02, "reg": 0.01, "epochs": 60, "batch_size": 128},
-                 marks=needs_torch),
+    pytest.param(
+        "biased-mf",
+        "torch",
+        {"factors": 8, "lr": 0.02, "reg": 0.01, "epochs": 60, "batch_size": 128},
+        marks=needs_torch,
+    ),
     pytest.param("d2l-mf", "torch", {"lr": 0.02, "epochs": 40, "batch_size": 128}, marks=needs_torch),
-    pytest.param("d2l-mf", "mxnet", {"lr": 0.02, "epochs": 40, "batch_size": 128},
-                 marks=[needs_mxnet, pytest.mark.mxnet]),
-    pytest.param("surprise-svd", "surprise", {"n_factors": 8, "n_epochs": 60, "lr_all": 0.01},
-                 marks=needs_surprise),
-    pytest.param("surprise-svdpp", "surprise", {"n_factors": 4, "n_epochs": 60, "lr_all": 0.01},
-                 marks=needs_surprise),
+    pytest.param(
+        "d2l-mf", "mxnet", {"lr": 0.02, "epochs": 40, "batch_size": 128}, marks=[needs_mxnet, pytest.mark.mxnet]
+    ),
+    pytest.param("surprise-svd", "surprise", {"n_factors": 8, "n_epochs": 60, "lr_all": 0.01}, marks=needs_surprise),
+    pytest.param("surprise-svdpp", "surprise", {"n_factors": 4, "n_epochs": 60, "lr_all": 0.01}, marks=needs_surprise),
 ]
+LATENT = ("als", "biased-mf", "surprise-svd", "surprise-svdpp")
 
 
 @pytest.mark.parametrize("name,backend,params", MODEL_CASES)
 def test_every_model_beats_global_mean(data, name, backend, params):
-    base = baselines.get("global-mean")()
-    base.fit(data.train, data.valid)
-    floor = _test_rmse(base, data)
-    model = baselines.get(name, backend).from_params(params)
-    assert model.name == name and model.backend == backend
-    info = model.fit(data.train, data.valid)
+    floor = build("global-mean")
+    floor.fit(data.train, data.valid)
+    model = build(name, backend, **params)
+    model.fit(data.train, data.valid)
     got = _test_rmse(model, data)
-    assert got < floor - 0.1, (name, backend, got, floor)
-    assert info.epochs_run >= 1 and info.history
-    for row in info.history:
-        assert {"epoch", "train_loss", "valid_rmse", "seconds"} <= set(row)
-        assert np.isfinite(row["train_loss"]) and row["valid_rmse"] is not None
-    if name in ("als", "biased-mf", "surprise-svd", "surprise-svdpp"):
-        bias = baselines.get("bias-only")()
+    assert got < _test_rmse(floor, data) - 0.1, (name, backend, got)
+    if name in LATENT:
+        bias = build("bias-only")
         bias.fit(data.train, data.valid)
         assert got < _test_rmse(bias, data) - 0.05, "a latent model must beat the bias model on low-rank data"
 
 
 def test_global_mean_predicts_train_mean(data):
-    m = baselines.get("global-mean")()
-    info = m.fit(data.train, data.valid)
+    m = build("global-mean")
+    m.fit(data.train, data.valid)
     assert np.allclose(m.predict([0, 1], [2, 3]), data.train.global_mean)
-    assert info.best_epoch == 1 and info.history[0]["valid_rmse"] == pytest.approx(
-        evaluate(m, data.train, data.valid)["rmse"])
 
 
 # ------------------------------------------------------------------------------------------- bias-only
@@ -113,9 +92,9 @@ def test_bias_only_equals_direct_least_squares():
     r = rng.integers(1, 6, size=18).astype(np.float32)
     train = Interactions(u, i, r, n_users, n_items, (1.0, 5.0))
     reg_u, reg_i = 2.0, 3.0
-    m = baselines.get("bias-only").from_params({"reg_user": reg_u, "reg_item": reg_i, "max_iter": 1000,
-                                                "tol": 1e-13})
-    m.fit(train)
+    m = build("bias-only", reg_user=reg_u, reg_item=reg_i, epochs=1000, tol=1e-13)
+    info = m.fit(train)
+    assert info.extra["converged"]
     # min ||y - X b||^2 + b' L b with X = [user one-hot, item one-hot], y = r - mu: normal equations
     r = r.astype(np.float64)
     mu = r.mean()
@@ -127,42 +106,35 @@ def test_bias_only_equals_direct_least_squares():
     assert m.mu == pytest.approx(mu)
     np.testing.assert_allclose(m.bu, b[:n_users], atol=1e-8)
     np.testing.assert_allclose(m.bi, b[n_users:], atol=1e-8)
-    objs = [h["objective"] for h in m.fit(train).history]
+    objs = [h["objective"] for h in info.history]
     assert all(b2 <= a + 1e-12 for a, b2 in zip(objs, objs[1:]))
 
 
 def test_bias_only_unrated_entities_stay_zero():
-    train = Interactions(np.array([0, 0, 1], np.int32), np.array([0, 1, 0], np.int32),
-                         np.array([5, 3, 4], np.float32), 4, 3, (1.0, 5.0))
-    m = baselines.get("bias-only").from_params({"reg_user": 0.0, "reg_item": 0.0})
+    train = Interactions(
+        np.array([0, 0, 1], np.int32), np.array([0, 1, 0], np.int32), np.array([5, 3, 4], np.float32), 4, 3, (1.0, 5.0)
+    )
+    m = build("bias-only", reg_user=0.0, reg_item=0.0)
     m.fit(train)
     assert m.bu[2:].tolist() == [0.0, 0.0] and m.bi[2] == 0.0
-    assert np.all(np.isfinite(m.predict([3], [2])))
+    assert np.all(np.isfinite(m.estimate(np.array([3]), np.array([2]))))
 
 
 # ------------------------------------------------------------------------------------------- ALS
-def test_als_deterministic_per_seed(data):
-    def run(seed):
-        m = baselines.get("als").from_params({"factors": 5, "epochs": 4, "seed": seed})
-        info = m.fit(data.train, data.valid)
-        return m, info
-
-    a, ia = run(7)
-    b, ib = run(7)
-    c, _ = run(8)
-    for x, y in ((a.P, b.P), (a.Q, b.Q), (a.bu, b.bu), (a.bi, b.bi)):
-        assert np.array_equal(x, y)
-    assert [h["valid_rmse"] for h in ia.history] == [h["valid_rmse"] for h in ib.history]
-    assert not np.allclose(a.P, c.P)
+def test_als_seed_decides_the_initialisation(data):
+    a, b = build("als", factors=5, epochs=4, seed=7), build("als", factors=5, epochs=4, seed=8)
+    a.fit(data.train, data.valid)
+    b.fit(data.train, data.valid)
+    assert not np.allclose(a.P, b.P)
 
 
 @pytest.mark.parametrize("weighted", [True, False])
 def test_als_objective_decreases_every_half_sweep(data, weighted):
-    m = baselines.get("als").from_params({"factors": 6, "epochs": 8, "patience": None, "weighted_reg": weighted,
-                                          "reg": 0.1 if weighted else 3.0, "reg_bias": 0.01})
+    reg = 0.1 if weighted else 3.0
+    m = build("als", factors=6, epochs=8, patience=None, restore_best=False, weighted_reg=weighted, reg=reg)
     info = m.fit(data.train, data.valid)
     assert info.epochs_run == 8
-    seq = [obj for pair in m._objectives for obj in pair]
+    seq = [obj for h in info.history for obj in (h["objective_after_users"], h["objective"])]
     assert all(b <= a * (1 + 1e-10) for a, b in zip(seq, seq[1:])), seq
     assert seq[-1] < seq[0]
     assert info.history[-1]["objective"] == pytest.approx(m.objective(data.train))
@@ -171,13 +143,13 @@ def test_als_objective_decreases_every_half_sweep(data, weighted):
 def test_als_half_step_is_the_exact_minimiser(data):
     """After a user step, each user's [b_u, p_u] solves its own ridge problem (checked for 3 users
     with a plain np.linalg.lstsq on the augmented system)."""
-    m = baselines.get("als").from_params({"factors": 3, "epochs": 1, "reg": 0.2, "reg_bias": 0.05})
+    m = build("als", factors=3, epochs=1, reg=0.2, reg_bias=0.05)
     m.fit(data.train)
-    from baselines.als import _Rows, _solve_side
     t = data.train
-    side = _Rows(t.users.astype(np.int64), t.items.astype(np.int64), t.ratings.astype(np.float64),
-                 t.n_users, 4, chunk_mb=0.01)  # tiny blocks: exercises the chunking
-    P, bu = _solve_side(side, m.Q, m.bi, m.mu, 0.2, 0.05, True)
+    side = RatingRows(
+        t.users.astype(np.int64), t.items.astype(np.int64), t.ratings.astype(np.float64), t.n_users, 4, chunk_mb=0.01
+    )  # tiny blocks: exercises the chunking
+    P, bu = solve_side(side, m.Q, m.bi, m.mu, 0.2, 0.05, True)
     for user in (0, 5, 17):
         sel = t.users == user
         z = np.c_[np.ones(sel.sum()), m.Q[t.items[sel]]]
@@ -187,21 +159,16 @@ def test_als_half_step_is_the_exact_minimiser(data):
         np.testing.assert_allclose(np.r_[bu[user], P[user]], sol, atol=1e-8)
 
 
-def test_early_stopping_keeps_the_best_epoch(data):
-    m = baselines.get("biased-mf", "numpy").from_params({"factors": 20, "lr": 0.05, "reg": 0.0, "epochs": 40,
-                                                         "patience": 3, "batch_size": 16})
+# ------------------------------------------------------------------------------------------- SGD
+def test_unregularised_sgd_overfits_and_patience_stops_it(data):
+    m = build("biased-mf", "numpy", factors=20, lr=0.05, reg=0.0, epochs=40, patience=3, batch_size=16)
     info = m.fit(data.train, data.valid)
-    v = [h["valid_rmse"] for h in info.history]
-    assert info.best_epoch == int(np.argmin(v)) + 1
-    assert info.epochs_run < 40, "unregularised big-lr SGD overfits, patience must stop it"
-    assert evaluate(m, data.train, data.valid)["rmse"] == pytest.approx(min(v))
+    assert info.epochs_run < 40 and info.extra["stopped_early"]
+    assert info.weights_epoch == info.best_epoch < info.epochs_run
 
 
-def test_sgd_minibatch_label_and_sequential_path(data):
-    seq = baselines.get("biased-mf", "numpy").from_params({"factors": 4, "epochs": 2, "batch_size": 1})
-    assert "sequential" in seq.params()["algorithm"]
-    assert "minibatch" in baselines.get("biased-mf", "numpy")().params()["algorithm"]
-    info = seq.fit(data.train, data.valid)
+def test_sgd_sequential_path_trains(data):
+    info = build("biased-mf", "numpy", factors=4, epochs=2, batch_size=1).fit(data.train, data.valid)
     assert info.epochs_run == 2 and info.history[1]["train_loss"] < info.history[0]["train_loss"]
 
 
@@ -214,6 +181,33 @@ def test_scatter_add_matches_add_at(rng):
     np.testing.assert_allclose(a, b)
 
 
+# ------------------------------------------------------------------------------------------- checkpoints
+RESUME_CASES = [
+    ("als", "numpy", {"factors": 4}),
+    ("biased-mf", "numpy", {"factors": 4, "batch_size": 64}),
+    pytest.param("biased-mf", "torch", {"factors": 4, "lr": 0.01}, marks=needs_torch),
+    pytest.param("d2l-mf", "torch", {"lr": 0.01, "batch_size": 128}, marks=needs_torch),
+    pytest.param("d2l-mf", "mxnet", {"lr": 0.01, "batch_size": 128}, marks=[needs_mxnet, pytest.mark.mxnet]),
+]
+
+
+@pytest.mark.parametrize("name,backend,params", RESUME_CASES)
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_fit(data, tmp_path, name, backend, params):
+    """Weights and optimizer state round-trip through the checkpoint, and every trainer reseeds
+    per epoch: 2 epochs + 2 resumed epochs give exactly the 4-epoch fit."""
+    fixed = {**params, "patience": None, "restore_best": False, "seed": 2}
+    whole = build(name, backend, **fixed, epochs=4)
+    whole.fit(data.train, data.valid)
+    first = build(name, backend, **fixed, epochs=2)
+    first.fit(data.train, data.valid, checkpoint=tmp_path / "ck.npz")
+    resumed = build(name, backend, **fixed, epochs=4)
+    info = resumed.fit(data.train, data.valid, resume=tmp_path / "ck.npz")
+    assert info.extra["resumed_from_epoch"] == 2 and info.epochs_run == 4
+    np.testing.assert_array_equal(
+        resumed.predict(data.test.users, data.test.items), whole.predict(data.test.users, data.test.items)
+    )
+
+
 # ------------------------------------------------------------------------------------------- D2L-MF
 @needs_torch
 @needs_mxnet
@@ -222,16 +216,19 @@ def test_d2l_mf_torch_mxnet_parity_one_epoch(data):
     params = {"epochs": 1, "batch_size": 64, "seed": 3}
     rng = np.random.default_rng(0)
     t = data.train
-    init = {"P": rng.normal(0, 0.01, (t.n_users, 30)), "Q": rng.normal(0, 0.01, (t.n_items, 30)),
-            "user_bias": rng.normal(0, 0.01, t.n_users), "item_bias": rng.normal(0, 0.01, t.n_items)}
-    mx_model = baselines.get("d2l-mf", "mxnet").from_params(params)
-    th_model = baselines.get("d2l-mf", "torch").from_params(params)
+    init = {
+        "P": rng.normal(0, 0.01, (t.n_users, 30)),
+        "Q": rng.normal(0, 0.01, (t.n_items, 30)),
+        "user_bias": rng.normal(0, 0.01, t.n_users),
+        "item_bias": rng.normal(0, 0.01, t.n_items),
+    }
+    mx_model = build("d2l-mf", "mxnet", **params)
+    th_model = build("d2l-mf", "torch", **params)
     ia = mx_model.fit(t, data.valid, initial_weights=init)
     ib = th_model.fit(t, data.valid, initial_weights=init)
     wa, wb = mx_model.get_weights(), th_model.get_weights()
     for k in init:
-        moved = np.abs(wa[k] - init[k]).max()
-        assert moved > 1e-3, f"{k} did not train"
+        assert np.abs(wa[k] - init[k]).max() > 1e-3, f"{k} did not train"
         np.testing.assert_allclose(wa[k], wb[k], atol=2e-5, err_msg=k)
     assert ia.history[0]["train_loss"] == pytest.approx(ib.history[0]["train_loss"], rel=1e-4)
     pa = mx_model.predict(data.test.users, data.test.items)
@@ -242,9 +239,9 @@ def test_d2l_mf_torch_mxnet_parity_one_epoch(data):
 @needs_mxnet
 @pytest.mark.mxnet
 def test_d2l_mf_mxnet_two_contexts_equal_one(data):
-    one = baselines.get("d2l-mf", "mxnet").from_params({"epochs": 2, "batch_size": 101})
-    two = baselines.get("d2l-mf", "mxnet").from_params({"epochs": 2, "batch_size": 101,
-                                                        "devices": ["cpu(0)", "cpu(1)"]})
+    one = build("d2l-mf", "mxnet", epochs=2, batch_size=101)
+    two = build("d2l-mf", "mxnet", epochs=2, batch_size=101, devices=["cpu(0)", "cpu(1)"])
+    assert type(two).launcher(two.config.devices) == "contexts"
     one.fit(data.train)
     two.fit(data.train)
     for k, v in one.get_weights().items():
@@ -253,43 +250,43 @@ def test_d2l_mf_mxnet_two_contexts_equal_one(data):
 
 @needs_torch
 def test_d2l_mf_defaults_are_the_chapter(data):
-    m = baselines.get("d2l-mf", "torch")()
-    p = m.params()
-    assert (p["factors"], p["lr"], p["wd"], p["epochs"], p["batch_size"], p["init_std"]) == \
-        (30, 0.002, 1e-5, 20, 512, 0.01)
-    assert p["patience"] is None
-    m2 = baselines.get("d2l-mf", "torch").from_params({"epochs": 2})
-    info = m2.fit(data.train, data.valid)
-    assert info.best_epoch == 2, "without patience D2L keeps the last weights"
-    w = m2.get_weights()
+    c = build("d2l-mf", "torch").config
+    assert (c.factors, c.lr, c.wd, c.epochs, c.batch_size, c.init_std) == (30, 0.002, 1e-5, 20, 512, 0.01)
+    assert c.patience is None and c.restore_best is False
+    m = build("d2l-mf", "torch", epochs=2)
+    info = m.fit(data.train, data.valid)
+    assert info.weights_epoch == 2, "D2L keeps the last weights"
+    w = m.get_weights()
     assert set(w) == {"P", "Q", "user_bias", "item_bias"} and w["P"].shape == (data.train.n_users, 30)
-    assert not hasattr(m2, "mu"), "D2L's MF has no global mean"
+    assert not hasattr(m, "mu"), "D2L's MF has no global mean"
 
 
 @needs_torch
 @pytest.mark.parametrize("name", ["biased-mf", "d2l-mf"])
 def test_torch_models_on_each_device(data, device, name):
     params = {"epochs": 2, "batch_size": 256, "factors": 8}
-    ref = baselines.get(name, "torch").from_params(params)
+    ref = build(name, "torch", **params)
     ref.fit(data.train, data.valid)
-    m = baselines.get(name, "torch").from_params({**params, "devices": [device]})
+    m = build(name, "torch", **params, devices=[device])
     info = m.fit(data.train, data.valid)
     assert str(m.device).startswith(device) and info.epochs_run == 2
-    np.testing.assert_allclose(m.predict(data.test.users, data.test.items),
-                               ref.predict(data.test.users, data.test.items), atol=1e-4)
+    np.testing.assert_allclose(
+        m.predict(data.test.users, data.test.items), ref.predict(data.test.users, data.test.items), atol=1e-4
+    )
 
 
 @needs_torch
 def test_torch_bad_device_is_a_config_error():
     import torch
+
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
     with pytest.raises(ConfigError, match="CUDA is not available"):
-        baselines.get("biased-mf", "torch").from_params({"devices": ["cuda:0"]})
-    with pytest.raises(ConfigError, match="not a torch device"):
-        baselines.get("d2l-mf", "torch").from_params({"devices": ["tpu"]})
+        build("biased-mf", "torch", devices=["cuda:0"])
+    with pytest.raises(ConfigError, match="devices"):
+        build("d2l-mf", "torch", devices=["tpu"])
     with pytest.raises(ConfigError, match="one device"):
-        baselines.get("d2l-mf", "torch").from_params({"devices": ["cpu", "cpu"]})
+        build("d2l-mf", "torch", devices=["cpu", "cpu"])
 
 
 # ------------------------------------------------------------------------------------------- surprise
@@ -297,176 +294,127 @@ def test_torch_bad_device_is_a_config_error():
 def test_surprise_svd_equals_direct_call(data):
     import pandas as pd
     import surprise
+    from surprise import accuracy
+
     t = data.train
-    ours = baselines.get("surprise-svd").from_params({"seed": 5})
+    ours = build("surprise-svd", seed=5)
     ours.fit(t, data.valid)
     df = pd.DataFrame({"u": t.users.astype(np.int64), "i": t.items.astype(np.int64), "r": t.ratings.astype(float)})
     ts = surprise.Dataset.load_from_df(df, surprise.Reader(rating_scale=(1, 5))).build_full_trainset()
     algo = surprise.SVD(random_state=5)
     algo.fit(ts)
-    warm = t.known_users()[data.test.users] & t.known_items()[data.test.items]
-    tu, ti = data.test.users[warm], data.test.items[warm]
+    warm = ~ours.cold_mask(data.test.users, data.test.items)
+    tu, ti, tr = data.test.users[warm], data.test.items[warm], data.test.ratings[warm]
     direct = np.array([algo.predict(int(a), int(b), clip=False).est for a, b in zip(tu, ti)])
-    np.testing.assert_allclose(ours.predict(tu, ti), direct, atol=1e-6)
-    direct_rmse = surprise.accuracy.rmse([algo.predict(int(a), int(b), r_ui=float(r)) for a, b, r in
-                                          zip(tu, ti, data.test.ratings[warm])], verbose=False)
-    got = evaluate(ours, t, Interactions(tu, ti, data.test.ratings[warm], t.n_users, t.n_items, (1.0, 5.0)))
+    np.testing.assert_allclose(ours.estimate(tu.astype(np.int64), ti.astype(np.int64)), direct, atol=1e-6)
+    direct_rmse = accuracy.rmse(
+        [algo.predict(int(a), int(b), r_ui=float(r)) for a, b, r in zip(tu, ti, tr)], verbose=False
+    )
+    got = ours.evaluate(Interactions(tu, ti, tr, t.n_users, t.n_items, (1.0, 5.0)))
     assert got["rmse"] == pytest.approx(direct_rmse, abs=1e-6)
-    # the vectorised SVD estimate equals surprise's own estimate (the generic path)
-    from baselines.surprise_models import _SurpriseModel
-    iu, ii = ours._inner(tu, ti)
-    np.testing.assert_allclose(ours._estimate(iu, ii), _SurpriseModel._estimate(ours, iu, ii), atol=1e-12)
+
+
+@needs_surprise
+def test_surprise_svdpp_equals_direct_call(data):
+    import surprise
+
+    from baselines.surprise_models import trainset_from
+
+    ours = build("surprise-svdpp", n_factors=4, n_epochs=3, seed=1)
+    ours.fit(data.train)
+    algo = surprise.SVDpp(n_factors=4, n_epochs=3, random_state=1)
+    algo.fit(trainset_from(data.train))
+    warm = ~ours.cold_mask(data.test.users, data.test.items)
+    tu, ti = data.test.users[warm][:200], data.test.items[warm][:200]
+    direct = np.clip([algo.predict(int(a), int(b)).est for a, b in zip(tu, ti)], 1, 5)
+    np.testing.assert_allclose(ours.predict(tu, ti), direct, atol=1e-9)
 
 
 @needs_surprise
 @pytest.mark.realdata
 def test_surprise_svd_default_equals_direct_call_on_ml100k(ml100k_dir, tmp_path):
     import surprise
+    from surprise import accuracy
+
     from autorec.splits import load_split
     from baselines.surprise_models import trainset_from
+
     d = load_split("ml-100k", "random", seed=0, data_dir=ml100k_dir, cache_dir=tmp_path)
-    ours = baselines.get("surprise-svd")()
+    ours = build("surprise-svd")
     ours.fit(d.train, d.valid)
     algo = surprise.SVD(random_state=0)
     algo.fit(trainset_from(d.train))
-    warm = d.train.known_users()[d.test.users] & d.train.known_items()[d.test.items]
+    warm = ~ours.cold_mask(d.test.users, d.test.items)
     tu, ti, tr = d.test.users[warm], d.test.items[warm], d.test.ratings[warm]
     preds = [algo.predict(int(a), int(b), r_ui=float(r)) for a, b, r in zip(tu, ti, tr)]
-    direct_rmse = surprise.accuracy.rmse(preds, verbose=False)
-    ours_rmse = evaluate(ours, d.train, Interactions(tu, ti, tr, d.train.n_users, d.train.n_items,
-                                                     d.train.rating_scale))["rmse"]
-    assert ours_rmse == pytest.approx(direct_rmse, abs=1e-6)
-    raw = [algo.predict(int(a), int(b), clip=False).est for a, b in zip(tu, ti)]
-    np.testing.assert_allclose(ours.predict(tu, ti), raw, atol=1e-6)  # raw scores (clipping is downstream)
-    np.testing.assert_allclose(np.clip(ours.predict(tu, ti), 1, 5), [p.est for p in preds], atol=1e-6)
+    direct_rmse = accuracy.rmse(preds, verbose=False)
+    part = Interactions(tu, ti, tr, d.train.n_users, d.train.n_items, d.train.rating_scale)
+    assert ours.evaluate(part)["rmse"] == pytest.approx(direct_rmse, abs=1e-6)
+    np.testing.assert_allclose(ours.predict(tu, ti), [p.est for p in preds], atol=1e-6)
     assert 0.90 < direct_rmse < 0.97
 
 
-# ------------------------------------------------------------------------------------------- params
-ALL = [(n, b) for n in baselines.MODELS for b in baselines.MODELS[n]]
-AVAILABLE = {"numpy": True, "torch": HAS_TORCH, "mxnet": HAS_MXNET, "surprise": HAS_SURPRISE}
+# ------------------------------------------------------------------------------------------- spaces, deps
+def _bounds(spec):
+    if isinstance(spec, dict):
+        return [spec["low"], spec["high"]]
+    return spec if isinstance(spec, list) else [spec]
 
 
-@pytest.mark.parametrize("name,backend", ALL)
-def test_invalid_params_are_config_errors(name, backend):
-    if not AVAILABLE[backend]:
+@pytest.mark.parametrize("name,backend", BASELINES)
+def test_search_space_bounds_are_valid_configurations(name, backend):
+    ref = registry.get(name, backend)
+    try:
+        cls = ref.load()
+    except MissingDependencyError:
         pytest.skip(f"{backend} not installed")
-    cls = baselines.get(name, backend)
-    with pytest.raises(ConfigError, match="unknown parameter"):
-        cls.from_params({"no_such_knob": 1})
-    with pytest.raises(ConfigError, match="mapping"):
-        cls.from_params([("a", 1)])
-    table = cls.PARAMS
-    for key in ("factors", "n_factors"):
-        if key in table:
-            with pytest.raises(ConfigError, match=f"{key}=0 must be > 0"):
-                cls.from_params({key: 0})
-            with pytest.raises(ConfigError, match="integer"):
-                cls.from_params({key: 2.5})
-            with pytest.raises(ConfigError, match="integer"):
-                cls.from_params({key: True})
-    for key in ("reg", "reg_user", "reg_all", "wd"):
-        if key in table:
-            with pytest.raises(ConfigError, match=">= 0"):
-                cls.from_params({key: -0.1})
-            with pytest.raises(ConfigError, match="number"):
-                cls.from_params({key: "0.1"})
-    if "lr" in table:
-        with pytest.raises(ConfigError, match="> 0"):
-            cls.from_params({"lr": 0})
-        with pytest.raises(ConfigError, match="finite"):
-            cls.from_params({"lr": float("nan")})
-    with pytest.raises(ConfigError, match="cold_start"):
-        cls.from_params({"cold_start": "median"})
-    model = cls()
-    again = cls.from_params(model.params())  # params() round-trips, derived keys included
-    assert again.params() == model.params()
-    if "algorithm" in model.params():
-        with pytest.raises(ConfigError, match="derived"):
-            cls.from_params({"algorithm": "something else"})
+    for key, spec in ref.space().items():
+        for value in _bounds(spec):
+            cls.Config.from_dict({key: value}, model=name)
 
 
-def test_param_coercion_accepts_numpy_scalars():
-    m = baselines.get("als").from_params({"factors": np.int64(4), "reg": np.float64(0.5), "weighted_reg": np.bool_(False)})
-    assert m.p["factors"] == 4 and type(m.p["factors"]) is int
-    assert type(m.p["reg"]) is float and m.p["weighted_reg"] is False
-    assert baselines.get("als").from_params({"factors": 8.0}).p["factors"] == 8
-
-
-def test_predict_before_fit_and_bad_indices(data):
-    m = baselines.get("als").from_params({"factors": 2, "epochs": 1})
-    with pytest.raises(NotFittedError, match="fit"):
-        m.predict([0], [0])
-    m.fit(data.train)
-    with pytest.raises(DataError, match="user index out of range"):
-        m.predict([data.train.n_users], [0])
-    with pytest.raises(DataError, match="item index out of range"):
-        m.predict([0], [-1])
-    with pytest.raises(DataError, match="2 users but 1 items"):
-        m.predict([0, 1], [0])
-
-
-def test_bad_train_data(data):
-    m = baselines.get("bias-only")()
-    empty = Interactions(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32), 3, 3, (1.0, 5.0))
-    with pytest.raises(DataError, match="empty"):
-        m.fit(empty)
-    nan = Interactions(np.array([0], np.int32), np.array([0], np.int32), np.array([np.nan], np.float32), 3, 3,
-                       (1.0, 5.0))
-    with pytest.raises(DataError, match="NaN"):
-        m.fit(nan)
-    other = Interactions(np.array([0], np.int32), np.array([0], np.int32), np.array([3.0], np.float32), 3, 3,
-                         (1.0, 5.0))
-    with pytest.raises(DataError, match="same split"):
-        m.fit(data.train, other)
-
-
-def test_divergence_is_reported(data):
-    from autorec.errors import TrainingDivergedError
-    m = baselines.get("biased-mf", "numpy").from_params({"lr": 5.0, "epochs": 5, "batch_size": 256})
-    with np.errstate(all="ignore"), pytest.raises(TrainingDivergedError, match="epoch"):
-        m.fit(data.train, data.valid)
-
-
-# ------------------------------------------------------------------------------------------- optional deps
-@pytest.mark.parametrize("name,backend,module,extra", [
-    ("biased-mf", "torch", "torch", "torch"),
-    ("d2l-mf", "torch", "torch", "torch"),
-    ("d2l-mf", "mxnet", "mxnet", "mxnet"),
-    ("surprise-svd", "surprise", "surprise", "surprise"),
-    ("surprise-svdpp", "surprise", "surprise", "surprise"),
-])
+@pytest.mark.parametrize(
+    "name,backend,module,extra",
+    [
+        ("biased-mf", "torch", "torch", "torch"),
+        ("d2l-mf", "torch", "torch", "torch"),
+        ("d2l-mf", "mxnet", "mxnet", "mxnet"),
+        ("surprise-svd", "surprise", "surprise", "surprise"),
+        ("surprise-svdpp", "surprise", "surprise", "surprise"),
+    ],
+)
 def test_missing_optional_dependency_message(monkeypatch, name, backend, module, extra):
-    cls = baselines.get(name, backend)  # importing the class never needs the framework
+    cls = registry.get(name, backend).load()  # importing the class never needs the framework
     monkeypatch.setitem(sys.modules, module, None)  # any `import module` now raises ImportError
     with pytest.raises(MissingDependencyError) as err:
         cls()
     assert f"pip install .[{extra}]" in str(err.value) and name in str(err.value)
 
 
-def test_importing_baselines_imports_no_framework():
-    code = ("import sys, baselines; "
-            "[baselines.get(n, b) for n in baselines.MODELS for b in baselines.MODELS[n]]; "
-            "bad = [m for m in ('torch', 'mxnet', 'surprise') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+def test_importing_every_baseline_class_imports_no_framework():
+    code = (
+        "import sys; from autorec.models import registry; "
+        "refs = [registry.get(n, b) for n in registry.names() for b in registry.backends(n)]; "
+        "classes = [(r, __import__(r.target.split(':')[0], fromlist=['x'])) for r in refs "
+        "           if r.target.startswith('baselines.')]; "
+        "wrong = [r.name for r, mod in classes if getattr(mod, r.target.split(':')[1]).name != r.name]; "
+        "bad = [m for m in ('torch', 'mxnet', 'surprise', 'myfm') if m in sys.modules]; "
+        "print(bad, wrong); sys.exit(1 if bad or wrong else 0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-# ------------------------------------------------------------------------------------------- registry
-def test_registry():
-    assert baselines.names() == sorted(baselines.MODELS)
-    assert {"global-mean", "bias-only", "als", "biased-mf", "d2l-mf", "surprise-svd", "surprise-svdpp"} \
-        <= set(baselines.MODELS)
-    assert baselines.default_backend("d2l-mf") == "torch"
-    assert baselines.backends("biased-mf") == ["numpy", "torch"]
-    for name, entry in baselines.MODELS.items():
-        for backend in entry:
-            cls = baselines.get(name, backend)
-            assert cls.name == name and cls.backend == backend
-            assert callable(cls.from_params)
-    assert baselines.get("als") is baselines.get("als", "numpy")
-    with pytest.raises(ConfigError, match=r"unknown baseline model 'svd'.*als.*bias-only"):
-        baselines.get("svd")
-    with pytest.raises(ConfigError, match=r"no backend 'jax'.*\['torch', 'mxnet'\]"):
-        baselines.get("d2l-mf", "jax")
+def test_bad_pairs_and_bad_train_data(data):
+    m = build("bias-only")
+    empty = Interactions(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32), 3, 3, (1.0, 5.0))
+    with pytest.raises(DataError, match="empty"):
+        m.fit(empty)
+    other = Interactions(
+        np.array([0], np.int32), np.array([0], np.int32), np.array([3.0], np.float32), 3, 3, (1.0, 5.0)
+    )
+    with pytest.raises(DataError, match="same split"):
+        m.fit(data.train, other)
+    m.fit(data.train)
+    with pytest.raises(DataError, match="user index out of range"):
+        m.predict([data.train.n_users], [0])

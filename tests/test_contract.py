@@ -35,6 +35,8 @@ CASES: dict[tuple[str, str], dict] = {
     ("d2l-mf", "mxnet"): {"params": {"lr": 0.02, "epochs": 6, "batch_size": 128}},
     ("surprise-svd", "surprise"): {"params": {"n_factors": 4, "n_epochs": 10}},
     ("surprise-svdpp", "surprise"): {"params": {"n_factors": 4, "n_epochs": 5}},
+    ("bayesian-mf", "myfm"): {"params": {"rank": 4, "n_iter": 30}},
+    ("bayesian-svdpp", "myfm"): {"params": {"rank": 4, "n_iter": 30}},
     ("i-autorec", "torch"): {"params": AUTOREC_FAST, "diverge": {"optimizer": "sgd", "lr": 1000.0, "epochs": 3}},
     ("u-autorec", "torch"): {"params": AUTOREC_FAST},
     ("i-autorec", "mxnet"): {"params": AUTOREC_FAST, "diverge": {"optimizer": "sgd", "lr": 1000.0, "epochs": 3}},

@@ -34,6 +34,8 @@ MODELS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "d2l-mf": ({"torch": "baselines.mf_torch:D2LMFTorch", "mxnet": "baselines.mf_mxnet:D2LMFMXNet"}, {}),
     "surprise-svd": ({"surprise": "baselines.surprise_models:SurpriseSVD"}, {}),
     "surprise-svdpp": ({"surprise": "baselines.surprise_models:SurpriseSVDpp"}, {}),
+    "bayesian-mf": ({"myfm": "baselines.bayes:BayesianMF"}, {}),
+    "bayesian-svdpp": ({"myfm": "baselines.bayes:BayesianSVDpp"}, {}),
 }
 
 #: backend -> (module that must be importable, pip extra that installs it); None = always there

@@ -1,0 +1,209 @@
+"""Bayesian matrix factorisation by Gibbs sampling, on myfm (Bayesian factorization machines,
+Rendle 2013; myfm by T. Ohtsuki).
+
+- :class:`BayesianMF` (``bayesian-mf``): a factorization machine over a user one-hot and an item
+  one-hot, i.e. ``w0 + w_u + w_i + <v_u, v_i>`` with Gaussian priors whose means and precisions get
+  Gamma / Gaussian hyper-priors, all sampled (Salakhutdinov & Mnih 2008's BPMF with biases).
+- :class:`BayesianSVDpp` (``bayesian-svdpp``): the same plus SVD++-style implicit features (Koren
+  2008; Rendle et al. 2019, "On the difficulty of evaluating baselines"): the user side also carries
+  the user's set of rated items, the item side the item's set of raters, each weighted
+  ``1 / sqrt(set size)``.  These sets come from the TRAIN part only, never from validation or test.
+
+The features are myfm ``RelationBlock`` s: one row per user (``[one-hot | implicit items]``) and
+one per item (``[one-hot | implicit users]``), indexed by each rating's user and item, so the
+sampler never materialises a row per rating.  The prediction is the mean over the kept samples
+(``n_iter`` minus the burn-in), computed by myfm.  Deterministic given ``seed`` (myfm's sampler is
+single-threaded and seeded).  myfm draws a tqdm progress bar unconditionally (0.3.6 and 0.4.0 have
+no option to turn it off), so the sampler runs with ``sys.stderr`` sent to a discarded buffer.
+
+Missing package -> :class:`~autorec.errors.MissingDependencyError` at construction, naming
+``pip install .[bayes]`` (myfm, and setuptools < 81: myfm imports ``pkg_resources``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from autorec.interactions import Interactions
+from autorec.models.base import FitInfo, ProgressFn, Recommender
+from autorec.models.config import ModelConfig, nonnegative, param, positive
+from baselines._oneshot import one_shot_info
+
+
+@contextlib.contextmanager
+def _quiet_myfm_import() -> Iterator[None]:
+    """myfm's ``import pkg_resources`` warns that pkg_resources is deprecated: not our concern."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        yield
+
+
+def relation_features(train: Interactions, implicit: bool) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """The user and item feature rows, built from ``train`` alone.
+
+    User ``u``'s row is its one-hot (``n_users`` columns), then, with ``implicit``, the items ``u``
+    rated in ``train`` weighted ``1 / sqrt(n_u)`` (``n_items`` columns); item ``i``'s row is its
+    one-hot, then the users who rated ``i`` in ``train`` weighted ``1 / sqrt(n_i)``.
+    """
+    nu, ni = train.n_users, train.n_items
+    users, items = train.users.astype(np.int64), train.items.astype(np.int64)
+    user_rows, item_rows = _one_hot(nu), _one_hot(ni)
+    if not implicit:
+        return user_rows, item_rows
+    n_u = np.bincount(users, minlength=nu).astype(np.float64)
+    n_i = np.bincount(items, minlength=ni).astype(np.float64)
+    rated = sp.csr_matrix((1.0 / np.sqrt(n_u[users]), (users, items)), shape=(nu, ni))
+    raters = sp.csr_matrix((1.0 / np.sqrt(n_i[items]), (items, users)), shape=(ni, nu))
+    return sp.csr_matrix(sp.hstack([user_rows, rated])), sp.csr_matrix(sp.hstack([item_rows, raters]))
+
+
+def _one_hot(n: int) -> sp.csr_matrix:
+    return sp.csr_matrix((np.ones(n), (np.arange(n), np.arange(n))), shape=(n, n))
+
+
+def _share(v: float) -> bool:
+    return 0.0 <= v < 1.0
+
+
+@dataclass(frozen=True)
+class BayesConfig(ModelConfig):
+    """The sampler's size, the feature grouping, and myfm's priors and initialisation (defaults:
+    myfm's)."""
+
+    rank: int = param(10, low=1, doc="latent dimension")
+    n_iter: int = param(600, low=1, doc="Gibbs iterations")
+    burn_in: float = param(
+        0.01,
+        check=_share,
+        rule="a share in [0, 1)",
+        doc="share of the first iterations whose samples are discarded (myfm's default: 5 iterations)",
+    )
+    grouped: bool = param(
+        True, doc="separate hyper-priors per feature group (user ids, implicit items, item ids, implicit users)"
+    )
+    init_stdev: float = nonnegative(0.1, "std of the N(0, init_stdev) initial factors")
+    alpha_0: float = positive(1.0, "noise precision alpha and lambda_w, lambda_V ~ Gamma(alpha_0 / 2, beta_0 / 2)")
+    beta_0: float = positive(1.0, "see alpha_0")
+    gamma_0: float = positive(1.0, "precision of the Normal(mu_0, 1 / gamma_0) prior of mu_w, mu_V")
+    mu_0: float = param(0.0, doc="see gamma_0")
+    reg_0: float = positive(1.0, "precision of the Normal(0, 1 / reg_0) prior of the global bias w0")
+
+    def n_kept(self) -> int:
+        """Samples averaged by the prediction: ``n_iter`` minus the burn-in (at least one, since
+        ``burn_in < 1``)."""
+        return self.n_iter - int(math.floor(self.burn_in * self.n_iter))
+
+
+class BayesianMF(Recommender[BayesConfig]):
+    """Bayesian MF (BPMF with biases) by Gibbs sampling: myfm over user and item one-hot features;
+    the prediction averages the kept samples."""
+
+    name = "bayesian-mf"
+    family = "mf"
+    backend = "myfm"
+    requires = (("myfm", "bayes"),)
+    Config = BayesConfig
+    # Rank 10-200 (log scale): the sampler integrates the regularisation out, so large ranks overfit
+    # little (Rendle et al. 2019 report Bayesian MF improving up to hundreds of dimensions on
+    # ML-10M); the cost grows linearly with the rank, so 200 (20x a rank-10 fit) is the cap.  A
+    # Gibbs chain improves with more kept samples, with diminishing returns past a few hundred; it
+    # leaves its initialisation within a few dozen iterations, so the burn-in share goes from almost
+    # none (myfm's default, 5 iterations) to 30%.
+    SPACE = {
+        "rank": {"dist": "logint", "low": 10, "high": 200},
+        "n_iter": {"dist": "int", "low": 200, "high": 1000},
+        "burn_in": {"dist": "uniform", "low": 0.0, "high": 0.3},
+    }
+    #: SVD++-style implicit features (:func:`relation_features`)
+    implicit: ClassVar[bool] = False
+    user_features: sp.csr_matrix
+    item_features: sp.csr_matrix
+    fm: Any
+
+    @classmethod
+    def require(cls) -> None:
+        with _quiet_myfm_import():
+            super().require()
+
+    def _fit(
+        self, train: Interactions, valid: Interactions | None, *, progress: ProgressFn | None = None, **options: Any
+    ) -> FitInfo:
+        with _quiet_myfm_import():
+            import myfm
+        c = self.config
+        t0 = time.perf_counter()
+        self.user_features, self.item_features = relation_features(train, self.implicit)
+        blocks = self._blocks(train.users, train.items)
+        self.fm = myfm.MyFMGibbsRegressor(
+            rank=c.rank,
+            init_stdev=c.init_stdev,
+            random_seed=c.seed,
+            alpha_0=c.alpha_0,
+            beta_0=c.beta_0,
+            gamma_0=c.gamma_0,
+            mu_0=c.mu_0,
+            reg_0=c.reg_0,
+        )
+        noise_std: list[float] = []
+
+        def record(i: int, fm: Any, hyper: Any, history: Any) -> tuple[bool, None]:
+            noise_std.append(1.0 / math.sqrt(hyper.alpha))
+            return False, None
+
+        with contextlib.redirect_stderr(io.StringIO()):  # myfm's unconditional tqdm bar
+            self.fm.fit(
+                None,
+                train.ratings.astype(np.float64),
+                X_rel=blocks,
+                n_iter=c.n_iter,
+                n_kept_samples=c.n_kept(),
+                group_shapes=self._group_shapes(train) if c.grouped else None,
+                callback=record,
+            )
+        err = train.ratings.astype(np.float64) - self.fm.predict(None, blocks)
+        return one_shot_info(
+            self,
+            valid,
+            train_loss=float(err @ err / len(err)),
+            started=t0,
+            progress=progress,
+            n_kept_samples=c.n_kept(),
+            sampler_noise_std=noise_std,
+        )
+
+    def estimate(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return np.asarray(self.fm.predict(None, self._blocks(users, items)), dtype=np.float64)
+
+    def _blocks(self, users: np.ndarray, items: np.ndarray) -> list:
+        with _quiet_myfm_import():
+            from myfm import RelationBlock
+        return [
+            RelationBlock(np.asarray(users, dtype=np.int64).tolist(), self.user_features),
+            RelationBlock(np.asarray(items, dtype=np.int64).tolist(), self.item_features),
+        ]
+
+    def _group_shapes(self, train: Interactions) -> list[int]:
+        """Feature groups in column order: user ids[, implicit items], item ids[, implicit users]."""
+        if self.implicit:
+            return [train.n_users, train.n_items, train.n_items, train.n_users]
+        return [train.n_users, train.n_items]
+
+
+class BayesianSVDpp(BayesianMF):
+    """Bayesian SVD++ by Gibbs sampling: :class:`BayesianMF` plus each user's normalised set of
+    rated items and each item's normalised set of raters, from the train part only."""
+
+    name = "bayesian-svdpp"
+    implicit = True
+    # As bayesian-mf: the implicit features add parameters, not hyper-parameters.
+    SPACE = BayesianMF.SPACE

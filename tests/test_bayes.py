@@ -1,0 +1,132 @@
+"""Bayesian MF on myfm (``baselines/bayes.py``): the samplers learn, beat the bias model, are
+deterministic given the seed, build their implicit features from the train part only, and a
+missing myfm names the extra that installs it."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from autorec.errors import ConfigError, MissingDependencyError
+from autorec.interactions import Interactions
+from autorec.models import registry
+from baselines.bayes import BayesConfig, BayesianMF, BayesianSVDpp, relation_features
+from tests.conftest import has_module
+from tests.synthetic_parts import learnable
+
+needs_myfm = pytest.mark.skipif(not has_module("myfm"), reason="myfm not installed (pip install .[bayes])")
+FAST = {"rank": 4, "n_iter": 100}
+MODELS = ["bayesian-mf", "bayesian-svdpp"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return learnable()
+
+
+def build(name, **params):
+    return registry.get(name).build(params)
+
+
+@needs_myfm
+@pytest.mark.parametrize("name", MODELS)
+def test_sampler_learns_and_beats_the_bias_model(data, name):
+    bias = build("bias-only")
+    bias.fit(data.train, data.valid)
+    model = build(name, **FAST)
+    info = model.fit(data.train, data.valid)
+    got = model.evaluate(data.test)["rmse"]
+    assert got < bias.evaluate(data.test)["rmse"] - 0.05
+    assert info.epochs_run == 1 and info.history[0]["valid_rmse"] == pytest.approx(model.evaluate(data.valid)["rmse"])
+    assert info.extra["n_kept_samples"] == 99  # 100 iterations, burn-in floor(0.01 * 100)
+    noise = info.extra["sampler_noise_std"]
+    assert len(noise) == 100 and noise[-1] < noise[0]  # the chain leaves its initialisation
+
+
+@needs_myfm
+@pytest.mark.parametrize("name", MODELS)
+def test_same_seed_same_predictions_other_seed_others(data, name):
+    def predict(seed):
+        m = build(name, **FAST, seed=seed)
+        m.fit(data.train)
+        return m.predict(data.test.users, data.test.items)
+
+    a, b, c = predict(1), predict(1), predict(2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_implicit_features_are_the_normalised_train_sets():
+    # user 0 rated items 0, 2; user 1 rated item 2; user 2 and item 1 have no train rating
+    train = Interactions(
+        np.array([0, 0, 1], np.int32), np.array([0, 2, 2], np.int32), np.array([5, 3, 4], np.float32), 3, 3, (1.0, 5.0)
+    )
+    users, items = relation_features(train, implicit=True)
+    s2 = 1 / np.sqrt(2)
+    expected_users = np.array(
+        [
+            [1, 0, 0, s2, 0, s2],
+            [0, 1, 0, 0, 0, 1],
+            [0, 0, 1, 0, 0, 0],
+        ]
+    )
+    expected_items = np.array(
+        [
+            [1, 0, 0, 1, 0, 0],
+            [0, 1, 0, 0, 0, 0],
+            [0, 0, 1, s2, s2, 0],
+        ]
+    )
+    np.testing.assert_allclose(users.toarray(), expected_users)
+    np.testing.assert_allclose(items.toarray(), expected_items)
+    plain_users, plain_items = relation_features(train, implicit=False)
+    np.testing.assert_array_equal(plain_users.toarray(), np.eye(3))
+    np.testing.assert_array_equal(plain_items.toarray(), np.eye(3))
+
+
+@needs_myfm
+def test_validation_and_test_ratings_never_reach_the_features(data):
+    """Poisoned validation ratings (and extra validation pairs that the train part does not have)
+    change neither the implicit features nor the predictions; test ratings are never read."""
+    clean = build("bayesian-svdpp", **FAST)
+    clean.fit(data.train, data.valid)
+    v, t = data.valid, data.test
+    rng = np.random.default_rng(0)
+    poisoned_valid = Interactions(
+        np.r_[v.users, t.users],
+        np.r_[v.items, t.items],
+        rng.choice([1.0, 5.0], size=len(v) + len(t)).astype(np.float32),
+        v.n_users,
+        v.n_items,
+        v.rating_scale,
+    )
+    dirty = build("bayesian-svdpp", **FAST)
+    dirty.fit(data.train, poisoned_valid)
+    for got, want in zip((dirty.user_features, dirty.item_features), relation_features(data.train, implicit=True)):
+        assert (got != want).nnz == 0
+    np.testing.assert_array_equal(dirty.predict(t.users, t.items), clean.predict(t.users, t.items))
+    # a validation-only pair has no implicit weight: the user's implicit block holds train items only
+    in_train = set(zip(data.train.users.tolist(), data.train.items.tolist()))
+    u, i = next((u, i) for u, i in zip(v.users.tolist(), v.items.tolist()) if (u, i) not in in_train)
+    assert dirty.user_features[u, data.train.n_users + i] == 0.0
+    poisoned_test = Interactions(t.users, t.items, np.full(len(t), 1.0, np.float32), t.n_users, t.n_items, (1.0, 5.0))
+    np.testing.assert_array_equal(
+        dirty.predict(poisoned_test.users, poisoned_test.items), clean.predict(t.users, t.items)
+    )
+
+
+def test_burn_in_must_leave_samples():
+    with pytest.raises(ConfigError, match="burn_in"):
+        BayesConfig.from_dict({"burn_in": 1.0})
+
+
+@pytest.mark.parametrize("cls", [BayesianMF, BayesianSVDpp])
+def test_missing_myfm_names_the_bayes_extra(monkeypatch, cls):
+    monkeypatch.setitem(sys.modules, "myfm", None)  # any `import myfm` now raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"pip install \.\[bayes\]"):
+        registry.get(cls.name).load()
+    with pytest.raises(MissingDependencyError, match=r"pip install \.\[bayes\]") as err:
+        cls()
+    assert cls.name in str(err.value)
