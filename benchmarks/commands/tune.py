@@ -1,179 +1,260 @@
-"""``autorec-bench tune``: equal-budget hyper-parameter search on the validation part, then one test
-evaluation of the chosen configuration, written as a config file the harness can use."""
+"""``autorec-bench tune``: an Optuna study per model on the validation part of one split (the same
+trial budget for every model), resumable, the chosen configuration written as a config file.
+
+The study never reads the test part.  ``--evaluate`` then runs each chosen configuration once through
+the harness (:func:`benchmarks.harness.plan_run` / :func:`~benchmarks.harness.execute`: a fresh worker,
+a raw record under ``RESULTS/raw``), exactly as a spec run referencing the config file would.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
-import time
-import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autorec.errors import ConfigError
+from autorec.models import registry
 
-HELP = ("tune a model's hyper-parameters on the validation part (same trial budget for every model), "
-        "then evaluate the chosen config once on test and write it as TOML")
+if TYPE_CHECKING:
+    from benchmarks.harness import Outcome
+    from benchmarks.tuning import TuneResult
 
-AUTOREC = {"torch": "autorec.models.torch:AutoRecTorch", "mxnet": "autorec.models.mxnet:AutoRecMXNet"}
+HELP = (
+    "tune models on the validation part with Optuna (seeded TPE, median pruning; the same trial "
+    "budget for every model; resumable) and write each chosen config as TOML"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="dataset name (ml-100k, ml-latest-small, ...)")
     p.add_argument("--split", default="random", metavar="KIND[:ARGS]", help="split spec (default random)")
-    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
-    p.add_argument("--valid-ratio", type=float, default=0.05,
-                   help="share of train held out for validation: the only part the search sees (default 0.05)")
-    p.add_argument("--model", required=True, help="model name (als, biased-mf, bias-only, d2l-mf, "
-                                                   "surprise-svd, ..., autorec)")
-    p.add_argument("--backend", default=None, help="backend (default: the model's first backend)")
-    p.add_argument("--trials", type=int, default=20, help="trial budget, the same for every model (default 20)")
-    p.add_argument("--method", choices=("random", "grid"), default="random", help="search method (default random)")
-    p.add_argument("--search-seed", type=int, default=0, help="seed of the parameter sampler (default 0)")
-    p.add_argument("--space", default=None, metavar="FILE.toml",
-                   help="search space ([space] table); default: the built-in space of the model")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a fixed parameter given to every trial (TOML value syntax); repeatable")
-    p.add_argument("--cold-start", default="global-mean", help="cold-start policy of the RMSEs (default global-mean)")
+    p.add_argument("--seed", type=int, default=0, help="split seed, also every trial's model seed (default 0)")
+    p.add_argument(
+        "--valid-ratio",
+        type=float,
+        default=0.05,
+        help="share of train held out for validation: the only part trials are scored on (default 0.05)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME[@BACKEND]",
+        help="model to tune; repeat to tune several, each with the same --trials (e.g. --model als "
+        "--model biased-mf@torch)",
+    )
+    p.add_argument("--backend", default=None, help="backend of models given without @BACKEND (default: their first)")
+    p.add_argument("--trials", type=int, default=60, help="trial budget of every model (default 60)")
+    p.add_argument("--search-seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
+    p.add_argument(
+        "--space", default=None, metavar="FILE.toml", help="search space ([space] table) instead of the model's SPACE"
+    )
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix a parameter in every trial (taken out of the search); repeatable",
+    )
+    p.add_argument("--cold-start", default="global-mean", help="cold-start policy (default global-mean)")
+    p.add_argument("--no-prune", action="store_true", help="no median pruning of iterative models' trials")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
-    p.add_argument("--out", default=None, metavar="FILE.toml", help="write the best config here")
-    p.add_argument("--log", default=None, metavar="FILE.jsonl",
-                   help="trial log (default: beside --out as .trials.jsonl, else none)")
+    p.add_argument(
+        "--results", default="results", help="results folder: studies in RESULTS/tuning/DATASET/ (default results)"
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="the studies' RDB (SQLAlchemy URL, e.g. postgresql://host/db, shared by several workers); "
+        "default: one SQLite file per study under RESULTS/tuning/DATASET/",
+    )
+    p.add_argument("--study", default=None, help="study name (one model only; default: from model, backend, split)")
+    p.add_argument(
+        "--out", default=None, metavar="FILE.toml", help="chosen config (one model only; default: beside the study)"
+    )
+    p.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="after each study, run the chosen config once through the harness: its test RMSE in RESULTS/raw",
+    )
+    p.add_argument(
+        "--rating-scale", default=None, metavar="LOW,HIGH[,STEP]", help="the scale of a custom (files:) dataset"
+    )
     p.add_argument("--data-dir", default=None, help="folder holding the datasets")
     p.add_argument("--offline", action="store_true", help="never download")
     p.add_argument("--cache-dir", default=None, help="where splits are stored")
     p.add_argument("--quiet", action="store_true", help="no per-trial lines")
 
 
-def parse_set(items: list[str]) -> dict:
-    """``key=value`` pairs, values in TOML syntax (``lr=0.01``, ``hidden=[500]``, ``name="x"``);
-    a value that is not TOML is taken as a string."""
-    out = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            out[key] = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key] = text.strip()
-    return out
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "_", text).strip("_") or "x"
 
 
-def resolve(model: str, backend: str | None):
-    """``(build, backend)``: the factory ``build(params) -> Recommender`` of ``model`` from the
-    harness registry (:mod:`benchmarks.algorithms`: AutoRec names, every baseline, import strings),
-    so that a tuned config and a run resolve a name the same way.  A missing optional framework
-    raises :class:`~autorec.errors.MissingDependencyError` here, before any work."""
-    try:
-        from benchmarks import algorithms
-    except ImportError:  # pragma: no cover - a checkout without the harness
-        algorithms = None
-    if algorithms is not None:
-        algo = algorithms.get(model, backend)
-        algo.check_dependencies()
-        return algo.build, algo.backend
-    import importlib
-    if model == "autorec":
-        backend = backend or "torch"
-        if backend not in AUTOREC:
-            raise ConfigError(f"autorec has backends {sorted(AUTOREC)}, not {backend!r}")
-        module, _, attr = AUTOREC[backend].partition(":")
-        cls = getattr(importlib.import_module(module), attr)
-        return cls.from_params, backend
-    import baselines
-    cls = baselines.get(model, backend)
-    return cls.from_params, cls.backend
+def study_name(model: str, backend: str, split: str, seed: int, valid_ratio: float) -> str:
+    """The default study name: one study per (split, seed, validation share, model, backend)."""
+    return f"{_slug(model)}-{backend}-{_slug(split)}-seed{seed}-valid{valid_ratio:g}"
 
 
-def command_line(args: argparse.Namespace) -> str:
-    """The canonical command reproducing this run (every option explicit, the environment-only
-    ones -- threads, data and cache folders -- included as they were given)."""
-    parts = ["autorec-bench", "tune", "--dataset", args.dataset, "--split", args.split,
-             "--seed", str(args.seed), "--valid-ratio", f"{args.valid_ratio:g}", "--model", args.model]
+def command_line(args: argparse.Namespace, model: str) -> str:
+    """The canonical command that reproduces (or resumes) the study of ``model``: every option
+    explicit, the environment-only ones (threads, folders) as they were given."""
+    parts = ["autorec-bench", "tune", "--dataset", args.dataset, "--split", args.split, "--seed", str(args.seed)]
+    parts += ["--valid-ratio", f"{args.valid_ratio:g}", "--model", model]
     if args.backend:
         parts += ["--backend", args.backend]
-    parts += ["--trials", str(args.trials), "--method", args.method, "--search-seed", str(args.search_seed)]
+    parts += ["--trials", str(args.trials), "--search-seed", str(args.search_seed)]
     if args.space:
         parts += ["--space", args.space]
-    for s in args.set:
+    for s in args.sets:
         parts += ["--set", s]
     if args.cold_start != "global-mean":
         parts += ["--cold-start", args.cold_start]
-    if args.threads is not None:
-        parts += ["--threads", str(args.threads)]
-    if args.data_dir:
-        parts += ["--data-dir", args.data_dir]
+    if args.no_prune:
+        parts += ["--no-prune"]
+    if args.evaluate:
+        parts += ["--evaluate"]
+    for flag, value in (("--threads", args.threads), ("--storage", args.storage), ("--study", args.study)):
+        if value is not None:
+            parts += [flag, str(value)]
+    if args.results != "results":
+        parts += ["--results", args.results]
+    for flag, value in (
+        ("--out", args.out),
+        ("--rating-scale", args.rating_scale),
+        ("--data-dir", args.data_dir),
+        ("--cache-dir", args.cache_dir),
+    ):
+        if value is not None:
+            parts += [flag, value]
     if args.offline:
         parts += ["--offline"]
-    if args.cache_dir:
-        parts += ["--cache-dir", args.cache_dir]
-    if args.log:
-        parts += ["--log", args.log]
-    if args.out:
-        parts += ["--out", args.out]
     return shlex.join(parts)
 
 
+def _targets(args: argparse.Namespace, fixed: dict) -> list[tuple[str, registry.ModelRef, dict]]:
+    """``(model as given, ModelRef, space)`` per ``--model``, each space checked against its model
+    (a configuration per variant is built) before any work."""
+    from benchmarks.tuning import space as spaces
+
+    if len(args.model) > 1 and (args.space or args.study or args.out):
+        raise ConfigError("--space, --study and --out name one model's search; tune several models without them")
+    out = []
+    for given in args.model:
+        name, _, backend = given.partition("@")
+        ref = registry.get(name, backend or args.backend)
+        ref.check_dependencies()
+        space = spaces.load(args.space) if args.space else ref.space()
+        spaces.validate(space, where=args.space or f"{name} ({ref.backend}) SPACE")
+        space = spaces.fix(space, fixed)
+        for params in spaces.corners(space):
+            ref.build({**fixed, **params})
+        out.append((given, ref, space))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
+    import optuna
+
     from autorec.env import environment, set_threads
+    from autorec.models.config import ModelConfig, parse_assignments
     from autorec.splits import load_split
-    from benchmarks import tuning
+    from benchmarks.tuning import StudySpec, describe, tune
+    from benchmarks.tuning.config_file import write_config
+    from benchmarks.tuning.study import sqlite_url
 
-    build, backend = resolve(args.model, args.backend)
-    fixed = parse_set(args.set)
-    space = tuning.load_space(args.space) if args.space else tuning.default_space(args.model, backend)
-    tuning.check_fixed(space, fixed)
-    cands = tuning.candidates(space, args.trials, args.method, args.search_seed)  # validates early
-    build({**fixed, **cands[0]})  # parameters checked before any work
+    if args.trials <= 0 or (args.threads is not None and args.threads <= 0):
+        raise ConfigError(f"--trials {args.trials} and --threads {args.threads} must be > 0")
+    fixed = parse_assignments(args.sets)
+    harness = sorted(set(fixed) & set(ModelConfig.HARNESS))
+    if harness:
+        raise ConfigError(f"--set {harness}: set from the run (--seed, --cold-start), not fixed by hand")
+    targets = _targets(args, fixed)
     threads = set_threads(args.threads)
-    data = load_split(args.dataset, args.split, seed=args.seed, valid_ratio=args.valid_ratio,
-                      data_dir=args.data_dir, offline=args.offline, cache_dir=args.cache_dir)
-    log = args.log
-    if log is None and args.out:
-        log = str(Path(args.out).with_suffix(".trials.jsonl"))
-
-    def progress(rec: dict) -> None:
-        if args.quiet:
-            return
-        score = f"valid RMSE {rec['valid_rmse']:.5f}" if rec["status"] == "ok" else f"FAILED {rec['error']}"
-        print(f"trial {rec['trial']:>3}/{rec['n_trials']}  {score}  ({rec['seconds']:.1f} s)  "
-              f"{rec['params']}", file=sys.stderr, flush=True)
-
-    t0 = time.perf_counter()
-    result = tuning.tune(build, data, space, trials=args.trials, method=args.method,
-                         seed=args.search_seed, fixed=fixed, log=log, cold_start=args.cold_start,
-                         progress=progress)
-    seconds = time.perf_counter() - t0
-    test = result.test
-    print(f"{args.model} ({backend}) on {args.dataset} {args.split} seed {args.seed}: best of "
-          f"{result.n_trials} trials ({result.n_ok} ok) is trial {result.best_trial}, "
-          f"validation RMSE {result.best_valid_rmse:.5f}; test RMSE {test['rmse']:.5f}, MAE {test['mae']:.5f} "
-          f"(evaluated once, after choosing; {test['n_cold_start']} cold pairs, {test['cold_start_policy']})")
-    print(f"best params: {result.best_params}")
-    if args.out:
-        env = environment()
-        comments = [
-            f"Tuned by: {command_line(args)}",
-            f"Search: {args.method}, {result.n_trials} trials ({result.n_ok} ok), search seed "
-            f"{args.search_seed}, scored on the validation part only ({args.valid_ratio:g} of train).",
-            f"Best trial {result.best_trial}: validation RMSE {result.best_valid_rmse:.5f}; test RMSE "
-            f"{test['rmse']:.5f}, MAE {test['mae']:.5f} (test read once, by this config, after the search).",
-            f"Split sha256 {data.split.sha256}; {seconds:.0f} s on {env['cpu_model']} "
-            f"(threads: {threads}); numpy {env['numpy']}, torch {env['torch']}, mxnet {env['mxnet']}.",
-            f"Trial log: {log}" if log else "",
-        ]
-        tuning.write_config(
-            args.out, model=args.model, backend=backend, params=result.best_params,
-            comments=[c for c in comments if c],
-            tuning={"dataset": args.dataset, "split": args.split, "seed": args.seed,
-                    "valid_ratio": args.valid_ratio, "method": args.method, "trials": result.n_trials,
-                    "trials_ok": result.n_ok, "search_seed": args.search_seed,
-                    "best_trial": result.best_trial, "valid_rmse": result.best_valid_rmse,
-                    "test_rmse": test["rmse"], "test_mae": test["mae"],
-                    "cold_start": test["cold_start_policy"], "split_sha256": data.split.sha256,
-                    "seconds": round(seconds, 1), "command": command_line(args),
-                    "space": dict(space)})
-        print(f"wrote {args.out}" + (f" (trials: {log})" if log else ""))
+    data = load_split(
+        args.dataset,
+        args.split,
+        seed=args.seed,
+        valid_ratio=args.valid_ratio,
+        data_dir=args.data_dir,
+        offline=args.offline,
+        cache_dir=args.cache_dir,
+        rating_scale=args.rating_scale,
+    )
+    split = str(data.split.spec)
+    folder = Path(args.results) / "tuning" / _slug(args.dataset)
+    env = environment()
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    for given, ref, space in targets:
+        name = args.study or study_name(ref.name, ref.backend, split, args.seed, data.split.valid_ratio)
+        spec = StudySpec(
+            name=name,
+            storage=args.storage or sqlite_url(folder / f"{name}.db"),
+            data={
+                "dataset": args.dataset,
+                "split": split,
+                "seed": args.seed,
+                "valid_ratio": data.split.valid_ratio,
+                "split_sha256": data.split.sha256,
+            },
+            model=ref.name,
+            backend=ref.backend,
+            model_version=ref.load().version,
+            space=space,
+            fixed=fixed,
+            seed=args.seed,
+            cold_start=args.cold_start,
+            search_seed=args.search_seed,
+            prune=not args.no_prune,
+        )
+        if log:
+            log(f"study {name!r} in {spec.storage}: {args.trials} trials of {ref.name} ({ref.backend})")
+        result = tune(spec, data.train, data.valid, trials=args.trials, log=log)
+        print(describe(result))
+        out = Path(args.out) if args.out else folder / f"{name}.toml"
+        versions = ", ".join(f"{k} {env[k]}" for k in ("numpy", "torch", "mxnet", "scikit-surprise") if env.get(k))
+        versions += f", optuna {optuna.__version__}"
+        write_config(
+            out,
+            result,
+            command=command_line(args, given),
+            comments=[
+                f"Split sha256 {data.split.sha256}; last run on {env['cpu_model']} (threads {threads}); {versions}."
+            ],
+        )
+        print(f"wrote {out}")
+        if args.evaluate:
+            print(_evaluate(args, result, threads).summary)
     return 0
+
+
+def _evaluate(args: argparse.Namespace, result: TuneResult, threads: int) -> Outcome:
+    """The chosen configuration run once through the harness (after its study ended)."""
+    from benchmarks import harness
+
+    spec = result.spec
+    plan = harness.plan_run(
+        dataset=args.dataset,
+        split=spec.data["split"],
+        seed=args.seed,
+        model=spec.model,
+        backend=spec.backend,
+        params=result.best_params,
+        valid_ratio=spec.data["valid_ratio"],
+        cold_start=spec.cold_start,
+        label=f"{spec.model} (tuned)",
+        data_dir=args.data_dir,
+        offline=args.offline,
+        cache_dir=args.cache_dir,
+        rating_scale=args.rating_scale,
+    )
+    if plan.identity.split.sha256 != spec.data["split_sha256"]:
+        raise ConfigError(
+            f"the harness materialised another split ({plan.identity.split.sha256}) than the study was tuned on "
+            f"({spec.data['split_sha256']}); check --data-dir / --cache-dir"
+        )
+    return harness.execute(plan, Path(args.results) / "raw", threads=threads)

@@ -1,0 +1,267 @@
+"""One Optuna study: its storage, its definition, what each of its trials counts as, the recovery of
+trials a killed worker left behind, and the sampler that makes a resumed study exact.
+
+**Trial kinds** (:func:`kind`).  ``complete``, ``pruned`` and ``failed`` (the model refused the
+configuration or diverged: user attribute ``error``) count toward the budget.  ``duplicate``
+(the sampler proposed a configuration the study already holds: user attribute ``duplicate_of``;
+nothing was fitted) and ``interrupted`` (the worker was killed or stopped mid-trial) do not; an
+interrupted trial's parameters are re-enqueued once (:func:`recover`), and a retry that is
+interrupted in turn counts as ``failed``.
+
+**Exact resumption** (:class:`PositionSeededTPE`).  A trial's random stream is seeded from the
+study's search seed and the trial's *position*: the number of earlier trials that count or will
+count (neither duplicate nor interrupted), plus the number of duplicates already drawn at that
+position.  A worker killed at position k and rerun therefore draws, for every later position, with
+the same seed from the same history (TPE and the median pruner only read complete and pruned
+trials, in trial-number order, which an interruption does not reorder) as a run that was never
+killed: the same parameters, the same pruning decisions.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import psutil
+import sqlalchemy.exc
+from optuna.trial import FrozenTrial, TrialState
+
+from autorec.errors import ConfigError
+from autorec.jsonio import to_plain
+from benchmarks.tuning import space as spaces
+
+FORMAT = "autorec-bench-study/1"
+#: a retry of an interrupted trial that is interrupted too counts as failed
+MAX_ATTEMPTS = 2
+#: seconds between a running trial's heartbeats in the storage, and the silence after which a trial
+#: of another machine is taken for dead (a trial of a dead process on this machine: at once)
+HEARTBEAT_S = 60
+GRACE_S = 300
+#: TPE draws at random for its first trials (Optuna's default)
+N_STARTUP = 10
+#: median pruning: only once 5 trials completed, and from a trial's 10th epoch on (before that a slow
+#: starter, e.g. a low learning rate that ends best, looks worse than it is)
+PRUNE_STARTUP = 5
+PRUNE_FROM_EPOCH = 10
+
+COUNTED = ("complete", "pruned", "failed")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything a study is: where it lives, what it scores, what it searches.  All but ``name`` and
+    ``storage`` form its :meth:`definition`, fixed when the study is created and checked on every
+    resume, so that no study ever mixes trials of two different searches."""
+
+    name: str
+    storage: str  # an SQLAlchemy URL: sqlite:///results/tuning/ml-100k/als....db, postgresql://...
+    data: dict[str, Any]  # dataset, split, seed, valid_ratio, split_sha256
+    model: str
+    backend: str
+    model_version: int
+    space: dict[str, Any]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0  # the model's seed in every trial (the split seed)
+    cold_start: str = "global-mean"
+    search_seed: int = 0
+    prune: bool = True
+
+    def definition(self) -> dict[str, Any]:
+        return to_plain(
+            {
+                "format": FORMAT,
+                "data": self.data,
+                "model": self.model,
+                "backend": self.backend,
+                "model_version": self.model_version,
+                "space": self.space,
+                "fixed": self.fixed,
+                "seed": self.seed,
+                "cold_start": self.cold_start,
+                "sampler": {"name": "tpe", "seed": self.search_seed, "n_startup_trials": N_STARTUP},
+                "pruner": (
+                    {"name": "median", "n_startup_trials": PRUNE_STARTUP, "n_warmup_steps": PRUNE_FROM_EPOCH}
+                    if self.prune
+                    else None
+                ),
+            }
+        )
+
+
+def sqlite_url(path: str | os.PathLike) -> str:
+    return f"sqlite:///{Path(path).absolute()}"
+
+
+def storage(url: str) -> optuna.storages.RDBStorage:
+    """The study's RDB storage (the folder of an SQLite file is created; several workers may share
+    it: SQLite waits up to 2 minutes for a lock, and workers that create a new database's tables at
+    the same moment retry)."""
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        engine: dict[str, Any] = {"connect_args": {"timeout": 120}}
+    else:
+        engine = {"pool_pre_ping": True}
+    attempt = 0
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat arguments
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+                )
+        except sqlalchemy.exc.DBAPIError:  # locked, or a table / version row another worker just created
+            attempt += 1
+            if attempt == 5:
+                raise
+            time.sleep(0.5 * attempt)  # workers creating the same new database's tables at once
+
+
+def open_study(spec: StudySpec, store: optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the study in ``store``, or load it after checking that it was created with the same
+    definition."""
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP, n_warmup_steps=PRUNE_FROM_EPOCH)
+        if spec.prune
+        else optuna.pruners.NopPruner()
+    )
+    study = optuna.create_study(
+        storage=store,
+        study_name=spec.name,
+        direction="minimize",
+        load_if_exists=True,
+        sampler=PositionSeededTPE(spec.search_seed),
+        pruner=pruner,
+    )
+    want = spec.definition()
+    have = study.user_attrs.get("definition")
+    if have is None:
+        study.set_user_attr("definition", want)
+    elif have != want:
+        diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+        detail = "; ".join(f"{k}: study {have.get(k)!r}, now {want.get(k)!r}" for k in diff)
+        raise ConfigError(
+            f"study {spec.name!r} in {spec.storage} was created for another search ({detail}); "
+            "rerun with its settings, or name a new study (--study) or storage (--storage)"
+        )
+    return study
+
+
+# ---------------------------------------------------------------------------------------- trial kinds
+def kind(trial: FrozenTrial) -> str:
+    """``complete``, ``pruned``, ``failed``, ``duplicate``, ``interrupted``, ``running`` or ``waiting``."""
+    if trial.state != TrialState.FAIL:
+        return trial.state.name.lower()
+    attrs = trial.user_attrs
+    if "error" in attrs:
+        return "failed"
+    if "duplicate_of" in attrs:
+        return "duplicate"
+    return "failed" if int(attrs.get("attempt", 1)) >= MAX_ATTEMPTS else "interrupted"
+
+
+def position(trials: Iterable[FrozenTrial], number: int) -> tuple[int, int]:
+    """``(position, duplicates)`` of trial ``number``: how many earlier trials count (or will: running
+    and waiting ones), and how many duplicates were drawn since the last of them."""
+    index = duplicates = 0
+    for t in sorted((t for t in trials if t.number < number), key=lambda t: t.number):
+        k = kind(t)
+        if k == "duplicate":
+            duplicates += 1
+        elif k != "interrupted":
+            index, duplicates = index + 1, 0
+    return index, duplicates
+
+
+def budget_used(study: optuna.Study) -> int:
+    """Trials that count toward the budget, finished or still running (another worker's)."""
+    return sum(kind(t) in COUNTED + ("running",) for t in study.get_trials(deepcopy=False))
+
+
+class PositionSeededTPE(optuna.samplers.BaseSampler):
+    """Optuna's TPE, with a fresh random stream per trial seeded from (search seed, the trial's
+    :func:`position`, duplicates drawn there): see the module docstring."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+        self._tpe = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=N_STARTUP)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        pos, dups = position(study.get_trials(deepcopy=False), trial.number)
+        seed = int(np.random.SeedSequence([self.seed, pos, dups]).generate_state(1)[0])
+        self._tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=N_STARTUP)
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict) -> dict:
+        return self._tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any
+    ) -> Any:
+        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        self._tpe.after_trial(study, trial, state, values)
+
+
+# ---------------------------------------------------------------------------------------- workers
+def worker_identity() -> dict[str, Any]:
+    """Who runs a trial (stored on it): host, process id and the process's start time."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "started": psutil.Process(pid).create_time()}
+
+
+def _dead(trial: FrozenTrial) -> bool:
+    """A running trial whose process is known to be gone: on this host and not alive, or without a
+    worker record (killed between its creation and its first write) for longer than the grace period."""
+    worker = trial.user_attrs.get("worker")
+    if not isinstance(worker, Mapping):
+        start = trial.datetime_start
+        return start is not None and time.time() - start.timestamp() > GRACE_S
+    if worker.get("host") != socket.gethostname():
+        return False  # another machine's: Optuna's heartbeat check fails it once it falls silent
+    try:
+        return psutil.Process(int(worker["pid"])).create_time() != worker["started"]
+    except psutil.NoSuchProcess:  # zombies included
+        return True
+    except psutil.AccessDenied:  # another user's live process
+        return False
+
+
+def recover(study: optuna.Study, store: optuna.storages.BaseStorage, spec: StudySpec) -> list[int]:
+    """Mark the running trials of dead workers failed, then re-enqueue (once) the parameters of
+    every interrupted trial that was wholly sampled and is not yet retried.  Returns the numbers of
+    the trials re-enqueued."""
+    study_id = store.get_study_id_from_name(study.study_name)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _dead(t):
+            try:
+                store.set_trial_state_values(
+                    store.get_trial_id_from_study_id_trial_number(study_id, t.number), state=TrialState.FAIL
+                )
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker got there first
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    out = []
+    for t in trials:
+        if kind(t) != "interrupted" or t.number in retried:
+            continue
+        try:
+            spaces.decode(spec.space, t.params)
+        except ValueError:
+            continue  # stopped while being sampled: its position simply draws again
+        attempt = int(t.user_attrs.get("attempt", 1)) + 1
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, "attempt": attempt})
+        out.append(t.number)
+    return out
