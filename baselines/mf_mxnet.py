@@ -184,11 +184,11 @@ class _D2LEpochs:
         self.m.set_weights(state)
 
     def optimizer_state(self) -> bytes:
-        from autorec.models.mxnet.optim import dump_state
+        from autorec.models.autorec.mxnet.optim import dump_state
 
         return dump_state(self.trainer)
 
     def load_optimizer_state(self, state: bytes) -> None:
-        from autorec.models.mxnet.optim import load_state
+        from autorec.models.autorec.mxnet.optim import load_state
 
         load_state(self.trainer, state)

@@ -55,9 +55,7 @@ def _rounds(shape: str, path: str) -> int:
 @pytest.mark.parametrize("shape,based,path,kernel", CASES,
                          ids=[f"{s}-{b}-{p}{'-' + k if k else ''}" for s, b, p, k in CASES])
 def test_one_epoch(benchmark, shape, based, path, kernel):
-    from autorec.models.torch import AutoRecTorch
-    from autorec.models.torch import model as tm
-    from autorec.models.torch import native
+    from autorec.models.autorec.torch import AutoRecTorch, native
 
     if kernel == "native" and not native.available():
         pytest.skip(f"native kernels unavailable: {native.unavailable_reason()}")
@@ -74,10 +72,8 @@ def test_one_epoch(benchmark, shape, based, path, kernel):
     epoch = {"n": 0}
 
     def setup():
-        m = AutoRecTorch(cfg)
-        m._set_train(train)
-        m._build(m._csr.shape[1])
-        trainer = tm._Trainer(m, m._csr)
+        # the process's thread count, kept (make_trainer sets config.threads)
+        trainer = AutoRecTorch({**cfg, "threads": torch.get_num_threads()}).make_trainer(train, None)
         epoch["n"] += 1
         return (trainer,), {}
 

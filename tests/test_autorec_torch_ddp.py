@@ -1,18 +1,20 @@
-"""Data-parallel AutoRec (DistributedDataParallel, 2 gloo processes on 127.0.0.1 via torchrun)."""
+"""Data-parallel AutoRec (DistributedDataParallel, 2 gloo processes on 127.0.0.1 via torchrun):
+``AutoRecTorch.fit_parallel``, the ``ddp`` launcher."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from autorec.errors import ConfigError, TrainingDivergedError  # noqa: E402
+from autorec.errors import AutoRecBenchError, ConfigError, DataError, TrainingDivergedError  # noqa: E402
 from autorec.interactions import Interactions  # noqa: E402
-from autorec.metrics import evaluate  # noqa: E402
-from autorec.models.torch import AutoRecTorch, fit_distributed  # noqa: E402
-
-from test_autorec_torch import low_rank  # noqa: E402
+from autorec.models.autorec.torch import AutoRecTorch  # noqa: E402
+from autorec.models.autorec.torch.ddp import raise_rank_errors  # noqa: E402
+from tests.synthetic_parts import learnable  # noqa: E402
 
 pytestmark = pytest.mark.distributed
 
@@ -20,17 +22,17 @@ pytestmark = pytest.mark.distributed
 @pytest.fixture(scope="module")
 def data():
     # 81 items, batch 16: the last global batch has one row, so rank 1's share of it is empty
-    return low_rank(seed=4, n_users=100, n_items=81, n=3500)
+    return learnable(n_users=100, n_items=81, density=0.43, seed=4)
 
 
 def test_two_gloo_ranks_match_single_device(tmp_path, data):
-    train, valid, test = data
-    cfg = dict(hidden=(32,), epochs=8, lr=0.03, batch_size=16, loss="observed-mean", reg=1e-3,
-               dropout=0.05, patience=4, seed=5, threads=1)
+    cfg = dict(hidden=(32,), epochs=8, lr=0.03, batch_size=16, loss="observed-mean", reg=1e-3, dropout=0.05,
+               patience=4, seed=5, threads=1)  # fmt: skip
     single = AutoRecTorch(cfg)
-    single.fit(train, valid)
-    model = fit_distributed(cfg, (train, valid), nproc=2, workdir=tmp_path)
+    single.fit(data.train, data.valid)
+    model = AutoRecTorch.fit_parallel(cfg, (data.train, data.valid), nproc=2, workdir=tmp_path)
     info = model.fit_info
+    assert info is not None and single.fit_info is not None
     assert info.extra["world_size"] == 2 and info.extra["dist_backend"] == "gloo"
     assert info.epochs_run >= 1 and info.best_epoch is not None
     # the replicas hold identical parameters after training
@@ -38,50 +40,72 @@ def test_two_gloo_ranks_match_single_device(tmp_path, data):
         assert sorted(w0.files) == ["W0", "W1", "b0", "b1"]
         for k in w0.files:
             np.testing.assert_array_equal(w0[k], w1[k])
+            np.testing.assert_array_equal(model.get_weights()[k], w0[k])
     assert info.extra["replica_max_abs_diff"] == 0.0
-    for k, v in model.get_weights().items():
-        np.testing.assert_array_equal(v, np.load(tmp_path / "weights_rank0.npz")[k])
-    # the rank's dropout masks are its rows of the global batch's masks: the same run as one device
+    # a rank's dropout masks are its rows of the global batch's masks: the single-device run
     for k, v in single.get_weights().items():
         np.testing.assert_allclose(model.get_weights()[k], v, atol=1e-4)
     assert [h["epoch"] for h in info.history] == [h["epoch"] for h in single.fit_info.history]
-    r_single = evaluate(single, train, test)["rmse"]
-    r_ddp = evaluate(model, train, test)["rmse"]
-    assert abs(r_ddp - r_single) < 0.01, (r_ddp, r_single)
-    assert model.params()["devices"] == ["cpu"]
+    assert [h["lr"] for h in info.history] == [h["lr"] for h in single.fit_info.history]
+    np.testing.assert_allclose(
+        [h["valid_rmse"] for h in info.history], [h["valid_rmse"] for h in single.fit_info.history], atol=1e-4
+    )
+    assert abs(model.evaluate(data.test)["rmse"] - single.evaluate(data.test)["rmse"]) < 0.01
+    assert model.params()["devices"] == ["cpu"] and model.params()["threads"] == 1
+    assert AutoRecTorch.launcher(["cpu", "cpu"]) == "ddp"
 
 
 @pytest.mark.slow
 def test_checkpoint_and_resume_across_ranks(tmp_path, data):
     """Two epochs data-parallel with a checkpoint, then two more resumed from it (epochs may be
     raised on resume) == four epochs on one device."""
-    train, valid, _ = data
-    cfg = dict(hidden=(16,), epochs=2, lr=0.01, batch_size=16, loss="observed-mean", dropout=0.1,
-               seed=2, threads=1)
+    cfg = dict(hidden=(16,), epochs=2, lr=0.01, batch_size=16, loss="observed-mean", dropout=0.1, seed=2, threads=1)
     ck = tmp_path / "ck.npz"
-    fit_distributed(cfg, (train, valid), nproc=2, workdir=tmp_path / "a", checkpoint=ck)
-    resumed = fit_distributed({**cfg, "epochs": 4}, (train, valid), nproc=2, workdir=tmp_path / "b",
-                              resume=ck)
+    parts = (data.train, data.valid)
+    AutoRecTorch.fit_parallel(cfg, parts, nproc=2, workdir=tmp_path / "a", checkpoint=ck)
+    resumed = AutoRecTorch.fit_parallel({**cfg, "epochs": 4}, parts, nproc=2, workdir=tmp_path / "b", resume=ck)
+    assert resumed.fit_info is not None
     assert resumed.fit_info.epochs_run == 4 and resumed.fit_info.extra["resumed_from_epoch"] == 2
     single = AutoRecTorch({**cfg, "epochs": 4})
-    single.fit(train, valid)
+    single.fit(data.train, data.valid)
     for k, v in single.get_weights().items():
         np.testing.assert_allclose(resumed.get_weights()[k], v, atol=1e-4)
 
 
 def test_rank_failure_reraised_as_its_error_type(tmp_path, data):
-    train, valid, _ = data
-    bad = Interactions(train.users, train.items, np.where(np.arange(len(train)) == 5, np.nan,
-                                                          train.ratings).astype(np.float32),
-                       train.n_users, train.n_items, train.rating_scale)
-    with pytest.raises(TrainingDivergedError, match="rank .*epoch 1, batch"):
-        fit_distributed(dict(hidden=(8,), epochs=2, threads=1), (bad, valid), nproc=2, workdir=tmp_path)
+    diverging = dict(optimizer="sgd", lr=1e6, loss="observed-sum", hidden_activation="relu")
+    cfg = dict(hidden=(8,), epochs=2, batch_size=16, threads=1, **diverging)
+    with pytest.raises(TrainingDivergedError, match=r"rank \d: .*epoch \d+, batch \d+"):
+        AutoRecTorch.fit_parallel(cfg, (data.train, data.valid), nproc=2, workdir=tmp_path)
+
+
+def test_rank_errors_read_back_whatever_state_the_files_are_in(tmp_path):
+    """The suite's own error wins over another error and over an unreadable file (a peer killed
+    mid-write used to leave an empty one); an unreadable file alone still names its rank."""
+    (tmp_path / "error_rank1.json").write_text("")
+    with pytest.raises(AutoRecBenchError, match=r"rank 1: failed \(error_rank1.json is unreadable\)"):
+        raise_rank_errors(tmp_path)
+    (tmp_path / "error_rank2.json").write_text(json.dumps({"rank": 2, "type": "RuntimeError", "message": "gloo"}))
+    with pytest.raises(AutoRecBenchError, match="rank 2: RuntimeError: gloo"):
+        raise_rank_errors(tmp_path)
+    record = {"rank": 0, "type": "TrainingDivergedError", "message": "epoch 1, batch 3"}
+    (tmp_path / "error_rank0.json").write_text(json.dumps(record))
+    with pytest.raises(TrainingDivergedError, match="rank 0: epoch 1, batch 3"):
+        raise_rank_errors(tmp_path)
 
 
 def test_bad_arguments_rejected_before_launch(data):
+    parts = (data.train, data.valid)
     with pytest.raises(ConfigError, match="nproc"):
-        fit_distributed({"hidden": [4]}, data[:2], nproc=0)
-    with pytest.raises(ConfigError, match="split spec"):
-        fit_distributed({"hidden": [4]}, {"dataset": "ml-100k"}, nproc=2)
+        AutoRecTorch.fit_parallel({"hidden": [4]}, parts, nproc=0)
+    with pytest.raises(ConfigError, match="SplitData"):
+        AutoRecTorch.fit_parallel({"hidden": [4]}, {"dataset": "ml-100k"}, nproc=2)
     with pytest.raises(ConfigError, match="mix"):
-        fit_distributed({"devices": ["cpu", "cuda:0"]}, data[:2])
+        AutoRecTorch.fit_parallel({"devices": ["cpu", "cuda:0"]}, parts)
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        AutoRecTorch.fit_parallel({"no_such": 1}, parts, nproc=2)
+    t = data.train
+    bad = Interactions(t.users, t.items, np.where(np.arange(len(t)) == 5, np.nan, t.ratings), t.n_users, t.n_items,
+                       t.rating_scale)  # fmt: skip
+    with pytest.raises(DataError, match="NaN"):
+        AutoRecTorch.fit_parallel({"hidden": [4]}, (bad, data.valid), nproc=2)

@@ -7,8 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from autorec.metrics import evaluate  # noqa: E402
-from autorec.models.torch import AutoRecTorch  # noqa: E402
+from autorec.models.autorec.torch import AutoRecTorch  # noqa: E402
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
@@ -34,7 +33,7 @@ def dense_run(split):
 def test_i_autorec_reaches_target_rmse(split, dense_run):
     m, info = dense_run
     assert info.best_epoch is not None and info.best_epoch < info.epochs_run <= 100
-    result = evaluate(m, split.train, split.test)
+    result = m.evaluate(split.test)
     assert result["rmse"] <= 0.890, result
 
 
@@ -43,6 +42,6 @@ def test_sparse_path_gives_the_same_model(split, dense_run):
     sparse = AutoRecTorch({**I_AUTOREC, "path": "sparse"})
     info_s = sparse.fit(split.train, split.valid)
     assert info_s.best_epoch == info_d.best_epoch
-    r_d = evaluate(dense, split.train, split.test)["rmse"]
-    r_s = evaluate(sparse, split.train, split.test)["rmse"]
+    r_d = dense.evaluate(split.test)["rmse"]
+    r_s = sparse.evaluate(split.test)["rmse"]
     assert abs(r_d - r_s) < 2e-3, (r_d, r_s)

@@ -12,7 +12,7 @@ Tolerances (float32, dropout 0 so that no RNG is involved):
   at most 8.1e-7, weights of order 5e-2) and 1e-6 for SGD (measured at most 1.8e-7).
 
 Adam parity needs the MXNet backend's ``extra["adam_epsilon"] = "torch"``: Gluon's own Adam adds
-epsilon before the bias correction, torch after it (see :mod:`autorec.models.mxnet.optim`), which
+epsilon before the bias correction, torch after it (see :mod:`autorec.models.autorec.mxnet.optim`), which
 changes the update of parameters with tiny gradients by up to ~70% early on;
 :func:`test_gluon_adam_epsilon_placement_is_the_only_adam_difference` measures it.
 
@@ -28,8 +28,7 @@ import pytest
 pytest.importorskip("torch", reason="torch not installed (pip install .[torch])")
 pytest.importorskip("mxnet", reason="mxnet not installed (pip install .[mxnet])")
 
-pytestmark = [pytest.mark.mxnet,
-              pytest.mark.filterwarnings("ignore:Please import `csr_matrix`:DeprecationWarning")]
+pytestmark = [pytest.mark.mxnet, pytest.mark.filterwarnings("ignore:Please import `csr_matrix`:DeprecationWarning")]
 
 LOSS_RTOL = 1e-5
 WEIGHT_ATOL = {"adam": 1e-5, "sgd": 1e-6}
@@ -37,8 +36,8 @@ WEIGHT_ATOL = {"adam": 1e-5, "sgd": 1e-6}
 
 @pytest.fixture(scope="module")
 def backends():
-    torch_mod = pytest.importorskip("autorec.models.torch")
-    mx_mod = pytest.importorskip("autorec.models.mxnet")
+    torch_mod = pytest.importorskip("autorec.models.autorec.torch")
+    mx_mod = pytest.importorskip("autorec.models.autorec.mxnet")
     from autorec import env
 
     env.set_threads(None)  # after both frameworks are imported
@@ -72,8 +71,9 @@ def _one_epoch(cls, cfg: dict, train, start, extra: dict):
     return np.array(info.history[0]["batch_losses"]), model.get_weights(), info
 
 
-CASES = [(based, opt, reg_form) for based in ("item", "user") for opt in ("adam", "sgd")
-         for reg_form in ("wd", "paper")]
+CASES = [
+    (based, opt, reg_form) for based in ("item", "user") for opt in ("adam", "sgd") for reg_form in ("wd", "paper")
+]
 
 
 @pytest.mark.parametrize("loss", ["d2l", "observed-mean"])
@@ -82,13 +82,23 @@ def test_one_epoch_same_losses_and_weights(backends, data, based, optimizer, reg
     AutoRecTorch, AutoRecMXNet = backends
     train = data[0]
     lr = {"adam": 0.002, "sgd": {"d2l": 10.0, "observed-mean": 0.5}[loss]}[optimizer]
-    cfg = dict(based=based, hidden=(16,), dropout=0.0, epochs=1, batch_size=16, optimizer=optimizer, lr=lr,
-               loss=loss, reg_form=reg_form, reg=0.01 if reg_form == "paper" else 1e-3, seed=2)
+    cfg = dict(
+        based=based,
+        hidden=(16,),
+        dropout=0.0,
+        epochs=1,
+        batch_size=16,
+        optimizer=optimizer,
+        lr=lr,
+        loss=loss,
+        reg_form=reg_form,
+        reg=0.01 if reg_form == "paper" else 1e-3,
+        seed=2,
+    )
     n_in = train.n_users if based == "item" else train.n_items
-    start = _start_weights(n_in, cfg["hidden"])
+    start = _start_weights(n_in, (16,))
     lt, wt, it = _one_epoch(AutoRecTorch, cfg, train, start, {})
-    lm, wm, im = _one_epoch(AutoRecMXNet, cfg, train, start,
-                            {"adam_epsilon": "torch"} if optimizer == "adam" else {})
+    lm, wm, im = _one_epoch(AutoRecMXNet, cfg, train, start, {"adam_epsilon": "torch"} if optimizer == "adam" else {})
     n_rows = train.n_items if based == "item" else train.n_users
     assert len(lt) == len(lm) == -(-n_rows // 16)
     np.testing.assert_allclose(lm, lt, rtol=LOSS_RTOL)
@@ -104,9 +114,20 @@ def test_one_epoch_same_losses_and_weights(backends, data, based, optimizer, reg
 def test_deep_stack_and_paths_agree_across_frameworks(backends, data, path):
     AutoRecTorch, AutoRecMXNet = backends
     train = data[0]
-    cfg = dict(hidden=(12, 6, 12), hidden_activation="elu", output_activation="identity", dropout=0.0,
-               epochs=1, batch_size=20, loss="observed-sum", lr=0.002, reg_form="paper", reg=0.1, path=path)
-    start = _start_weights(train.n_users, cfg["hidden"], seed=9)
+    cfg = dict(
+        hidden=(12, 6, 12),
+        hidden_activation="elu",
+        output_activation="identity",
+        dropout=0.0,
+        epochs=1,
+        batch_size=20,
+        loss="observed-sum",
+        lr=0.002,
+        reg_form="paper",
+        reg=0.1,
+        path=path,
+    )
+    start = _start_weights(train.n_users, (12, 6, 12), seed=9)
     lt, wt, _ = _one_epoch(AutoRecTorch, cfg, train, start, {})
     lm, wm, _ = _one_epoch(AutoRecMXNet, cfg, train, start, {"adam_epsilon": "torch"})
     np.testing.assert_allclose(lm, lt, rtol=LOSS_RTOL)
@@ -121,7 +142,7 @@ def test_gluon_adam_epsilon_placement_is_the_only_adam_difference(backends, data
     AutoRecTorch, AutoRecMXNet = backends
     train = data[0]
     cfg = dict(based="item", hidden=(16,), dropout=0.0, epochs=1, batch_size=16, lr=0.002, reg=1e-3)
-    start = _start_weights(train.n_users, cfg["hidden"])
+    start = _start_weights(train.n_users, (16,))
     lt, wt, _ = _one_epoch(AutoRecTorch, cfg, train, start, {})
     lg, wg, _ = _one_epoch(AutoRecMXNet, cfg, train, start, {})
     _, we, _ = _one_epoch(AutoRecMXNet, cfg, train, start, {"adam_epsilon": "torch"})
@@ -150,8 +171,9 @@ def test_a_saved_model_loads_in_the_other_backend(backends, data, tmp_path):
     m.fit(train)
     m.save(tmp_path / "m.npz")
     t = AutoRecTorch.load(tmp_path / "m.npz")
-    np.testing.assert_allclose(t.predict(test.users, test.items), m.predict(test.users, test.items),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        t.predict(test.users, test.items), m.predict(test.users, test.items), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.realdata
@@ -161,22 +183,19 @@ def test_d2l_seed_reproduced_in_both_frameworks(backends, ml100k_dir, tmp_path):
     Adam lr 0.002 wd 1e-5, 25 epochs, batch 256; MXNet with Gluon's Adam as the chapter) on ML-100K
     split as D2L does (``d2l-random``, seed 0, 90/10, no validation carved out): both frameworks
     land within 0.02 test RMSE of each other."""
-    from autorec.config import AutoRecConfig
-    from autorec.metrics import evaluate
+    from autorec.models.autorec import AutoRecConfig
     from autorec.splits import load_split
 
     AutoRecTorch, AutoRecMXNet = backends
-    sd = load_split("ml-100k", "d2l-random", seed=0, valid_ratio=0.0, data_dir=ml100k_dir,
-                    cache_dir=tmp_path)
+    sd = load_split("ml-100k", "d2l-random", seed=0, valid_ratio=0.0, data_dir=ml100k_dir, cache_dir=tmp_path)
     results = {}
     for cls in (AutoRecMXNet, AutoRecTorch):
         model = cls(AutoRecConfig())
         model.fit(sd.train)
-        ev = evaluate(model, sd.train, sd.test)
-        raw = model.predict(sd.test.users, sd.test.items)  # D2L's evaluator: no clipping, no cold fill
+        ev = model.evaluate(sd.test)
+        raw = model.estimate(sd.test.users, sd.test.items)  # D2L's evaluator: no clipping, no cold fill
         results[cls.backend] = (ev["rmse"], float(np.sqrt(np.mean((raw - sd.test.ratings) ** 2))))
-    print("\nD2L I-AutoRec on ML-100K d2l-random seed 0, test RMSE (clipped+cold policy, D2L-style raw):",
-          results)
+    print("\nD2L I-AutoRec on ML-100K d2l-random seed 0, test RMSE (clipped+cold policy, D2L-style raw):", results)
     (mx_rmse, mx_raw), (t_rmse, t_raw) = results["mxnet"], results["torch"]
     assert abs(mx_rmse - t_rmse) < 0.02 and abs(mx_raw - t_raw) < 0.02
     base = float(np.sqrt(np.mean((sd.test.ratings - sd.train.global_mean) ** 2)))

@@ -1,4 +1,4 @@
-"""The native sparse kernels (autorec.models.torch.native) against dense references and against the
+"""The native sparse kernels (autorec.models.autorec.torch.native) against dense references and against the
 torch sparse path: same products, same loss, same gradients, same training trajectory."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from autorec.interactions import Interactions  # noqa: E402
 
 @pytest.fixture(scope="module")
 def native():
-    from autorec.models.torch import native as nat
+    from autorec.models.autorec.torch import native as nat
 
     if not nat.available():
         pytest.skip(f"native kernels unavailable: {nat.unavailable_reason()}")
@@ -80,7 +80,7 @@ def test_autograd_functions_gradcheck_against_torch(native, rng):
     Hs2 = Hs.detach().clone().requires_grad_(True)
     X = torch.from_numpy(dense)
     m = torch.from_numpy(mask)
-    y = (native.encode(W, b).sin().sum() + (native.decode(Hs, W, b) ** 2).sum())
+    y = native.encode(W, b).sin().sum() + (native.decode(Hs, W, b) ** 2).sum()
     y.backward()
     y2 = (X @ W2).sin().sum() + (((Hs2 @ W2.t())[m]) ** 2).sum()
     y2.backward()
@@ -95,8 +95,11 @@ def test_decode_with_bias_gradients(native, rng, need):
     mask, dense, crow, col, val = _random_batch(rng, 13, 21, 0.3, (2,), (4, 20))
     b = native.Batch(crow, col, val, 13, 21)
     m = torch.from_numpy(mask)
-    need_h, need_w, need_b = need in ("all", "h-and-bias", "no-bias"), need in ("all", "w-and-bias", "no-bias"), \
-        need != "no-bias"
+    need_h, need_w, need_b = (
+        need in ("all", "h-and-bias", "no-bias"),
+        need in ("all", "w-and-bias", "no-bias"),
+        need != "no-bias",
+    )
     H = torch.randn(13, 6).requires_grad_(need_h)
     W = torch.randn(21, 6).requires_grad_(need_w)
     bias = torch.randn(21).requires_grad_(need_b)
@@ -119,30 +122,33 @@ def test_decode_with_bias_gradients(native, rng, need):
 def test_recycled_gradient_buffers_are_fully_overwritten(native, rng):
     """The trainer hands last step's wide gradients back to the pool; the kernels must overwrite
     every element of a reused buffer (here poisoned with NaN) and the result is the same gradient."""
-    from autorec.models import common
-    from autorec.models.torch import AutoRecTorch
+    from autorec.models.autorec.rows import batch_entries
+    from autorec.models.autorec.torch import AutoRecTorch
 
     train = _interactions(rng)
     m = AutoRecTorch(dict(based="item", hidden=(16,), path="sparse", dropout=0.0, extra={"sparse_kernel": "native"}))
-    m._set_train(train)
-    m._build(m._csr.shape[1])
-    rows = np.arange(0, m._csr.shape[0], 3)
-    indptr, _, cols, vals = common.batch_entries(m._csr, rows)
+    m.make_trainer(train, None)
+    rows = np.arange(0, m.n_rows, 3)
+    indptr, _, cols, vals = batch_entries(m.train_matrix, rows)
 
     def grads():
         m.net.zero_grad(set_to_none=True)
         m.net(torch.from_numpy(indptr), torch.from_numpy(cols), torch.from_numpy(vals), len(rows)).backward()
-        return [p.grad.detach().clone() for p in m.net.parameters()]
+        return [p.grad.detach().clone() for p in m.net.parameters() if p.grad is not None]
 
     ref = grads()
+    assert len(ref) == 4  # every parameter has its gradient
     pool = native.grad_pool(m.net)
     wide = [m.net.layers[0].weight_t, m.net.layers[-1].weight]
     native.recycle_grads(m.net)  # last step's gradients -> the pool, the parameters' grads cleared
     assert len(pool) == 2 and all(w.grad is None for w in wide)
-    for buf in pool._free[tuple(wide[0].shape)]:
+    n, h = wide[0].shape
+    bufs = [pool.take(n, h), pool.take(n, h)]
+    ptrs = {t.data_ptr() for t in bufs}
+    for buf in bufs:
         buf.fill_(float("nan"))
-    del buf  # a reference held here would make autograd copy the buffer instead of taking it
-    ptrs = {t.data_ptr() for t in pool._free[tuple(wide[0].shape)]}
+        pool.give(buf)
+    del buf, bufs  # a reference held here would make autograd copy the buffer instead of taking it
     again = grads()
     assert {w.grad.data_ptr() for w in wide} == ptrs  # the recycled buffers, taken over without a copy
     assert len(pool) == 0
@@ -157,32 +163,46 @@ def test_recycled_gradient_buffers_are_fully_overwritten(native, rng):
 
 def _interactions(rng, n_users=120, n_items=70, n=1500) -> Interactions:
     keys = rng.choice(n_users * n_items, size=n, replace=False)
-    return Interactions(users=(keys // n_items).astype(np.int32), items=(keys % n_items).astype(np.int32),
-                        ratings=rng.integers(1, 6, size=n).astype(np.float32), n_users=n_users,
-                        n_items=n_items, rating_scale=(1.0, 5.0))
+    return Interactions(
+        users=(keys // n_items).astype(np.int32),
+        items=(keys % n_items).astype(np.int32),
+        ratings=rng.integers(1, 6, size=n).astype(np.float32),
+        n_users=n_users,
+        n_items=n_items,
+        rating_scale=(1.0, 5.0),
+    )
 
 
 @pytest.mark.parametrize("based", ["item", "user"])
 @pytest.mark.parametrize("hidden", [(16,), (12, 6, 12)])
 @pytest.mark.parametrize("act", ["identity", "sigmoid"])
 def test_native_loss_and_gradients_equal_torch_sparse(native, rng, based, hidden, act):
-    from autorec.models import common
-    from autorec.models.torch import AutoRecTorch
+    from autorec.models.autorec.rows import batch_entries
+    from autorec.models.autorec.torch import AutoRecTorch
 
     train = _interactions(rng)
+    if act == "sigmoid":  # a sigmoid output needs ratings in (0, 1)
+        train = Interactions(train.users, train.items, train.ratings / 5, train.n_users, train.n_items, (0.2, 1.0))
     nets = {}
     for kern in ("torch", "native"):
-        m = AutoRecTorch(dict(based=based, hidden=hidden, path="sparse", dropout=0.0, output_activation=act,
-                              extra={"sparse_kernel": kern}))
-        m._set_train(train)
-        m._build(m._csr.shape[1])
+        m = AutoRecTorch(
+            dict(
+                based=based,
+                hidden=hidden,
+                path="sparse",
+                dropout=0.0,
+                output_activation=act,
+                extra={"sparse_kernel": kern},
+            )
+        )
+        m.make_trainer(train, None)
         nets[kern] = m
     assert type(nets["native"].net.layers[0]).__name__ == "TransposedLinear"
     w = nets["torch"].get_weights()
     nets["native"].set_weights(w)
     np.testing.assert_array_equal(nets["native"].get_weights()["W0"], w["W0"])
-    rows = np.arange(0, nets["torch"]._csr.shape[0], 2)
-    indptr, _, cols, vals = common.batch_entries(nets["torch"]._csr, rows)
+    rows = np.arange(0, nets["torch"].n_rows, 2)
+    indptr, _, cols, vals = batch_entries(nets["torch"].train_matrix, rows)
     out = {}
     for kern, m in nets.items():
         m.net.train()
@@ -201,16 +221,27 @@ def test_native_loss_and_gradients_equal_torch_sparse(native, rng, based, hidden
 
 
 def test_native_training_trajectory_equals_torch(native, rng):
-    from autorec.models.torch import AutoRecTorch
+    from autorec.models.autorec.torch import AutoRecTorch
 
     train = _interactions(rng, 150, 90, 2500)
     res = {}
     for kern, fused in (("torch", False), ("native", True)):
-        m = AutoRecTorch(dict(path="sparse", hidden=(24,), epochs=3, batch_size=32, seed=3,
-                              extra={"sparse_kernel": kern, "fused_optimizer": fused}))
+        m = AutoRecTorch(
+            dict(
+                path="sparse",
+                hidden=(24,),
+                epochs=3,
+                batch_size=32,
+                seed=3,
+                extra={"sparse_kernel": kern, "fused_optimizer": fused},
+            )
+        )
         info = m.fit(train)
-        res[kern] = ([h["train_loss"] for h in info.history], m.get_weights(),
-                     m.predict(train.users[:200], train.items[:200]))
+        res[kern] = (
+            [h["train_loss"] for h in info.history],
+            m.get_weights(),
+            m.predict(train.users[:200], train.items[:200]),
+        )
     np.testing.assert_allclose(res["native"][0], res["torch"][0], rtol=1e-5)
     for k in res["torch"][1]:
         np.testing.assert_allclose(res["native"][1][k], res["torch"][1][k], rtol=1e-4, atol=2e-5, err_msg=k)
@@ -219,7 +250,7 @@ def test_native_training_trajectory_equals_torch(native, rng):
 
 def test_native_dense_path_and_checkpoint_resume(native, rng, tmp_path):
     """The transposed first layer works on the dense path too, and survives checkpoint/resume."""
-    from autorec.models.torch import AutoRecTorch
+    from autorec.models.autorec.torch import AutoRecTorch
 
     train = _interactions(rng)
     cfg = dict(path="dense", hidden=(8,), epochs=2, batch_size=16, extra={"sparse_kernel": "native"})
@@ -243,23 +274,35 @@ def test_native_dense_path_and_checkpoint_resume(native, rng, tmp_path):
     part = AutoRecTorch(dict(cfg, path="sparse", epochs=3, extra={"sparse_kernel": "native", "fused_optimizer": True}))
     with pytest.raises(Stop):
         part.fit(train, checkpoint=ck, progress=stop_after_2)
-    resumed = AutoRecTorch(dict(cfg, path="sparse", epochs=3, extra={"sparse_kernel": "native", "fused_optimizer": True}))
+    resumed = AutoRecTorch(
+        dict(cfg, path="sparse", epochs=3, extra={"sparse_kernel": "native", "fused_optimizer": True})
+    )
     resumed.fit(train, resume=ck)
     for k, v in full.get_weights().items():
         np.testing.assert_allclose(resumed.get_weights()[k], v, rtol=1e-6, atol=1e-7)
 
 
-def test_sparse_kernel_knob_is_validated():
-    from autorec.models.torch import AutoRecTorch
-    from autorec.models.torch.native import resolve_kernel
+def test_sparse_kernel_knob_is_validated(native):
+    from autorec.models.autorec.torch import AutoRecTorch
 
     with pytest.raises(ConfigError, match="sparse_kernel"):
-        resolve_kernel("fast")
-    assert resolve_kernel(None) == "torch"
-    assert resolve_kernel("auto", "cuda") == "torch"
+        native.resolve_kernel("fast")
+    assert native.resolve_kernel(None) == "torch"
+    assert native.resolve_kernel("auto", "cuda") == "torch"
+    assert native.resolve_kernel("auto", "cpu") == "native"
     with pytest.raises(ConfigError, match="CPU only"):
-        resolve_kernel("native", "cuda")
-    m = AutoRecTorch(dict(extra={"sparse_kernel": "fast"}))
-    with pytest.raises(ConfigError, match="sparse_kernel"):
-        m.fit(Interactions(np.array([0], np.int32), np.array([0], np.int32), np.array([3.0], np.float32),
-                           2, 2, (1.0, 5.0)))
+        native.resolve_kernel("native", "cuda")
+    with pytest.raises(ConfigError, match="sparse_kernel"):  # refused at construction, before any work
+        AutoRecTorch(dict(extra={"sparse_kernel": "fast"}))
+
+
+def test_kernels_compile_into_the_cache_folder(native, tmp_path, monkeypatch):
+    """The kernel cache: $AUTOREC_KERNEL_DIR, else the "kernels" folder of the cache root."""
+    from autorec.models.autorec.torch import native_build
+
+    monkeypatch.delenv(native_build.ENV_KERNEL_DIR, raising=False)
+    monkeypatch.setenv("AUTOREC_CACHE_DIR", str(tmp_path / "cache"))
+    assert native_build.kernel_dir() == tmp_path / "cache" / "kernels"
+    monkeypatch.setenv(native_build.ENV_KERNEL_DIR, str(tmp_path / "k"))
+    assert native_build.kernel_dir() == tmp_path / "k"
+    assert native_build.SOURCE.name == "native.cpp" and native_build.SOURCE.is_file()

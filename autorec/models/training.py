@@ -119,7 +119,12 @@ def train_loop(
         if st.stopped:
             break
         t0 = time.perf_counter()
-        stats = dict(trainer.train_epoch(epoch))
+        try:
+            stats = dict(trainer.train_epoch(epoch))
+        except TrainingDivergedError as exc:  # a batch diverged: the error carries the history so far
+            if not getattr(exc, "history", None):
+                exc.history = list(st.history)  # type: ignore[attr-defined]
+            raise
         train_loss = float(stats.pop("train_loss"))
         converged = bool(stats.pop("converged", False))
         if not math.isfinite(train_loss):

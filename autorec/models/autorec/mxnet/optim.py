@@ -48,15 +48,20 @@ class TorchAdam(mx.optimizer.Adam):
         lr = self._get_lr(index)
         wd = self._get_wd(index)
         t = self._index_update_count[index]
-        coef1 = 1.0 - self.beta1 ** t
-        coef2 = 1.0 - self.beta2 ** t
-        kwargs = {"beta1": self.beta1, "beta2": self.beta2, "rescale_grad": self.rescale_grad,
-                  "epsilon": self.epsilon * math.sqrt(coef2)}
+        coef1 = 1.0 - self.beta1**t
+        coef2 = 1.0 - self.beta2**t
+        kwargs = {
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "rescale_grad": self.rescale_grad,
+            "epsilon": self.epsilon * math.sqrt(coef2),
+        }
         if self.clip_gradient:
             kwargs["clip_gradient"] = self.clip_gradient
         mean, var = state
-        nd.adam_update(weight, grad, mean, var, out=weight, lazy_update=False,
-                       lr=lr * math.sqrt(coef2) / coef1, wd=wd, **kwargs)
+        nd.adam_update(
+            weight, grad, mean, var, out=weight, lazy_update=False, lr=lr * math.sqrt(coef2) / coef1, wd=wd, **kwargs
+        )
 
 
 def _updaters(trainer) -> list:
@@ -94,10 +99,16 @@ def dump_state(trainer) -> bytes:
                 arrays[f"s/{key}/{j}"] = a.asnumpy()
         else:  # pragma: no cover - Adam/SGD states are None, an array or a tuple of arrays
             raise TypeError(f"unsupported optimizer state type {type(st).__name__}")
-    meta = {"format": STATE_FORMAT, "optimizer": type(opt).__name__, "layout": layout,
-            "num_update": int(opt.num_update),
-            "counts": {str(dev): {str(int(i)): int(c) for i, c in counts.items()}
-                       for dev, counts in opt._all_index_update_counts.items()}}
+    meta = {
+        "format": STATE_FORMAT,
+        "optimizer": type(opt).__name__,
+        "layout": layout,
+        "num_update": int(opt.num_update),
+        "counts": {
+            str(dev): {str(int(i)): int(c) for i, c in counts.items()}
+            for dev, counts in opt._all_index_update_counts.items()
+        },
+    }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -128,12 +139,14 @@ def load_state(trainer, state: bytes) -> None:
             elif kind == "array":
                 states[int(key)] = nd.array(arrays[f"s/{key}/0"], dtype=arrays[f"s/{key}/0"].dtype)
             else:
-                states[int(key)] = tuple(nd.array(arrays[f"s/{key}/{j}"], dtype=arrays[f"s/{key}/{j}"].dtype)
-                                         for j in range(int(kind)))
+                states[int(key)] = tuple(
+                    nd.array(arrays[f"s/{key}/{j}"], dtype=arrays[f"s/{key}/{j}"].dtype) for j in range(int(kind))
+                )
         upd.states = states
         upd.states_synced = dict.fromkeys(states, False)  # moved to each replica's context on first use
-    opt._all_index_update_counts = {int(dev): {int(i): int(c) for i, c in counts.items()}
-                                    for dev, counts in meta["counts"].items()} or {0: {}}
+    opt._all_index_update_counts = {
+        int(dev): {int(i): int(c) for i, c in counts.items()} for dev, counts in meta["counts"].items()
+    } or {0: {}}
     first = next(iter(opt._all_index_update_counts))
     opt._index_update_count = opt._all_index_update_counts[first]
     opt.num_update = int(meta["num_update"])

@@ -1,0 +1,221 @@
+// Native CPU kernels of AutoRec's sparse training path (autorec/models/autorec/torch/native.py).
+//
+// The five products of one sparse step, computed in column order over a counting-sort CSC of the
+// batch so that each weight row is read from memory once per batch.  Compiled on first use into a
+// per-machine cache and loaded with ctypes; every function below is `extern "C"`.
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+#include <algorithm>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+typedef int64_t i64;
+
+// Run f(lo, hi, t) on nt threads over [0, n) split at the given boundaries.  With OpenMP this is
+// the process's OpenMP pool (torch's own libgomp when torch is loaded first), so the kernels and
+// torch's operators share threads instead of competing with its spinning workers.
+template <class F> static void run_split(const std::vector<i64>& cut, F f) {
+    int nt = (int)cut.size() - 1;
+    if (nt <= 1) { f(cut[0], cut[1], 0); return; }
+#ifdef _OPENMP
+    #pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num();
+        if (t < nt) f(cut[t], cut[t + 1], t);
+    }
+#else
+    std::vector<std::thread> ts;
+    for (int t = 1; t < nt; ++t) ts.emplace_back(f, cut[t], cut[t + 1], t);
+    f(cut[0], cut[1], 0);
+    for (auto& th : ts) th.join();
+#endif
+}
+static std::vector<i64> even_cut(i64 n, int nt) {
+    if (nt < 1) nt = 1;
+    if (n < nt) nt = n > 0 ? (int)n : 1;
+    std::vector<i64> cut(nt + 1);
+    for (int t = 0; t <= nt; ++t) cut[t] = n * t / nt;
+    return cut;
+}
+// Split columns [0, N) so each thread gets about the same rows + entries (cost ~ 1 + nnz_j).
+static std::vector<i64> column_cut(i64 N, const i64* colptr, int nt) {
+    if (nt < 1) nt = 1;
+    if (N < nt) return even_cut(N, nt);
+    i64 total = N + colptr[N];
+    std::vector<i64> cut(nt + 1);
+    cut[0] = 0; cut[nt] = N;
+    for (int t = 1; t < nt; ++t) {
+        i64 target = total * t / nt, lo = cut[t - 1], hi = N;
+        while (lo < hi) { i64 mid = (lo + hi) / 2; if (mid + colptr[mid] < target) lo = mid + 1; else hi = mid; }
+        cut[t] = lo;
+    }
+    return cut;
+}
+
+extern "C" {
+
+// The batch's entries in column order: colptr[N+1], and for each column-ordered entry p its row
+// crow[p], its position cpos[p] in the CSR arrays and its value cval[p] = vals[cpos[p]].
+// Returns 0, or -1 for a column out of range.
+int ar_csc_build(i64 B, i64 N, const i64* indptr, const i64* cols, const float* vals, i64* colptr,
+                 int32_t* crow, i64* cpos, float* cval) {
+    std::memset(colptr, 0, sizeof(i64) * (N + 1));
+    const i64 nnz = indptr[B];
+    for (i64 k = 0; k < nnz; ++k) {
+        i64 j = cols[k];
+        if (j < 0 || j >= N) return -1;
+        colptr[j + 1]++;
+    }
+    for (i64 j = 0; j < N; ++j) colptr[j + 1] += colptr[j];
+    std::vector<i64> next(colptr, colptr + N);
+    for (i64 b = 0; b < B; ++b)
+        for (i64 k = indptr[b]; k < indptr[b + 1]; ++k) {
+            i64 p = next[cols[k]]++;
+            crow[p] = (int32_t)b; cpos[p] = k; cval[p] = vals[k];
+        }
+    return 0;
+}
+
+// Sum the per-thread partial (B, h) blocks scratch[(t-1) * B * h] (t = 1..used-1) into Z.
+static void reduce_rows(i64 B, i64 h, float* Z, const float* scratch, int used) {
+    if (used <= 1) return;
+    run_split(even_cut(B, used), [&](i64 a, i64 e, int) {
+        for (int t = 1; t < used; ++t) {
+            const float* s = scratch + (i64)(t - 1) * B * h;
+            for (i64 b = a; b < e; ++b) {
+                float* zz = Z + b * h; const float* ss = s + b * h;
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) zz[c] += ss[c];
+            }
+        }
+    });
+}
+
+// Z[B, h] = S @ W, S the batch pattern holding the column-ordered values cv, W [N, h].
+// Column order: each row of W is read once per batch; thread t > 0 accumulates into
+// scratch[(t-1) * B * h], then the blocks are reduced.
+void ar_spmm(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, const float* cv,
+             const float* W, float* Z, float* scratch, int nt) {
+    std::vector<i64> cut = column_cut(N, colptr, nt);
+    const int used = (int)cut.size() - 1;
+    run_split(cut, [&](i64 a, i64 e, int t) {
+        float* z = t == 0 ? Z : scratch + (i64)(t - 1) * B * h;
+        std::memset(z, 0, sizeof(float) * B * h);
+        for (i64 j = a; j < e; ++j) {
+            const float* w = W + j * h;
+            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
+                float* zz = z + (i64)crow[p] * h;
+                const float v = cv[p];
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) zz[c] += v * w[c];
+            }
+        }
+    });
+    reduce_rows(B, h, Z, scratch, used);
+}
+
+// D[N, h] = S^T @ G (S holding the column-ordered values cv), G [B, h]; every row of D is
+// written (zero for columns without entries).
+void ar_spmm_t(i64 N, i64 h, const i64* colptr, const int32_t* crow, const float* cv,
+               const float* G, float* D, int nt) {
+    run_split(column_cut(N, colptr, nt), [&](i64 a, i64 e, int) {
+        for (i64 j = a; j < e; ++j) {
+            float* d = D + j * h;
+            std::memset(d, 0, sizeof(float) * h);
+            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
+                const float* g = G + (i64)crow[p] * h;
+                const float v = cv[p];
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) d[c] += v * g[c];
+            }
+        }
+    });
+}
+
+// out[k] = H[row_k] . W[col_k] (+ bias[col_k] when bias is not null) for every entry k, written
+// at its CSR position cpos; H [B, h], W [N, h].
+void ar_sddmm(i64 N, i64 h, const i64* colptr, const int32_t* crow, const i64* cpos,
+              const float* H, const float* W, const float* bias, float* out, int nt) {
+    std::vector<float> acc((size_t)colptr[N] + 1);  // column-ordered results, scattered at the end
+    float* ac = acc.data();
+    run_split(column_cut(N, colptr, nt), [&](i64 a, i64 e, int) {
+        for (i64 j = a; j < e; ++j) {
+            const float* w = W + j * h;
+            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
+                const float* x = H + (i64)crow[p] * h;
+                float s = 0.0f;
+                #pragma omp simd reduction(+:s)
+                for (i64 c = 0; c < h; ++c) s += x[c] * w[c];
+                ac[p] = bias ? s + bias[j] : s;
+            }
+        }
+        for (i64 p = colptr[a]; p < colptr[e]; ++p) out[cpos[p]] = ac[p];
+    });
+}
+
+// Row order: Z[b, :] = sum_k vals[k] * W[cols[k], :] accumulated in place (no scratch); best
+// when W is cache-resident (small n_in).
+void ar_spmm_rows(i64 B, i64 h, const i64* indptr, const i64* cols, const float* vals,
+                  const float* W, float* Z, int nt) {
+    std::vector<i64> cut = even_cut(B, nt);
+    run_split(cut, [&](i64 a, i64 e, int) {
+        for (i64 b = a; b < e; ++b) {
+            float* z = Z + b * h;
+            std::memset(z, 0, sizeof(float) * h);
+            for (i64 k = indptr[b]; k < indptr[b + 1]; ++k) {
+                const float* w = W + cols[k] * h;
+                const float v = vals[k];
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) z[c] += v * w[c];
+            }
+        }
+    });
+}
+
+// The decoder's backward in one column-ordered pass: dH = S_g @ W and dW = S_g^T @ H, with S_g
+// the batch pattern holding the output gradients g (CSR order).  Every row of dW is written, and
+// when db is not null, db[j] = the sum of column j's gradients (the decoder bias's gradient).
+void ar_decode_backward(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, const i64* cpos,
+                        const float* g, const float* W, const float* H, float* dH, float* dW,
+                        float* db, float* scratch, int nt) {
+    std::vector<i64> cut = column_cut(N, colptr, nt);
+    const int used = (int)cut.size() - 1;
+    std::vector<float> gcol((size_t)colptr[N] + 1);  // g in column order: no random load per entry
+    float* gc = gcol.data();
+    run_split(cut, [&](i64 a, i64 e, int t) {
+        for (i64 p = colptr[a]; p < colptr[e]; ++p) gc[p] = g[cpos[p]];
+        float* dh = t == 0 ? dH : scratch + (i64)(t - 1) * B * h;
+        std::memset(dh, 0, sizeof(float) * B * h);
+        for (i64 j = a; j < e; ++j) {
+            const float* w = W + j * h;
+            float* d = dW + j * h;
+            std::memset(d, 0, sizeof(float) * h);
+            if (db) {
+                float sb = 0.0f;
+                for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) sb += gc[p];
+                db[j] = sb;
+            }
+            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
+                const i64 b = crow[p];
+                const float gv = gc[p];
+                float* dhb = dh + b * h;
+                const float* hb = H + b * h;
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) { dhb[c] += gv * w[c]; d[c] += gv * hb[c]; }
+            }
+        }
+    });
+    reduce_rows(B, h, dH, scratch, used);
+}
+
+int ar_version() { return 3; }
+int ar_openmp() {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+}

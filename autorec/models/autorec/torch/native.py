@@ -1,0 +1,412 @@
+"""Native CPU kernels for AutoRec's sparse training path (opt-in: ``extra={"sparse_kernel": "native"}``).
+
+torch's CPU sparse operators (``torch.sparse.mm``, ``sampled_addmm`` and their backward passes)
+run at a few GFLOP/s on AutoRec's shapes: each observed entry gathers a row of a large weight
+matrix from main memory, and the transposed products re-sort the batch every step.  The kernels
+(``native.cpp``, compiled on first use by :mod:`.native_build`) compute the same five products of
+one sparse step in *column order* (a counting-sort CSC of the batch, built once per batch), so each
+weight row is read from memory once per batch and the per-entry work hits a cache-resident
+``(batch, h)`` block:
+
+- ``encode``:  ``Z = X @ W0^T``  (``W0^T`` stored ``(n_in, h)``), gradient ``dW0^T = X^T @ dZ``;
+- ``decode``:  ``out[k] = H[row_k] . W1[col_k]`` at the observed entries only, gradients
+  ``dH = G @ W1`` and ``dW1 = G^T @ H`` (``G``: the sparse gradient at the observed entries).
+
+Per step the cost is O(nnz * h) plus O(n_in * h) to write the dense weight gradients (the
+optimizer reads and writes every parameter anyway).  The math is exactly that of the torch path
+(float32, summation order differs); ``tests/test_scale_native.py`` checks loss and gradients
+against it.  The model refuses ``sparse_kernel="native"`` with a
+:class:`~autorec.errors.ConfigError` where the kernels cannot be built.  Threads:
+``torch.get_num_threads()``.
+
+Memory: each step's backward writes two ``(n_in, h)`` weight gradients.  Fresh buffers cost a page
+fault and a kernel zeroing per page (at ML-10M width more than the kernels themselves), so the
+trainer hands last step's gradients back to a per-network :class:`GradPool` (:func:`recycle_grads`)
+and the kernels overwrite every element of a reused buffer.  For the other large allocations,
+``THP_MEM_ALLOC_ENABLE=1`` in the environment *before torch is imported* makes torch's CPU
+allocator use transparent huge pages (the scale runner sets it for both paths and records it).
+
+Measured and rejected: tiling the hidden dimension so each thread's ``(batch, tile)`` block stays
+in L2 was 1.6-8.6x *slower* at ML-10M shape (tiles of 256 down to 32 floats): every tile re-walks
+the column index and reads the weight rows in strided pieces; the per-entry row update is bound by
+L2/L3 traffic of the ``(batch, h)`` block, not by the FMA units.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from autorec.errors import ConfigError
+from autorec.models.autorec.torch.native_build import available, library, unavailable_reason
+
+__all__ = [
+    "KERNELS",
+    "available",
+    "unavailable_reason",
+    "resolve_kernel",
+    "Batch",
+    "encode",
+    "decode",
+    "TransposedLinear",
+    "store_first_layer_transposed",
+    "sparse_sse",
+    "GradPool",
+    "grad_pool",
+    "recycle_grads",
+]
+
+#: values of ``extra["sparse_kernel"]``: torch's sparse operators, these kernels, or these kernels
+#: when they are available and the device is the CPU
+KERNELS = ("torch", "native", "auto")
+
+
+def resolve_kernel(value: Any, device_type: str = "cpu") -> str:
+    """``"torch"`` or ``"native"`` for the ``extra["sparse_kernel"]`` knob (default ``"torch"``);
+    :class:`ConfigError` for an unknown value, or ``"native"`` where it cannot run."""
+    value = "torch" if value is None else value
+    if value not in KERNELS:
+        raise ConfigError(f"extra['sparse_kernel']={value!r} is not one of {list(KERNELS)}")
+    if value == "auto":
+        return "native" if device_type == "cpu" and available() else "torch"
+    if value == "native":
+        if device_type != "cpu":
+            raise ConfigError(
+                f"extra['sparse_kernel']='native' runs on the CPU only, not on {device_type}; use 'torch' or 'auto'"
+            )
+        library()
+    return value
+
+
+def _p(t: torch.Tensor) -> int:
+    return t.data_ptr()
+
+
+def _threads() -> int:
+    return max(1, int(torch.get_num_threads()))
+
+
+def _check_dense(t: torch.Tensor, name: str) -> torch.Tensor:
+    if t.device.type != "cpu":
+        raise ConfigError(
+            f"sparse_kernel='native' runs on the CPU only; {name} is on {t.device} "
+            "(use extra={'sparse_kernel': 'torch'} on GPUs)"
+        )
+    if t.dtype != torch.float32:
+        t = t.float()
+    return t if t.is_contiguous() else t.contiguous()
+
+
+class GradPool:
+    """Recycled ``(n_in, h)`` weight-gradient buffers of one network.
+
+    Every step's backward writes the two wide weight gradients into buffers of ``n_in x h`` floats;
+    fresh ones cost a page fault and a kernel zeroing per page (more than the kernels themselves at
+    ML-10M width).  The trainer hands last step's gradients back (:func:`recycle_grads`) before
+    ``zero_grad``, and the kernels overwrite every element of a recycled buffer, so no value carries
+    over from one step to the next."""
+
+    def __init__(self):
+        self._free: dict[tuple[int, ...], list[torch.Tensor]] = {}
+
+    def take(self, n: int, h: int) -> torch.Tensor:
+        free = self._free.get((n, h))
+        return free.pop() if free else torch.empty(n, h, dtype=torch.float32)
+
+    def give(self, t: torch.Tensor) -> None:
+        free = self._free.setdefault(tuple(t.shape), [])
+        if len(free) < 2:
+            free.append(t)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._free.values())
+
+
+def grad_pool(net) -> GradPool:
+    """The network's :class:`GradPool` (created on first use)."""
+    pool = net.__dict__.get("_native_grad_pool")
+    if pool is None:
+        pool = GradPool()
+        net.__dict__["_native_grad_pool"] = pool
+    return pool
+
+
+def _wide_weights(net) -> list[torch.Tensor]:
+    first = net.layers[0]
+    w0 = first.weight_t if isinstance(first, TransposedLinear) else None
+    return [w for w in (w0, net.layers[-1].weight) if w is not None]
+
+
+def recycle_grads(net) -> None:
+    """Move the wide weights' gradients (plain, contiguous float32 CPU tensors that own their
+    memory) into the network's :class:`GradPool` and clear them; call it where ``zero_grad`` would
+    drop them (after the optimizer step)."""
+    pool = grad_pool(net)
+    for w in _wide_weights(net):
+        g = w.grad
+        if (
+            g is not None
+            and g._base is None
+            and g.is_contiguous()
+            and g.dtype == torch.float32
+            and g.device.type == "cpu"
+            and g.shape == w.shape
+        ):
+            w.grad = None
+            pool.give(g)
+
+
+class Batch:
+    """One CSR batch (``n_rows`` rows of width ``n_cols``) and its column-ordered index, built once
+    and shared by the encoder and decoder kernels of a step."""
+
+    def __init__(
+        self,
+        crow: torch.Tensor,
+        col: torch.Tensor,
+        val: torch.Tensor,
+        n_rows: int,
+        n_cols: int,
+        pool: GradPool | None = None,
+    ):
+        lib = library()
+        self.n_rows, self.n_cols = int(n_rows), int(n_cols)
+        if self.n_rows >= 2**31:
+            raise ValueError(f"native Batch: {self.n_rows} rows in one batch (the kernels index rows with int32)")
+        self.crow = crow.to(torch.int64).contiguous()
+        self.col = col.to(torch.int64).contiguous()
+        self.val = _check_dense(val, "the batch values")
+        self.pool = pool
+        nnz = int(self.col.numel())
+        if self.crow.numel() != self.n_rows + 1 or int(self.crow[-1]) != nnz:
+            raise ValueError(
+                f"native Batch: row pointer of length {self.crow.numel()} ending at "
+                f"{int(self.crow[-1])} does not describe {self.n_rows} rows / {nnz} entries"
+            )
+        self.colptr = torch.empty(self.n_cols + 1, dtype=torch.int64)
+        self.ccrow = torch.empty(nnz, dtype=torch.int32)
+        self.cpos = torch.empty(nnz, dtype=torch.int64)
+        self.cval = torch.empty(nnz, dtype=torch.float32)
+        rc = lib.ar_csc_build(
+            self.n_rows,
+            self.n_cols,
+            _p(self.crow),
+            _p(self.col),
+            _p(self.val),
+            _p(self.colptr),
+            _p(self.ccrow),
+            _p(self.cpos),
+            _p(self.cval),
+        )
+        if rc != 0:
+            raise ValueError(f"native Batch: a column index is outside [0, {self.n_cols})")
+
+    @property
+    def nnz(self) -> int:
+        return int(self.col.numel())
+
+    def _column_values(self, vals: torch.Tensor) -> torch.Tensor:
+        """Entry values (CSR order) in the batch's column order."""
+        if vals is self.val:
+            return self.cval
+        vals = _check_dense(vals, "the entry values")
+        if vals.numel() != self.nnz:
+            raise ValueError(f"native Batch: {vals.numel()} entry values for {self.nnz} entries")
+        return vals[self.cpos].contiguous()
+
+    def _wide(self, h: int) -> torch.Tensor:
+        return self.pool.take(self.n_cols, h) if self.pool is not None else torch.empty(self.n_cols, h)
+
+    def spmm(self, vals: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """``S @ W`` with S this batch's pattern holding ``vals``: ``(n_rows, h)``."""
+        lib = library()
+        W = _check_dense(W, "the weight")
+        cv = self._column_values(vals)
+        h = W.shape[1]
+        nt = _threads()
+        out = torch.empty(self.n_rows, h, dtype=torch.float32)
+        scratch = torch.empty(max(nt - 1, 0) * self.n_rows * h if nt > 1 else 1, dtype=torch.float32)
+        lib.ar_spmm(
+            self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(cv), _p(W), _p(out), _p(scratch), nt
+        )
+        return out
+
+    def spmm_rows(self, vals: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """``S @ W`` in row order (each output row accumulated in place)."""
+        lib = library()
+        W = _check_dense(W, "the weight")
+        vals = _check_dense(vals, "the entry values")
+        out = torch.empty(self.n_rows, W.shape[1], dtype=torch.float32)
+        lib.ar_spmm_rows(self.n_rows, W.shape[1], _p(self.crow), _p(self.col), _p(vals), _p(W), _p(out), _threads())
+        return out
+
+    def decode_backward(
+        self, g: torch.Tensor, W: torch.Tensor, H: torch.Tensor, with_bias: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(S_g @ W, S_g^T @ H, bias gradient)`` in one pass: the decoder's input and weight
+        gradients, and with ``with_bias`` the per-column sums of ``g`` (else ``None``)."""
+        lib = library()
+        W = _check_dense(W, "the weight")
+        H = _check_dense(H, "the hidden representation")
+        g = _check_dense(g, "the output gradient")
+        h = W.shape[1]
+        nt = _threads()
+        dH = torch.empty(self.n_rows, h, dtype=torch.float32)
+        dW = self._wide(h)
+        db = torch.empty(self.n_cols, dtype=torch.float32) if with_bias else None
+        scratch = torch.empty(max(nt - 1, 0) * self.n_rows * h if nt > 1 else 1, dtype=torch.float32)
+        lib.ar_decode_backward(
+            self.n_rows,
+            self.n_cols,
+            h,
+            _p(self.colptr),
+            _p(self.ccrow),
+            _p(self.cpos),
+            _p(g),
+            _p(W),
+            _p(H),
+            _p(dH),
+            _p(dW),
+            None if db is None else _p(db),
+            _p(scratch),
+            nt,
+        )
+        return dH, dW, db
+
+    def column_sums(self, vals: torch.Tensor) -> torch.Tensor:
+        """Per-column sums of entry values (CSR order): ``(n_cols,)``."""
+        vals = _check_dense(vals, "the entry values")
+        return torch.zeros(self.n_cols, dtype=torch.float32).index_add_(0, self.col, vals)
+
+    def spmm_t(self, vals: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+        """``S^T @ G``: ``(n_cols, h)``, every row written."""
+        lib = library()
+        G = _check_dense(G, "the dense operand")
+        cv = self._column_values(vals)
+        h = G.shape[1]
+        out = self._wide(h)
+        lib.ar_spmm_t(self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(cv), _p(G), _p(out), _threads())
+        return out
+
+    def sddmm(self, H: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``H[row_k] . W[col_k]`` (``+ bias[col_k]``) for every entry k, in CSR order: ``(nnz,)``."""
+        lib = library()
+        H = _check_dense(H, "the hidden representation")
+        W = _check_dense(W, "the weight")
+        b = None if bias is None else _check_dense(bias.detach(), "the bias")
+        out = torch.empty(self.nnz, dtype=torch.float32)
+        lib.ar_sddmm(
+            self.n_cols,
+            H.shape[1],
+            _p(self.colptr),
+            _p(self.ccrow),
+            _p(self.cpos),
+            _p(H),
+            _p(W),
+            None if b is None else _p(b),
+            _p(out),
+            _threads(),
+        )
+        return out
+
+
+class _Encode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, W_t: torch.Tensor, batch: Batch) -> torch.Tensor:  # W_t: (n_in, h)
+        ctx.batch = batch
+        return batch.spmm(batch.val, W_t)
+
+    @staticmethod
+    def backward(ctx, dZ: torch.Tensor):
+        batch = ctx.batch
+        dW = batch.spmm_t(batch.val, dZ) if ctx.needs_input_grad[0] else None
+        return dW, None
+
+
+class _Decode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, batch: Batch) -> torch.Tensor:
+        ctx.batch = batch  # W: (n_in, h); b: (n_in,) or None
+        ctx.has_bias = b is not None
+        ctx.save_for_backward(H, W)
+        return batch.sddmm(H, W, b)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        H, W = ctx.saved_tensors
+        batch = ctx.batch
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_b = ctx.has_bias and ctx.needs_input_grad[2]
+        if need_h and need_w:
+            dH, dW, db = batch.decode_backward(g, W, H, with_bias=need_b)
+        else:
+            dH = batch.spmm(g, W) if need_h else None
+            dW = batch.spmm_t(g, H) if need_w else None
+            db = batch.column_sums(g) if need_b else None
+        return dH, dW, db, None
+
+
+def encode(W_t: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """``X @ W_t`` for the batch's values X (``W_t``: ``(n_in, h)``, the transposed first-layer
+    weight); differentiable in ``W_t``."""
+    return _Encode.apply(W_t, batch)
+
+
+def decode(H: torch.Tensor, W: torch.Tensor, batch: Batch, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``H[row_k] . W[col_k] (+ bias[col_k])`` at the batch's entries (``W``: ``(n_in, h)``, the
+    last-layer weight; ``bias``: its ``(n_in,)`` bias); differentiable in ``H``, ``W`` and ``bias``."""
+    return _Decode.apply(H, W, bias, batch)
+
+
+class TransposedLinear(torch.nn.Module):
+    """``nn.Linear(n_in, h)`` whose weight is stored as a contiguous ``(n_in, h)`` parameter
+    ``weight_t``; ``.weight`` is its ``(h, n_in)`` transpose view (same values and semantics as
+    ``nn.Linear.weight``: reading, ``copy_`` into it and ``F.linear`` work unchanged).  The kernels
+    read ``weight_t`` rows directly, and the optimizer updates a contiguous tensor."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight_t = torch.nn.Parameter(linear.weight.detach().t().contiguous())
+        self.bias = torch.nn.Parameter(linear.bias.detach().clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.weight_t.t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.weight_t.t(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, stored transposed"
+
+
+def store_first_layer_transposed(net) -> None:
+    """Replace the first layer by a :class:`TransposedLinear` holding the same weights, so
+    ``weight.t()`` is the contiguous row-per-input matrix the kernels read (no copy per step)."""
+    if not isinstance(net.layers[0], TransposedLinear):
+        net.layers[0] = TransposedLinear(net.layers[0])
+
+
+def hidden(net, batch: Batch, drop_batch=None) -> torch.Tensor:
+    """The last hidden representation of a batch (first layer through the native encoder;
+    ``drop_batch`` as ``AutoRecNet.hidden_tail``'s dropout argument)."""
+    first = net.layers[0]
+    # the (n_in, h) parameter itself, not a view of it: its gradient is then the kernel's output,
+    # handed to the parameter without a copy (a view's gradient is cloned by AccumulateGrad)
+    w_t = first.weight_t if isinstance(first, TransposedLinear) else first.weight.t()
+    z0 = encode(w_t, batch) + first.bias
+    return net.hidden_tail(z0, drop_batch)
+
+
+def sparse_sse(
+    net, crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, n_rows: int, activation, drop_batch=None
+) -> torch.Tensor:
+    """The batch's sum of squared errors at its observed entries, as the torch sparse path
+    computes it (``AutoRecNet.forward``), through the native kernels."""
+    batch = Batch(crow, col, val, n_rows, net.n_in, pool=grad_pool(net))
+    h = hidden(net, batch, drop_batch)
+    last = net.layers[-1]
+    pred = activation(decode(h, last.weight, batch, last.bias))
+    return ((pred - batch.val) ** 2).sum()
