@@ -15,8 +15,8 @@ import pytest
 
 from autorec import env
 from autorec.errors import MissingDependencyError
-from autorec.metrics import evaluate
-from benchmarks import algorithms
+from autorec.models import registry
+from autorec.models.registry import ModelRef
 
 # (registry name, backend, parameters): every model x backend; AutoRec in both training paths
 CASES = [
@@ -29,8 +29,12 @@ CASES = [
     ("d2l-mf", "mxnet", {}),
     ("surprise-svd", "surprise", {}),
     ("surprise-svdpp", "surprise", {}),
-] + [(name, backend, {"path": path})
-     for name in ("i-autorec", "u-autorec") for backend in ("torch", "mxnet") for path in ("dense", "sparse")]
+] + [
+    (name, backend, {"path": path})
+    for name in ("i-autorec", "u-autorec")
+    for backend in ("torch", "mxnet")
+    for path in ("dense", "sparse")
+]
 
 DATASETS = {"ml100k": "ml100k_split", "ml1m-shape": "ml1m_shape_split"}
 
@@ -40,15 +44,15 @@ def _case_id(case) -> str:
     return "-".join([name, backend] + [str(v) for v in params.values()])
 
 
-def _one_epoch(name: str, backend: str, params: dict, threads: int) -> tuple[algorithms.Algorithm, dict]:
-    algo = algorithms.get(name, backend)
+def _one_epoch(name: str, backend: str, params: dict, threads: int) -> tuple[ModelRef, dict]:
+    algo = registry.get(name, backend)
     try:
         algo.check_dependencies()
     except MissingDependencyError as exc:
         pytest.skip(str(exc))
-    accepted = algo.param_names() or set()
+    accepted = set(algo.load().Config.field_names())
     p = dict(params)
-    ep = algo.epochs_param()
+    ep = next((k for k in ("epochs", "n_epochs") if k in accepted), None)
     if ep is not None:
         p[ep] = 1
     if "patience" in accepted:
@@ -59,14 +63,21 @@ def _one_epoch(name: str, backend: str, params: dict, threads: int) -> tuple[alg
 
 
 def _info(benchmark, algo, model, data, dataset, threads, result=None):
-    benchmark.extra_info.update({
-        "model": algo.name, "backend": algo.backend, "dataset": dataset,
-        "n_train": len(data.train), "n_test": len(data.test), "threads": threads,
-        "config": model.params(),
-    })
+    benchmark.extra_info.update(
+        {
+            "model": algo.name,
+            "backend": algo.backend,
+            "dataset": dataset,
+            "n_train": len(data.train),
+            "n_test": len(data.test),
+            "threads": threads,
+            "config": model.params(),
+        }
+    )
     if result is not None:
-        benchmark.extra_info.update({"test_rmse": result["rmse"], "test_mae": result["mae"],
-                                     "n_cold_start": result["n_cold_start"]})
+        benchmark.extra_info.update(
+            {"test_rmse": result["rmse"], "test_mae": result["mae"], "n_cold_start": result["n_cold_start"]}
+        )
 
 
 @pytest.mark.parametrize("dataset", list(DATASETS))
@@ -74,7 +85,8 @@ def _info(benchmark, algo, model, data, dataset, threads, result=None):
 def test_fit_one_epoch(benchmark, case, dataset, request, bench_rounds, bench_threads):
     """Wall time of ``fit`` for one epoch (model construction excluded); the RMSE after it."""
     data = request.getfixturevalue(DATASETS[dataset])
-    algo, params = _one_epoch(*case, bench_threads)
+    name, backend, params = case
+    algo, params = _one_epoch(name, backend, params, bench_threads)
     algo.load()
     env.set_threads(bench_threads)
     holder = {}
@@ -89,7 +101,7 @@ def test_fit_one_epoch(benchmark, case, dataset, request, bench_rounds, bench_th
 
     benchmark.pedantic(fit, setup=setup, rounds=bench_rounds, iterations=1, warmup_rounds=1)  # warm-up: lazy imports
     model = holder["model"]
-    _info(benchmark, algo, model, data, dataset, bench_threads, evaluate(model, data.train, data.test))
+    _info(benchmark, algo, model, data, dataset, bench_threads, model.evaluate(data.test))
 
 
 @pytest.mark.parametrize("dataset", list(DATASETS))
@@ -97,10 +109,10 @@ def test_fit_one_epoch(benchmark, case, dataset, request, bench_rounds, bench_th
 def test_predict_test_set(benchmark, case, dataset, request, bench_rounds, bench_threads):
     """Wall time of predicting the whole test set (cold start and clipping included) after one epoch."""
     data = request.getfixturevalue(DATASETS[dataset])
-    algo, params = _one_epoch(*case, bench_threads)
+    name, backend, params = case
+    algo, params = _one_epoch(name, backend, params, bench_threads)
     model = algo.build(params)
     env.set_threads(bench_threads)
     model.fit(data.train, None)
-    result = benchmark.pedantic(evaluate, args=(model, data.train, data.test), rounds=bench_rounds,
-                                iterations=1, warmup_rounds=1)
+    result = benchmark.pedantic(model.evaluate, args=(data.test,), rounds=bench_rounds, iterations=1, warmup_rounds=1)
     _info(benchmark, algo, model, data, dataset, bench_threads, result)

@@ -32,16 +32,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autorec-bench",
         description="AutoRec vs matrix factorization on MovieLens: datasets, shared splits, runs, "
-                    "resumable sweeps, tuning, reports and the verdict.  `autorec-bench COMMAND -h` "
-                    "for a command's options.")
+        "resumable sweeps, tuning, reports and the verdict.  `autorec-bench COMMAND -h` "
+        "for a command's options.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            mod = _load(name) if (only is None or only == name) else None
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("benchmarks.commands"):
-                continue  # command not implemented in this checkout
-            raise
+        mod = _load(name) if (only is None or only == name) else None
         if mod is None:
             sub.add_parser(name)
             continue

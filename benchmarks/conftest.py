@@ -34,17 +34,21 @@ def ml100k_split():
     d = real_data_dir()
     if d is None or not (d / "ml-100k").is_dir():
         pytest.skip("no ML-100K copy (set AUTOREC_DATA_DIR to the folder holding ml-100k/)")
-    from benchmarks.harness import load_data
-    return load_data("ml-100k", "random", seed=0, data_dir=d, offline=True)
+    from autorec.splits import load_split
+
+    return load_split("ml-100k", "random", seed=0, data_dir=d, offline=True)
 
 
 @pytest.fixture(scope="session")
 def ml1m_shape_split():
     """Synthetic data of ML-1M's shape (6040 users, 3706 items, 1,000,209 ratings; scaled by
     ``AUTOREC_BENCH_FRACTION``), random 90/10 split, seed 0."""
-    from benchmarks.harness import load_data
+    from autorec.splits import SplitSpec
+    from benchmarks.harness import DataSource, load_data, parse_dataset
+
     fraction = float(os.environ.get("AUTOREC_BENCH_FRACTION", "1.0"))
-    return load_data(f"synthetic:ml-1m@{fraction:g}", "random", seed=0)
+    ref = parse_dataset(f"synthetic:ml-1m@{fraction:g}")
+    return load_data(ref, SplitSpec.parse("random"), seed=0, valid_ratio=0.05, source=DataSource())
 
 
 @pytest.fixture(scope="session")
@@ -55,4 +59,5 @@ def bench_rounds() -> int:
 @pytest.fixture(scope="session")
 def bench_threads() -> int:
     from autorec.env import default_threads
+
     return max(1, int(os.environ.get("AUTOREC_BENCH_THREADS", str(default_threads()))))

@@ -1,168 +1,105 @@
-"""Test-only models and raw-record builders shared by the harness, sweep, report and verify tests.
+"""Test-only models and helpers shared by the harness, sweep and reliability tests.
 
-The worker subprocess imports these models by import string (``test_harness_helpers:ToyModel``)
-with ``tests/`` on ``PYTHONPATH``.  (No tests here.)
+The worker subprocess imports the toy model by import string (``tests.test_harness_helpers:ToyModel``;
+the harness puts the repository on the worker's ``PYTHONPATH``).  (No tests here.)
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import os
+import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from autorec.errors import ConfigError, TrainingDivergedError
 from autorec.interactions import Interactions
-from autorec.models.base import FitInfo, Recommender
+from autorec.models.base import IterativeRecommender
+from autorec.models.config import IterativeConfig, choice, nonnegative, param
+from benchmarks import harness
+from benchmarks.harness import RunPlan
+from benchmarks.record import RunRecord
 
 TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+TOY = "tests.test_harness_helpers:ToyModel"
+SYN = "synthetic:120,80,2400,3"
 
 
-class ToyModel(Recommender):
-    """mu + shrunk user bias (+ ``shift``), with misbehaviours on demand (``mode``):
-    ``ok``, ``diverge`` (TrainingDivergedError at epoch 2), ``crash`` (``os._exit(3)``),
-    ``sleep`` (``sleep`` seconds per epoch), ``alloc`` (holds ``alloc_mb`` MB during fit)."""
+@dataclass(frozen=True)
+class ToyConfig(IterativeConfig):
+    epochs: int = param(3, low=1, doc="epochs")
+    shift: float = param(0.0, doc="added to every estimate")
+    mode: str = choice("ok", ("ok", "diverge", "crash", "kill", "sleep", "alloc"), "the misbehaviour")
+    sleep: float = nonnegative(0.0, "seconds slept per epoch (mode sleep)")
+    alloc_mb: int = nonnegative(0, "megabytes held during the fit (mode alloc)")
+
+
+class ToyModel(IterativeRecommender[ToyConfig]):
+    """``mu + b_u + shift`` with user biases shrunk harder every epoch, misbehaving on demand
+    (``mode``): ``diverge`` (a NaN training loss at epoch 2, so the shared loop raises
+    TrainingDivergedError), ``crash`` (``os._exit(3)``), ``kill`` (SIGKILL, as the OOM killer),
+    ``sleep`` (``sleep`` seconds per epoch), ``alloc`` (holds ``alloc_mb`` MB during the fit)."""
 
     name = "toy"
-    backend = "numpy"
     family = "mf"
-    PARAMS = {"seed": 0, "cold_start": "global-mean", "epochs": 3, "shift": 0.0, "mode": "ok", "sleep": 0.0,
-              "alloc_mb": 0, "devices": ["cpu"]}
+    backend = "numpy"
+    Config = ToyConfig
+    mu: float
+    bu: np.ndarray
 
-    def __init__(self, **params):
-        unknown = sorted(set(params) - set(self.PARAMS))
-        if unknown:
-            raise ConfigError(f"toy: unknown parameter(s) {unknown}; known: {sorted(self.PARAMS)}")
-        self.p = {**self.PARAMS, **params}
-        if self.p["mode"] not in ("ok", "diverge", "crash", "sleep", "alloc"):
-            raise ConfigError(f"toy: mode={self.p['mode']!r} is not ok/diverge/crash/sleep/alloc")
-        if int(self.p["epochs"]) <= 0:
-            raise ConfigError("toy: epochs must be > 0")
-        self.p["devices"] = list(self.p["devices"])
+    def make_trainer(self, train: Interactions, valid: Interactions | None) -> _ToyTrainer:
+        return _ToyTrainer(self, train)
 
-    @classmethod
-    def from_params(cls, params):
-        return cls(**dict(params))
-
-    def params(self):
-        return dict(self.p)
-
-    def fit(self, train: Interactions, valid=None, *, progress=None) -> FitInfo:
-        p = self.p
-        hold = None
-        if p["mode"] == "alloc":
-            hold = np.ones(int(p["alloc_mb"]) * 2 ** 20 // 8)
-        self.mu = train.global_mean
-        sums = np.bincount(train.users, weights=train.ratings - self.mu, minlength=train.n_users)
-        counts = np.bincount(train.users, minlength=train.n_users)
-        history = []
-        for epoch in range(1, int(p["epochs"]) + 1):
-            t0 = time.perf_counter()
-            if p["mode"] == "crash":
-                os._exit(3)
-            if p["mode"] == "diverge" and epoch == 2:
-                raise TrainingDivergedError(f"toy: loss is nan at epoch {epoch} (params {p})")
-            if p["mode"] == "sleep":
-                time.sleep(float(p["sleep"]))
-            self.bu = sums / (counts + 5.0 * epoch)
-            vr = None
-            if valid is not None and len(valid):
-                from autorec.metrics import evaluate
-                vr = evaluate(self, train, valid, p["cold_start"])["rmse"]
-            row = {"epoch": epoch, "train_loss": 1.0 / epoch, "valid_rmse": vr, "seconds": time.perf_counter() - t0}
-            history.append(row)
-            if progress is not None:
-                progress(epoch, int(p["epochs"]), dict(row))
-        del hold
-        return FitInfo(history=history, best_epoch=int(p["epochs"]) if history[-1]["valid_rmse"] is not None else None,
-                       epochs_run=len(history))
-
-    def predict(self, users, items):
-        return self.mu + self.bu[np.asarray(users)] + float(self.p["shift"])
+    def estimate(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self.mu + self.bu[users] + self.config.shift
 
 
-TOY = "test_harness_helpers:ToyModel"
+class _ToyTrainer:
+    def __init__(self, model: ToyModel, train: Interactions) -> None:
+        self.m = model
+        model.mu = train.global_mean
+        self.sums = np.bincount(train.users, weights=train.ratings - model.mu, minlength=train.n_users)
+        self.counts = np.bincount(train.users, minlength=train.n_users)
+        model.bu = np.zeros(train.n_users)
+        self.hold = np.ones(model.config.alloc_mb * 2**20 // 8) if model.config.mode == "alloc" else None
+
+    def train_epoch(self, epoch: int) -> dict:
+        c = self.m.config
+        if c.mode == "crash":
+            os._exit(3)
+        if c.mode == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if c.mode == "sleep":
+            time.sleep(c.sleep)
+        self.m.bu = self.sums / (self.counts + 5.0 * epoch)
+        return {"train_loss": float("nan") if c.mode == "diverge" and epoch == 2 else 1.0 / epoch}
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"bu": self.m.bu.copy()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.m.bu = state["bu"].copy()
+
+    def optimizer_state(self) -> bytes:
+        return b""
+
+    def load_optimizer_state(self, state: bytes) -> None:
+        pass
 
 
-class ToyAutoRec(ToyModel):
-    """The toy model, in the ``autorec`` family (for verify tests that run real workers)."""
-
-    name = "toy-autorec"
-    family = "autorec"
-
-
-TOY_AUTOREC = "test_harness_helpers:ToyAutoRec"
-
-
-# ------------------------------------------------------------------------------ raw records
-def make_record(*, dataset="ml-100k", split="random:test_ratio=0.1", seed=0, model="als", backend="numpy",
-                family=None, params=None, test_rmse=0.9, valid_rmse=None, test_mae=None, devices=("cpu",),
-                split_sha256=None, status="ok", label=None, history=None, cold_start="global-mean",
-                n_train=85500, n_valid=4500, n_test=10000, seconds=1.0) -> dict:
-    """A schema-complete raw record (as the harness writes), built without running anything."""
-    from benchmarks import algorithms, harness
-    from autorec.splits import SplitSpec
-
-    spec = SplitSpec.parse(split)
-    params = dict(params or {})
-    params.setdefault("seed", seed)
-    run = harness.RunSpec(dataset=dataset, split=str(spec), seed=seed, model=model, backend=backend,
-                          devices=tuple(devices), params=params, cold_start=cold_start, label=label)
-    sha = split_sha256 or hashlib.sha256(f"{dataset}|{spec}|{seed}".encode()).hexdigest()
-    valid_rmse = test_rmse + 0.01 if valid_rmse is None else valid_rmse
-    rec = {
-        "schema_version": harness.SCHEMA_VERSION, "status": status, "run_id": run.run_id,
-        "identity": run.identity(), "dataset": dataset,
-        "split": {"spec": str(spec), "kind": spec.kind, "args": dict(spec.args)},
-        "split_sha256": sha, "model": model, "backend": backend, "devices": list(devices),
-        "launcher": "single", "seed": seed, "params": params, "valid_ratio": 0.05,
-        "cold_start_policy": cold_start, "label": label, "sweep": None, "variant": None,
-        "family": family or algorithms.family(model), "display_name": algorithms.display_name(model, params),
-        "n_train": n_train, "n_valid": n_valid, "n_test": n_test, "n_cold_start": 3, "n_cold_start_valid": 0,
-        "environment": {"python": "3.11.7", "numpy": "1.23.5", "torch": "2.13.0", "mxnet": "1.9.1",
-                        "cpu_model": "Test CPU", "cpu_count": 2, "gpu": [], "platform": "Linux"},
-        "threads": 2, "git_commit": "abc123", "created_at": "2026-01-01T00:00:00+00:00",
-        "memory": {"peak_rss_mb": 321.0}, "worker": {"exit_code": 0, "wall_seconds": seconds},
-    }
-    if status == "ok":
-        rec.update({
-            "metrics": {"test_rmse": test_rmse, "test_mae": test_mae if test_mae is not None else test_rmse * 0.79,
-                        "valid_rmse": valid_rmse, "valid_mae": valid_rmse * 0.79},
-            "best_epoch": 3, "epochs_run": 3,
-            "history": history if history is not None else [
-                {"epoch": e, "train_loss": 1.0 / e, "valid_rmse": valid_rmse + 0.05 / e, "seconds": seconds / 3}
-                for e in (1, 2, 3)],
-            "timing": {"fit_seconds": seconds, "seconds_per_epoch": seconds / 3, "predict_seconds": 0.01},
-        })
-    else:
-        rec["error"] = {"type": "TrainingDivergedError", "message": "loss is nan at epoch 2", "traceback": ""}
-        rec["timing"] = {}
+def execute1(plan: RunPlan, out: Path, **kw) -> RunRecord:
+    """Execute ``plan`` with one thread; the record it left (or found)."""
+    rec = harness.execute(plan, out, threads=1, **kw).record
+    assert rec is not None
     return rec
 
 
-def write_record(raw_dir: Path, rec: dict, name: str | None = None) -> Path:
-    from benchmarks import harness
-
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    r = copy.deepcopy(rec)
-    if name is None:
-        run = harness.RunSpec(dataset=r["dataset"], split=r["split"]["spec"], seed=r["seed"], model=r["model"],
-                              backend=r["backend"], devices=tuple(r["devices"]), params=r["params"],
-                              cold_start=r["cold_start_policy"])
-        name = run.filename
-    path = raw_dir / name
-    path.write_text(json.dumps(r, indent=1, sort_keys=True))
-    return path
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    """{relative path: sha256} of every file under ``folder`` (hidden manifest included)."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            out[p.relative_to(folder).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a CLI subprocess: the repository importable, the test's own cache, one thread."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO)
+    env["AUTOREC_CACHE_DIR"] = str(tmp_path / "cache")
+    env["OMP_NUM_THREADS"] = "1"
+    return env

@@ -1,15 +1,18 @@
 """``autorec-bench sweep SPEC.toml [SPEC2.toml ...]``: run a declared grid of runs, resumably.
 
-The whole spec is validated before the first run.  Rerunning the same command after an
-interruption (Ctrl-C, SIGKILL, a crash) skips every finished run.  Failed runs are recorded as
-failure files and do not stop the sweep (``--retry-failed`` reruns them).  See
-:mod:`benchmarks.sweep` for the spec format.
+Every run of every spec is planned (data, split, model, parameters, devices, the output folder)
+before the first one trains, and every problem is reported at once.  Rerunning the same command
+after an interruption (Ctrl-C, SIGKILL, a crash) skips every finished run and tries the failed
+ones again; a run another live sweep claims is left to it.  ``--strict`` exits 1 when any run of
+the sweep is failed, also when the failure is an old one.  See :mod:`benchmarks.sweep` for the
+spec format.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from autorec.errors import ConfigError
 from benchmarks import harness
 from benchmarks import sweep as sweeps
 
@@ -19,39 +22,63 @@ HELP = "run one or more sweep specs (benchmarks/specs/*.toml); resumable, valida
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("specs", nargs="+", metavar="SPEC.toml", help="sweep spec file(s)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1; threads are shared)")
-    p.add_argument("--dry-run", action="store_true", help="validate and list the runs; train nothing")
+    p.add_argument("--dry-run", action="store_true", help="check everything a run checks, list the runs; train nothing")
     p.add_argument("--out", default=str(harness.DEFAULT_RAW), help="raw results folder (default results/raw)")
     p.add_argument("--data-dir", default=None, help="folder holding the datasets")
     p.add_argument("--offline", action="store_true", help="never download")
     p.add_argument("--threads", type=int, default=None, help="threads per run (default: cores / jobs)")
-    p.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
-    p.add_argument("--strict", action="store_true", help="exit 1 when any run failed")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any run of the sweep is failed (old ones too)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per run)")
 
 
+def dry_run(sweep: sweeps.Sweep, out: str) -> int:
+    """List what a real run would do: every run, done / failed / to run, and the notes."""
+    for msg in sweep.notes:
+        print(f"note: {msg}")
+    states = {}
+    for p in sweep.plans:
+        path = harness.path_for(out, p)
+        rec = harness.read_if_valid(path) if p.materialised else None
+        if rec is not None and rec.run_id == p.run_id:
+            states[p.run_id] = "done " if rec.ok else "retry"
+        else:
+            states[p.run_id] = "todo "
+    n_done = sum(s == "done " for s in states.values())
+    n_failed = sum(s == "retry" for s in states.values())
+    merged = f" ({sweep.duplicates} duplicate(s) merged)" if sweep.duplicates else ""
+    print(
+        f"sweep {', '.join(sweep.names)}: {len(sweep.plans)} runs valid, {n_done} already done in {out}, "
+        f"{n_failed} failed (tried again), {len(sweep.plans) - n_done - n_failed} to run{merged}"
+    )
+    for key, n in sweeps.estimate(sweep).items():
+        print(f"  {n:4d}  {key}")
+    for p in sweep.plans:
+        print(f"  {states[p.run_id]} {harness.path_for(out, p).name}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    from autorec.errors import ConfigError
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs} must be >= 1")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads {args.threads} must be >= 1")
-    sweep = sweeps.load_sweeps(args.specs, data_dir=args.data_dir)
+    harness.check_writable(args.out, create=not args.dry_run)
+    source = harness.DataSource(data_dir=args.data_dir, offline=args.offline)
+    sweep = sweeps.load_sweeps(args.specs, source=source, dry_run=args.dry_run)
     if args.dry_run:
-        from pathlib import Path
-        out = Path(args.out)
-        done = [r for r in sweep.runs if harness.is_finished(out / r.filename, r.run_id)]
-        for msg in sweep.skipped:
-            print(f"skip: {msg}")
-        print(f"sweep {', '.join(sweep.names)}: {len(sweep.runs)} runs valid, {len(done)} already done in "
-              f"{out}, {len(sweep.runs) - len(done)} to run" +
-              (f" ({sweep.duplicates} duplicate(s) merged)" if sweep.duplicates else ""))
-        for key, n in sweeps.estimate(sweep).items():
-            print(f"  {n:4d}  {key}")
-        done_ids = {r.run_id for r in done}
-        for r in sweep.runs:
-            print(f"  {'done ' if r.run_id in done_ids else 'todo '} {r.filename}")
-        return 0
-    counts = sweeps.run_sweep(sweep, args.out, jobs=args.jobs, data_dir=args.data_dir, offline=args.offline,
-                              threads=args.threads, retry_failed=args.retry_failed,
-                              progress=False if args.no_progress else None)
-    return 1 if (args.strict and counts.get("failed")) else 0
+        return dry_run(sweep, args.out)
+    for msg in sweep.notes:
+        print(f"note: {msg}")
+    harness.run_batch(
+        sweep.plans,
+        args.out,
+        title=f"sweep {', '.join(sweep.names)}",
+        jobs=args.jobs,
+        threads=args.threads,
+        progress=False if args.no_progress else None,
+    )
+    failed = harness.failures(sweep.plans, args.out)
+    if args.strict and failed:
+        print(f"--strict: {len(failed)} run(s) of this sweep are failed (their records say why), e.g. {failed[0]}")
+        return 1
+    return 0

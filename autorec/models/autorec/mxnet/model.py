@@ -288,6 +288,11 @@ class AutoRecMXNet(AutoRecBase):
         "kvstore",
         "adam_epsilon",
     )
+    # Gluon has neither Rprop nor L-BFGS: the MXNet backend searches the common part + the Adam variant
+    SPACE: ClassVar[dict[str, Any]] = {
+        **{k: v for k, v in AutoRecBase.SPACE.items() if k != "one_of"},
+        **AutoRecBase.SPACE["one_of"]["adam"],
+    }
     net: AutoRecBlock
 
     def __init__(self, config: AutoRecConfig | Mapping[str, Any] | None = None, **params: Any) -> None:

@@ -1,0 +1,349 @@
+"""Executing planned runs: one fresh worker process per run, one claim per run, one record per run.
+
+:func:`execute` skips a run that is finished (a successful record of its ``run_id``), claims it
+(:mod:`benchmarks.harness.store`; a run another live runner claims is left to it), starts
+``python -m benchmarks.harness.worker`` with the thread count set in its environment (and
+recorded), dying with its parent (``PR_SET_PDEATHSIG``), relays its progress events, enforces the
+run's timeout, reaps it with ``wait4``, adds what only the parent knows (wall time, the load average
+before and after, hence whether the timings were contended) and writes the record atomically.  A
+worker that dies without a record (crash, timeout, out of memory) becomes a failure record; a
+worker interrupted by SIGINT / SIGTERM records nothing (:class:`Interrupted`).
+
+An :class:`Executor` decides where runs execute; :class:`LocalExecutor` runs ``jobs`` of them at a
+time in this machine's thread pool.  A distributed executor (e.g. Dask workers sharing the raw
+folder) implements the same ``map``: plans, workers, records and claims stay as they are.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import ctypes
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from autorec import env as hostenv
+from autorec.errors import ConfigError
+from autorec.jsonio import dumps
+from benchmarks import record
+from benchmarks.harness import store
+from benchmarks.harness.plan import RunPlan
+from benchmarks.record import Conditions, ErrorInfo, Memory, RunRecord
+
+REPO = Path(__file__).resolve().parents[2]
+EventFn = Callable[[dict], None]
+
+
+class Interrupted(Exception):
+    """A worker was interrupted (SIGINT / SIGTERM): nothing is recorded for that run (the caller
+    turns it into KeyboardInterrupt)."""
+
+
+@dataclass
+class Outcome:
+    """What became of one run: ``ok`` / ``failed`` (a record was written), ``skipped`` (already
+    finished) or ``claimed`` (another live runner holds it: ``holder``)."""
+
+    plan: RunPlan
+    path: Path
+    status: str
+    record: RunRecord | None = None
+    seconds: float = 0.0
+    holder: store.Claim | None = None
+
+    @property
+    def summary(self) -> str:
+        what = self.plan.describe()
+        if self.status == "skipped":
+            return f"{what}: already done ({self.path.name})"
+        if self.status == "claimed":
+            held = self.holder.describe() if self.holder else "another runner"
+            return f"{what}: skipped, another sweep runs it ({held})"
+        rec = self.record
+        if self.status == "failed" or rec is None or rec.metrics is None:
+            err = rec.error if rec is not None else None
+            text = f"{err.type}: {err.message[:200]}" if err is not None else "no record"
+            return f"{what}: FAILED {text}"
+        m = rec.metrics
+        return f"{what}: test RMSE {m.test_rmse:.4f}, MAE {m.test_mae:.4f} ({self.seconds:.1f} s)"
+
+
+@dataclass
+class Tally:
+    """Outcomes of a batch of runs, and the lines that close it (failures say where to look)."""
+
+    counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0, "skipped": 0, "claimed": 0})
+    failed: list[Outcome] = field(default_factory=list)
+    claimed: list[Outcome] = field(default_factory=list)
+
+    def add(self, outcome: Outcome) -> None:
+        self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
+        if outcome.status == "failed":
+            self.failed.append(outcome)
+        elif outcome.status == "claimed":
+            self.claimed.append(outcome)
+
+    def closing_lines(self) -> list[str]:
+        lines = []
+        if self.failed:
+            lines.append(
+                f"{len(self.failed)} run(s) FAILED; each failure record holds the error and traceback "
+                "(rerun the same command to try them again: a failure is never counted as done):"
+            )
+            for o in self.failed:
+                err = o.record.error if o.record is not None else None
+                why = f"{err.type}: {err.message.splitlines()[0][:160]}" if err else "?"
+                lines.append(f"  {o.path}  {why}")
+        if self.claimed:
+            lines.append(
+                f"{len(self.claimed)} run(s) skipped because another live sweep claims them; rerun this "
+                "command once it ends to pick up whatever it leaves"
+            )
+        return lines
+
+
+# ====================================================================== execute
+def execute(
+    plan: RunPlan,
+    out_dir: str | os.PathLike = store.DEFAULT_RAW,
+    *,
+    threads: int | None = None,
+    thread_policy: str | None = None,
+    force: bool = False,
+    on_event: EventFn | None = None,
+    verbose: bool = False,
+) -> Outcome:
+    """Run ``plan`` in a fresh worker process and write its record under ``out_dir`` (see the
+    module docstring).  ``force`` reruns a finished run; ``on_event`` receives the worker's events
+    (``{"event": "epoch", "epoch", "epochs", "train_loss", "valid_rmse"}``, ``{"event": "stage"}``)."""
+    if not plan.materialised:
+        raise ConfigError(f"{plan.describe()}: its split was never materialised (a dry-run plan); plan it again")
+    out_dir = Path(out_dir)
+    path = store.path_for(out_dir, plan)
+    if not force and store.is_finished(path, plan.run_id):
+        return Outcome(plan, path, "skipped", store.read_if_valid(path))
+    mine, holder = store.try_claim(out_dir, plan.run_id, plan.timeout_s)
+    if mine is None:
+        return Outcome(plan, path, "claimed", store.read_if_valid(path), holder=holder)
+    try:
+        if not force and store.is_finished(path, plan.run_id):  # finished by another runner meanwhile
+            return Outcome(plan, path, "skipped", store.read_if_valid(path))
+        if threads is None:
+            threads = hostenv.default_threads()
+            thread_policy = thread_policy or f"all {threads} usable cores"
+        rec, seconds = _launch(plan, int(threads), thread_policy or f"{threads} as given", on_event, verbose)
+        record.write(path, rec)
+        return Outcome(plan, path, rec.status, rec, seconds)
+    finally:
+        store.release(out_dir, mine)
+
+
+def _launch(
+    plan: RunPlan, threads: int, thread_policy: str, on_event: EventFn | None, verbose: bool
+) -> tuple[RunRecord, float]:
+    load_before = hostenv.load_average()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="autorec-run-") as tmp:
+        tmp = Path(tmp)
+        rfd, wfd = os.pipe()
+        result = tmp / "record.json"
+        job = {"plan": plan, "threads": threads, "result": str(result), "events_fd": wfd}
+        (tmp / "job.json").write_text(dumps(job))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[var] = str(threads)  # set explicitly for every run, recorded in its environment
+        env["PYTHONUNBUFFERED"] = "1"
+        log_path = tmp / "worker.log"
+        cmd = [sys.executable, "-m", "benchmarks.harness.worker", str(tmp / "job.json")]
+        with open(log_path, "wb") as log:
+            try:
+                proc = subprocess.Popen(
+                    cmd,
+                    env=env,
+                    cwd=os.getcwd(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=None if verbose else log,
+                    stderr=None if verbose else log,
+                    pass_fds=(wfd,),
+                    preexec_fn=_set_pdeathsig,
+                )
+            finally:
+                os.close(wfd)
+            with _ACTIVE_LOCK:
+                _ACTIVE[proc.pid] = proc
+            events = os.fdopen(rfd, "r")
+            reader = threading.Thread(target=_read_events, args=(events, on_event), daemon=True)
+            reader.start()
+            try:
+                status, rusage, timed_out = _wait(proc, plan.timeout_s)
+            finally:
+                with _ACTIVE_LOCK:
+                    _ACTIVE.pop(proc.pid, None)
+            reader.join(timeout=5)
+            events.close()
+        seconds = time.perf_counter() - t0
+        code = os.waitstatus_to_exitcode(status)
+        sig = -code if code < 0 else None
+        if not timed_out and (code == 130 or sig in (signal.SIGINT, signal.SIGTERM)):
+            raise Interrupted(f"{plan.describe()}: interrupted")
+        rec = store.read_if_valid(result) if result.is_file() else None
+        if rec is None or rec.run_id != plan.run_id:
+            rec = _crash_record(plan, timed_out, sig, code, _log_tail(log_path), rusage.ru_maxrss / 1024.0)
+    load_after = hostenv.load_average()
+    conditions = Conditions(
+        threads=threads,
+        thread_policy=thread_policy,
+        cpu_count=os.cpu_count(),
+        load_before=load_before,
+        load_after=load_after,
+        contended=hostenv.contended(load_before, load_after, threads),
+    )
+    timing = dataclasses.replace(rec.timing, wall=round(seconds, 3))
+    return dataclasses.replace(rec, timing=timing, conditions=conditions), seconds
+
+
+def _crash_record(plan: RunPlan, timed_out: bool, sig: int | None, code: int, log: str, maxrss_mb: float) -> RunRecord:
+    """The failure record of a worker that left none."""
+    if timed_out:
+        why = f"the run exceeded its timeout of {plan.timeout_s:g} s and was killed"
+    elif sig is not None:
+        why = f"the worker was killed by signal {signal.Signals(sig).name}" + (
+            " (out of memory?)" if sig == signal.SIGKILL else ""
+        )
+    else:
+        why = f"the worker exited with status {code} without writing a record"
+    memory = Memory(
+        peak_rss=round(maxrss_mb, 1),
+        measured="ru_maxrss of the worker from wait4 (the worker did not report; on Linux this can "
+        "include the parent's RSS at fork time)",
+    )
+    return plan.record("failed", error=ErrorInfo(type="WorkerCrashed", message=why, traceback=log), memory=memory)
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the parent (a SIGKILLed sweep)
+    except OSError:  # pragma: no cover - not Linux / no glibc
+        pass
+
+
+def _log_tail(path: Path, n: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def _read_events(fh, on_event: EventFn | None) -> None:
+    try:
+        for line in fh:
+            if on_event is None:
+                continue
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            try:
+                on_event(ev)
+            except Exception:  # a progress display must never break a run
+                pass
+    except (OSError, ValueError):
+        pass
+
+
+def _wait(proc: subprocess.Popen, timeout_s: float | None):
+    """Reap ``proc`` with ``os.wait4`` (its own rusage), polling so that KeyboardInterrupt and the
+    timeout are honoured.  Returns (status, rusage, timed_out)."""
+    deadline = None if timeout_s is None else time.monotonic() + float(timeout_s)
+    timed_out = False
+    try:
+        while True:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                return status, rusage, timed_out
+            if deadline is not None and not timed_out and time.monotonic() > deadline:
+                timed_out = True
+                proc.kill()
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=5)
+        except (subprocess.TimeoutExpired, OSError):
+            proc.kill()
+        raise
+
+
+# the workers this process started and that still run, so an interrupt can stop them
+_ACTIVE: dict[int, subprocess.Popen] = {}
+_ACTIVE_LOCK = threading.Lock()
+
+
+def terminate_active() -> None:
+    """Stop every worker this process started and that still runs (on an interrupt)."""
+    with _ACTIVE_LOCK:
+        procs = list(_ACTIVE.values())
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + 5
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except (subprocess.TimeoutExpired, OSError, ChildProcessError):
+            try:
+                p.kill()
+            except OSError:
+                pass
+
+
+# ====================================================================== executors
+class Executor(Protocol):
+    """Where runs execute.  ``map(fn, plans)`` calls ``fn(plan)`` (:func:`execute` with the batch's
+    settings) for every plan and yields the outcomes as runs finish; when the consumer stops
+    (an interrupt), no further run starts and the running ones are stopped."""
+
+    def map(self, fn: Callable[[RunPlan], Outcome], plans: Sequence[RunPlan]) -> Iterator[Outcome]: ...
+
+
+class LocalExecutor:
+    """``jobs`` runs at a time on this machine (threads, each waiting on its worker process)."""
+
+    def __init__(self, jobs: int = 1) -> None:
+        if int(jobs) < 1:
+            raise ConfigError(f"jobs={jobs} must be >= 1")
+        self.jobs = int(jobs)
+
+    def map(self, fn: Callable[[RunPlan], Outcome], plans: Sequence[RunPlan]) -> Iterator[Outcome]:
+        if self.jobs == 1:
+            for plan in plans:
+                yield fn(plan)
+            return
+        with cf.ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            order = {pool.submit(fn, p): k for k, p in enumerate(plans)}
+            try:
+                remaining: Iterable[cf.Future] = set(order)
+                while remaining:
+                    done, remaining = cf.wait(remaining, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                    for f in sorted(done, key=order.__getitem__):
+                        yield f.result()
+            except BaseException:  # interrupted (or the consumer stopped): start nothing more
+                for f in order:
+                    f.cancel()
+                terminate_active()
+                raise
