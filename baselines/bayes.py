@@ -113,15 +113,16 @@ class BayesianMF(Recommender[BayesConfig]):
     backend = "myfm"
     requires = (("myfm", "bayes"),)
     Config = BayesConfig
-    # Rank 10-200 (log scale): the sampler integrates the regularisation out, so large ranks overfit
+    # Rank 8-128 (log scale): the sampler integrates the regularisation out, so large ranks overfit
     # little (Rendle et al. 2019 report Bayesian MF improving up to hundreds of dimensions on
-    # ML-10M); the cost grows linearly with the rank, so 200 (20x a rank-10 fit) is the cap.  A
+    # ML-10M, with most of the gain by 128); the cost grows with the rank (ML-100K: a rank-64,
+    # 300-iteration Bayesian SVD++ fit takes 80 s here), so 128 is the cap that 60 trials afford.  A
     # Gibbs chain improves with more kept samples, with diminishing returns past a few hundred; it
-    # leaves its initialisation within a few dozen iterations, so the burn-in share goes from almost
-    # none (myfm's default, 5 iterations) to 30%.
+    # leaves its initialisation within a few dozen iterations, so 100-600 iterations and a burn-in
+    # share from almost none (myfm's default, 5 iterations) to 30%.
     SPACE = {
-        "rank": {"dist": "logint", "low": 10, "high": 200},
-        "n_iter": {"dist": "int", "low": 200, "high": 1000},
+        "rank": {"dist": "logint", "low": 8, "high": 128},
+        "n_iter": {"dist": "int", "low": 100, "high": 600},
         "burn_in": {"dist": "uniform", "low": 0.0, "high": 0.3},
     }
     #: SVD++-style implicit features (:func:`relation_features`)

@@ -97,7 +97,13 @@ class StudySpec:
 
 
 def sqlite_url(path: str | os.PathLike) -> str:
-    return f"sqlite:///{Path(path).absolute()}"
+    """An SQLite URL for ``path``: relative to the working folder when the file lies below it (the
+    committed studies and config headers then name no machine's paths), absolute otherwise."""
+    p = Path(path).absolute()
+    try:
+        return f"sqlite:///{p.relative_to(Path.cwd())}"
+    except ValueError:
+        return f"sqlite:///{p}"
 
 
 def storage(url: str) -> optuna.storages.RDBStorage:
