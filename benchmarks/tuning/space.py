@@ -8,6 +8,7 @@ The format (docs/design.md) is a mapping ``parameter -> spec``:
   ``hidden = [[100], [500]]``, travel through Optuna as their JSON text and reach the model decoded);
 - ``{dist = "loguniform" | "uniform", low, high}``: a float in [low, high];
 - ``{dist = "int" | "logint", low, high}``: an integer in [low, high];
+- a table without ``dist``: a fixed table value (e.g. AutoRec's ``extra = {lbfgs_max_iter = 1}``);
 - the reserved key ``one_of = {variant = {sub-space}, ...}``: a trial first picks a variant (Optuna
   parameter ``one_of``), then samples the common part plus that variant's sub-space.  A variant's
   searched parameters are named ``<variant>.<parameter>`` in the study, so that two variants may give
@@ -39,6 +40,11 @@ INT_DISTS = ("int", "logint")
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_dist(spec: Any) -> bool:
+    """A distribution (a table with ``dist``); any other table is a fixed value."""
+    return isinstance(spec, Mapping) and "dist" in spec
 
 
 def _is_optuna_scalar(value: Any) -> bool:
@@ -81,8 +87,8 @@ def _validate_spec(spec: Any, where: str) -> None:
         if not spec:
             raise ConfigError(f"{where}: an empty list of choices")
         return
-    if not isinstance(spec, Mapping):
-        return  # a fixed scalar
+    if not _is_dist(spec):
+        return  # a fixed value
     dist = spec.get("dist")
     if dist not in FLOAT_DISTS + INT_DISTS:
         raise ConfigError(f"{where}: dist={dist!r} is not one of {list(FLOAT_DISTS + INT_DISTS)}")
@@ -114,9 +120,10 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def fix(space: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any]:
-    """``space`` with the ``fixed`` parameters taken out of the search.  A variant that fixes one of
-    them to another value is dropped (``--set optimizer=rprop`` keeps the Rprop variant); a single
-    variant left is merged into the common part."""
+    """``space`` with the ``fixed`` parameters taken out of the search.  A variant whose fixed *text*
+    value (what names a variant: ``optimizer``, ``loss``, ...) differs from the given one is dropped
+    (``--set optimizer=rprop`` keeps the Rprop variant); a fixed number (a budget such as ``epochs``)
+    overrides the variants' own.  A single variant left is merged into the common part."""
     common, variants = parts(space)
     out = {k: v for k, v in common.items() if k not in fixed}
     if not variants:
@@ -124,7 +131,7 @@ def fix(space: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any]:
     kept = {
         name: {k: v for k, v in sub.items() if k not in fixed}
         for name, sub in variants.items()
-        if not any(k in sub and _is_fixed(sub[k]) and sub[k] != v for k, v in fixed.items())
+        if not any(k in sub and isinstance(sub[k], str) and sub[k] != v for k, v in fixed.items())
     }
     if not kept:
         raise ConfigError(f"the fixed parameters {dict(fixed)} exclude every variant of {ONE_OF} {list(variants)}")
@@ -133,10 +140,6 @@ def fix(space: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any]:
     else:
         out[ONE_OF] = kept
     return out
-
-
-def _is_fixed(spec: Any) -> bool:
-    return not isinstance(spec, (list, Mapping))
 
 
 # ---------------------------------------------------------------------------------------- sampling
@@ -149,7 +152,7 @@ def _suggest_one(trial: optuna.trial.BaseTrial, name: str, spec: Any) -> Any:
     if isinstance(spec, list):
         encoded = _choices(spec)
         return spec[encoded.index(trial.suggest_categorical(name, encoded))]
-    if isinstance(spec, Mapping):
+    if _is_dist(spec):
         log = spec["dist"].startswith("log")
         if spec["dist"] in INT_DISTS:
             return trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=log)
@@ -180,7 +183,7 @@ def _values(spec: Any) -> list[Any] | None:
     """The Optuna values a spec can take, ``None`` when infinitely many (a float distribution)."""
     if isinstance(spec, list):
         return _choices(spec)
-    if isinstance(spec, Mapping):
+    if _is_dist(spec):
         if spec["dist"] in FLOAT_DISTS:
             return None
         return list(range(int(spec["low"]), int(spec["high"]) + 1))
@@ -241,7 +244,7 @@ def corners(space: Mapping[str, Any]) -> list[dict[str, Any]]:
     def first(spec: Any) -> Any:
         if isinstance(spec, list):
             return spec[0]
-        if isinstance(spec, Mapping):
+        if _is_dist(spec):
             return int(spec["low"]) if spec["dist"] in INT_DISTS else float(spec["low"])
         return spec
 

@@ -53,23 +53,24 @@ class AutoRecBase(IterativeRecommender[AutoRecConfig]):
 
     # The tuner's default space.  Common part: the paper's hidden size 500 with 300 and 1000 beside
     # it (the paper's Figure 2 shows ML-1M I-AutoRec still improving from 300 to 500 and flat above);
-    # D2L's dropout 0.05 between none and a strong 0.2; the best epoch kept; a budget of 500 epochs
-    # with patience 20 (a budget, not a tuned value: early stopping on validation picks the epoch, and
-    # Rprop, one full-batch step per epoch, reaches its best ML-1M epoch at 60-500 depending on
-    # lambda, measured).  Variants, because each optimizer needs its own objective and ranges:
+    # D2L's dropout 0.05 between none and a strong 0.2; the best epoch kept.  Variants, because each
+    # optimizer needs its own objective, ranges and epoch budget (a budget, not a tuned value: early
+    # stopping on validation picks the epoch):
     # - rprop: the paper's objective (sum of squared errors at observed entries plus
     #   lambda/2 (||W||^2 + ||V||^2)) and optimizer; the paper tunes lambda over
-    #   {0.001, 0.01, 0.1, 1, 100, 1000}, so log-uniform over that span.  Its lr is the initial step
-    #   size (torch's default 0.01; the steps then adapt);
-    # - lbfgs: the same objective; its lr scales each of its 20 inner steps per epoch (1 is the
-    #   textbook step; smaller guards against an overshoot without line search);
+    #   {0.001, 0.01, 0.1, 1, 100, 1000}, so log-uniform over that span.  Rprop takes one full-batch
+    #   step per epoch and reaches its best ML-1M epoch at 60-500 depending on lambda (measured):
+    #   500 epochs, patience 20.  Its lr is the initial step size (torch's default 0.01; steps adapt);
+    # - lbfgs: the same objective; one L-BFGS iteration (one full-batch gradient) per epoch, its
+    #   curvature history kept across epochs, so the same 500-epoch budget as Rprop (torch's default
+    #   of 20 iterations per step made a hidden-1000 epoch cost 150 s here); its lr scales each step
+    #   (1 is the textbook step; smaller guards against an overshoot without line search);
     # - adam: D2L's training (Gluon L2Loss) or the mean over observed entries, coupled weight decay
-    #   from negligible to strong (D2L uses 1e-5), lr around D2L's 0.002.
+    #   from negligible to strong (D2L uses 1e-5), lr around D2L's 0.002; 300 epochs, patience 10
+    #   (the tuned ML-100K U-AutoRec still improved past epoch 120).
     SPACE: ClassVar[dict[str, Any]] = {
         "hidden": [[300], [500], [1000]],
         "dropout": [0.0, 0.05, 0.2],
-        "epochs": 500,
-        "patience": 20,
         "restore_best": True,
         "one_of": {
             "rprop": {
@@ -78,6 +79,8 @@ class AutoRecBase(IterativeRecommender[AutoRecConfig]):
                 "reg_form": "paper",
                 "reg": {"dist": "loguniform", "low": 1e-3, "high": 1e3},
                 "lr": {"dist": "loguniform", "low": 1e-3, "high": 0.1},
+                "epochs": 500,
+                "patience": 20,
             },
             "lbfgs": {
                 "optimizer": "lbfgs",
@@ -85,6 +88,9 @@ class AutoRecBase(IterativeRecommender[AutoRecConfig]):
                 "reg_form": "paper",
                 "reg": {"dist": "loguniform", "low": 1e-3, "high": 1e3},
                 "lr": {"dist": "loguniform", "low": 0.01, "high": 1.0},
+                "extra": {"lbfgs_max_iter": 1},
+                "epochs": 500,
+                "patience": 20,
             },
             "adam": {
                 "optimizer": "adam",
@@ -92,6 +98,8 @@ class AutoRecBase(IterativeRecommender[AutoRecConfig]):
                 "reg_form": "wd",
                 "reg": {"dist": "loguniform", "low": 1e-6, "high": 1e-2},
                 "lr": {"dist": "loguniform", "low": 3e-4, "high": 1e-2},
+                "epochs": 300,
+                "patience": 10,
             },
         },
     }
