@@ -1,5 +1,6 @@
-"""The scale work: FLOP model, memory estimator, up-front refusal, the runner and its report, the
-sparse pipeline's memory discipline, and sparse/dense agreement."""
+"""The scale work: FLOP model, memory estimator, up-front refusal, the runner (on the harness's
+launcher, one run record per row) and its report, the schema-1 upgrade, the sparse pipeline's
+memory discipline, and sparse/dense agreement."""
 
 from __future__ import annotations
 
@@ -10,13 +11,30 @@ import random
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from autorec import env
 from autorec import scale as sc
-from autorec.errors import ConfigError, MemoryBudgetError
+from autorec.errors import ConfigError, DataError, MemoryBudgetError
+from benchmarks import record
+from benchmarks.record import Conditions, FitSummary, Metrics, RunRecord, Sizes, Timing
+from benchmarks.scale import DEFAULT_SPEC, Row, contended, load_records, load_spec, render_scale, target_results
+from benchmarks.scale.cli import main
+from benchmarks.scale.records import (
+    decided_record,
+    epoch_seconds,
+    outcome,
+    plan_for,
+    row_of,
+    scale_of,
+    section,
+    train_losses,
+)
+from benchmarks.scale.upgrade import OLD_PROFILE_SCOPE, upgrade_v1
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +82,7 @@ def test_workload_rejects_impossible_shapes():
 def test_dense_full_bytes_ml20m_is_the_seed_matrix():
     n_users, n_items, _ = sc.SHAPES["ml-20m"]
     one = n_items * n_users * 4
-    assert one / 1e9 == pytest.approx(14.8, abs=0.05)      # "the input alone is 14.8 GB float32"
+    assert one / 1e9 == pytest.approx(14.8, abs=0.05)  # "the input alone is 14.8 GB float32"
     assert sc.dense_full_bytes(n_items, n_users) == 3 * one
 
 
@@ -77,11 +95,11 @@ def test_estimate_components_on_known_shapes():
     params = 2 * n_users * 500 + 500 + n_users
     assert est.workload.n_params == params
     train = est.stages["train"]
-    assert train["weights, gradients, optimizer state"] == 16 * params           # weight, grad, m, v
+    assert train["weights, gradients, optimizer state"] == 16 * params  # weight, grad, m, v
     assert train["CSR matrix"] == 8 * est.workload.nnz + 8 * (n_items + 1)
     assert est.stages["generate"]["ratings table"] == 20 * n + 8 * (n_users + n_items)
     assert est.total == max(est.stage_totals.values())
-    assert 2e9 < est.total < 8e9          # the ML-20M target: <= 8 GB
+    assert 2e9 < est.total < 8e9  # the ML-20M target: <= 8 GB
     full = sc.estimate_memory(n_users, n_items, n, based="item", path="dense-full")
     assert full.total > 3 * 14.8e9
     dense = sc.estimate_memory(n_users, n_items, n, based="item", path="dense", batch_size=256)
@@ -111,10 +129,18 @@ def test_max_batch_nnz_is_the_sum_of_the_largest_rows():
     assert sc.max_batch_nnz([], 4) == 0
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("19GB", 19 * 10**9), ("19.5G", int(19.5e9)), ("512MiB", 512 * 2**20), ("2gib", 2 * 2**30),
-    ("1000", 1000), (4096, 4096), ("50%", 500),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("19GB", 19 * 10**9),
+        ("19.5G", int(19.5e9)),
+        ("512MiB", 512 * 2**20),
+        ("2gib", 2 * 2**30),
+        ("1000", 1000),
+        (4096, 4096),
+        ("50%", 500),
+    ],
+)
 def test_parse_bytes(text, expected):
     assert sc.parse_bytes(text, total=1000) == expected
 
@@ -137,10 +163,10 @@ def test_check_memory_refuses_with_estimate_and_limit():
         sc.check_memory(est, 19 * 10**9, what="netflix dense-full")
     msg = str(exc.value)
     assert "does not fit: needs" in msg and "19.0 GB" in msg and "--max-memory" in msg and "sparse" in msg
-    sc.check_memory(sc.estimate_memory(100, 100, 1000), 19 * 10**9)   # fits: no error
+    sc.check_memory(sc.estimate_memory(100, 100, 1000), 19 * 10**9)  # fits: no error
 
 
-# ====================================================================== runner
+# ====================================================================== spec
 def _spec(tmp_path: Path, body: str) -> Path:
     p = tmp_path / "spec.toml"
     p.write_text(textwrap.dedent(body))
@@ -151,6 +177,7 @@ TINY = """
 [scale]
 epochs = 3
 probe_n = 128
+threads = 1
 dense_epoch_budget_s = {budget}
 [scale.model]
 hidden = [8]
@@ -165,8 +192,6 @@ kernels = ["native"]
 
 
 def test_spec_loading_and_validation(tmp_path):
-    from benchmarks.scale import DEFAULT_SPEC, load_spec
-
     settings, rows = load_spec(DEFAULT_SPEC)
     ids = [r.row_id for r in rows]
     for shape in ("ml-1m", "ml-10m", "ml-20m", "netflix"):
@@ -176,12 +201,9 @@ def test_spec_loading_and_validation(tmp_path):
     assert all(r.hidden == (500,) for r in rows)
     assert all(r.epochs >= 3 for r in rows)
     assert [r for r in rows if r.shape == "netflix"][0].checkpoint
-    bad = _spec(tmp_path, """
-        [scale]
-        epochs = 2
-        [[scale.rows]]
-        shapes = ["ml-1m"]
-        """)
+    net = [r for r in rows if r.row_id == "ml-10m-item-sparse-native"][0]
+    assert net.dataset == "synthetic:ml-10m@1,0"
+    bad = _spec(tmp_path, '[scale]\nepochs = 2\n[[scale.rows]]\nshapes = ["ml-1m"]\n')
     with pytest.raises(ConfigError, match="3 timed epochs"):
         load_spec(bad)
     bad.write_text('[scale]\n[[scale.rows]]\nshapes = ["ml-2m"]\n')
@@ -190,97 +212,205 @@ def test_spec_loading_and_validation(tmp_path):
     bad.write_text('[scale]\n[scale.model]\nhidden_activation = "swish"\n[[scale.rows]]\nshapes = ["ml-1m"]\n')
     with pytest.raises(ConfigError, match="hidden_activation"):
         load_spec(bad)
+    bad.write_text('[scale]\n[scale.model]\nseed = 3\n[[scale.rows]]\nshapes = ["ml-1m"]\n')
+    with pytest.raises(ConfigError, match="set per row"):
+        load_spec(bad)
+
+
+def test_a_row_is_a_run_of_the_registry_model():
+    """A row's identity: its synthetic dataset, split, model name and resolved parameters; custom
+    shapes name their counts; the sparse kernel is part of the parameters."""
+    _, rows = load_spec(DEFAULT_SPEC)
+    row = [r for r in rows if r.row_id == "ml-1m-user-sparse-torch"][0]
+    ident = plan_for(row).identity
+    assert (ident.data.name, ident.model, ident.backend) == ("synthetic:ml-1m@1,0", "u-autorec", "torch")
+    assert ident.split.spec == "random:test_ratio=0.1" and ident.split.valid_ratio == 0.05
+    assert ident.params["path"] == "sparse" and ident.params["extra"]["sparse_kernel"] == "torch"
+    assert ident.params["batch_size"] == 1024 and ident.params["epochs"] == 3
+    other = [r for r in rows if r.row_id == "ml-1m-user-sparse-native"][0]
+    assert plan_for(other).run_id != plan_for(row).run_id
+    tiny = Row(shape="tiny", n_users=300, n_items=120, n_ratings=6000, based="item", path="dense", seed=4)
+    assert tiny.dataset == "synthetic:300,120,6000,4"
+
+
+# ====================================================================== runner
+def _by_id(raw: Path) -> dict:
+    return {scale_of(r)["row_id"]: r for r in load_records(raw)}
 
 
 def test_refused_up_front_without_running(tmp_path, monkeypatch):
     """A row over the budget is recorded as 'does not fit' from the estimate; no worker starts."""
-    import benchmarks.scale as bs
+    import benchmarks.scale.runner as runner
 
     def no_worker(*a, **k):
         raise AssertionError("a worker was started for a row over the budget")
 
-    monkeypatch.setattr(bs.subprocess, "Popen", no_worker)
+    monkeypatch.setattr(runner, "launch", no_worker)
     spec = _spec(tmp_path, TINY.format(budget=40))
     out = tmp_path / "raw"
-    rc = bs.main(["--spec", str(spec), "--out", str(out), "--max-memory", "1MB", "--report", str(tmp_path / "rep")])
+    rc = main(["--spec", str(spec), "--out", str(out), "--max-memory", "1MB", "--report", str(tmp_path / "rep")])
     assert rc == 0
-    recs = {r["row_id"]: r for r in bs.load_records(out)}
+    recs = _by_id(out)
     assert set(recs) == {"tiny-item-sparse-native", "tiny-item-dense", "tiny-item-dense-full"}
     for r in recs.values():
-        assert r["status"] == "refused"
-        assert r["needs_bytes"] > r["limit_bytes"] == 10**6
+        assert r.status == "failed" and outcome(r) == "refused"
+        assert scale_of(r)["estimate"]["total_bytes"] > scale_of(r)["limit_bytes"] == 10**6
+        assert r.error.type == "MemoryBudgetError" and "does not fit: needs" in r.error.message
     md = (tmp_path / "rep" / "scale.md").read_text()
     assert "does not fit: needs" in md
+    # refused rows are finished: a rerun leaves them
+    before = {p.name: p.read_bytes() for p in out.glob("*.json")}
+    assert main(["--spec", str(spec), "--out", str(out), "--max-memory", "1MB"]) == 0
+    assert {p.name: p.read_bytes() for p in out.glob("*.json")} == before
 
 
 def test_runner_end_to_end_with_dense_extrapolation(tmp_path):
-    """Three timed epochs in a fresh worker; the dense row over its time budget is timed on a
-    row subset and labelled extrapolated; the report renders from the raw files."""
-    import benchmarks.scale as bs
-
+    """Three timed epochs in a fresh worker (the harness's launcher, job kind 'scale'); the dense
+    row over its time budget is timed on a row subset and labelled extrapolated; the estimate-only
+    dense-full row needs no worker; the report renders from the raw files; finished rows are
+    skipped on a rerun."""
     spec = _spec(tmp_path, TINY.format(budget=1e-9))
     out = tmp_path / "raw"
-    rc = bs.main(["--spec", str(spec), "--out", str(out), "--report", str(tmp_path / "rep")])
+    rc = main(["--spec", str(spec), "--out", str(out), "--report", str(tmp_path / "rep")])
     assert rc == 0
-    recs = {r["row_id"]: r for r in bs.load_records(out)}
+    recs = _by_id(out)
     s, d, f = recs["tiny-item-sparse-native"], recs["tiny-item-dense"], recs["tiny-item-dense-full"]
-    assert s["status"] == d["status"] == "ok" and f["status"] == "estimate"
+    assert [outcome(r) for r in (s, d, f)] == ["measured", "measured", "estimate"]
+    assert s.status == d.status == f.status == "ok"
     for r in (s, d):
-        assert len(r["epoch_seconds"]) == 3
-        assert r["seconds_per_epoch_measured"] == pytest.approx(sorted(r["epoch_seconds"])[1])
-        assert r["peak_rss_bytes"] > 50e6 and r["matmul_gflops"] > 0 and r["achieved_gflops"] > 0
-        assert r["ratings_per_second"] > 0 and r["load_avg_before"] is not None
-        assert r["environment"]["torch"] and r["config"]["hidden"] == [8]
-        assert r["env_flags"]["THP_MEM_ALLOC_ENABLE"] == "1"
-        assert math.isfinite(r["evaluation"]["test_rmse"])
-    assert s["timing_mode"] == "full epochs"
-    assert s["flops_per_epoch"] == 10 * s["n_train"] * 8
-    assert s["config"]["extra"]["sparse_kernel"] == "native"
-    assert d["timing_mode"].startswith("extrapolated") and d["extrapolation"]["rows_timed"] < d["n_rows"]
-    ex = d["extrapolation"]
-    assert d["seconds_per_epoch"] == pytest.approx(d["seconds_per_epoch_measured"] * ex["steps"] / ex["steps_timed"])
-    # finished rows are skipped on a rerun (their raw files are left as they are)
+        sec = scale_of(r)
+        assert r.identity.data.name == "synthetic:300,120,6000,0" and r.identity.model == "i-autorec"
+        assert len(r.fit.history) == 3 and r.timing.per_epoch == pytest.approx(sorted(epoch_seconds(r))[1])
+        assert sec["peak_rss_bytes"] > 50e6 and sec["matmul"]["gflops"] > 0 and sec["achieved_gflops"] > 0
+        assert sec["ratings_per_second"] > 0 and r.conditions.threads == 1 and r.conditions.load_before
+        assert r.environment["torch"] and r.identity.params["hidden"] == [8]
+        assert sec["env_flags"] == {"THP_MEM_ALLOC_ENABLE": "1", "OMP_NUM_THREADS": "1"}
+        assert set(sec["stages"]) >= {"probe", "generate", "split", "parts", "train", "evaluate"}
+        assert math.isfinite(r.metrics.test_rmse) and r.sizes.n_train + r.sizes.n_valid + r.sizes.n_test == 6000
+        assert r.memory.peak_rss >= sec["peak_rss_bytes"] / 2**20 - 1
+    assert scale_of(s)["timing_mode"] == "full epochs"
+    assert scale_of(s)["flops_per_epoch"] == 10 * s.sizes.n_train * 8
+    assert s.identity.params["extra"]["sparse_kernel"] == "native"
+    ex = scale_of(d)["extrapolation"]
+    assert scale_of(d)["timing_mode"].startswith("extrapolated") and ex["rows_timed"] < ex["rows"] == 120
+    assert scale_of(d)["seconds_per_epoch"] == pytest.approx(d.timing.per_epoch * ex["steps"] / ex["steps_timed"])
     before = {p.name: p.read_bytes() for p in out.glob("*.json")}
-    rc = bs.main(["--spec", str(spec), "--out", str(out)])
-    assert rc == 0
+    assert main(["--spec", str(spec), "--out", str(out)]) == 0
     assert {p.name: p.read_bytes() for p in out.glob("*.json")} == before
     md = (tmp_path / "rep" / "scale.md").read_text()
     assert "extrapolated" in md and "tiny-item-sparse-native" in md
     assert (tmp_path / "rep" / "scale_epoch_time.png").stat().st_size > 1000
 
 
-def _fake(row_id, shape, based, path, spe, peak=1e9, kernel="native", loss=0.1, status="ok", **kw):
-    nu, ni, nr = sc.SHAPES.get(shape, (100, 50, 1000))
-    rows, n_in = (ni, nu) if based == "item" else (nu, ni)
-    rec = {"kind": "scale", "schema": "autorec-bench/scale/1", "row_id": row_id, "status": status,
-           "shape": shape, "based": based, "path": path, "kernel": kernel if path == "sparse" else None,
-           "n_users": nu, "n_items": ni, "n_ratings": nr, "n_train": int(nr * 0.855), "n_train_timed": int(nr * 0.855),
-           "n_rows": rows, "n_in": n_in, "hidden": [500], "batch_size": 256}
-    if status == "ok":
-        rec.update({"seconds_per_epoch": spe, "seconds_per_epoch_measured": spe, "epoch_seconds": [spe] * 3,
-                    "timing_mode": "full epochs", "ratings_per_second": rec["n_train"] / spe,
-                    "flops_per_epoch": 10 * rec["n_train"] * 500, "achieved_gflops": 10 * rec["n_train"] * 500 / spe / 1e9,
-                    "matmul_gflops": 150.0, "peak_rss_bytes": peak, "train_loss": [loss * 2, loss],
-                    "matmul_fraction": 10 * rec["n_train"] * 500 / spe / 1e9 / 150.0,
-                    "estimate": {"total_bytes": int(peak * 0.9), "peak_stage": "train"},
-                    "load_avg_before": [0.1, 0.2, 0.3], "load_avg_after": [0.2, 0.2, 0.3],
-                    "environment": {"cpu_model": "cpu", "cpu_count": 2, "torch": "2.13.0"}, "torch_threads": 2,
-                    "env_flags": {"THP_MEM_ALLOC_ENABLE": "1"}})
-    rec.update(kw)
+def test_worker_checkpoint_resume_keeps_the_epoch_record(tmp_path):
+    """A checkpointed row killed after an epoch resumes (--resume) to a record with all epochs."""
+    pytest.importorskip("torch")
+    from benchmarks.scale.job import ScaleJob
+
+    spec = _spec(tmp_path, TINY.format(budget=40).replace("probe_n = 128", "probe_n = 128\ncheckpoint_min_ratings = 1"))
+    row = [r for r in load_spec(spec)[1] if r.path == "sparse"][0]
+    assert row.checkpoint
+    ck = tmp_path / "row.ckpt.npz"
+
+    def measure(r: Row, resume: bool):
+        job = ScaleJob(
+            plan_for(r),
+            1,
+            lambda **ev: None,
+            {"row": r.to_dict(), "limit": 10**12, "resume": resume, "checkpoint": str(ck)},
+        )
+        job.run()
+        return job.finish("ok", dict(job.state), 0.0)
+
+    measure(replace(row, epochs=2), resume=False)  # as if killed after epoch 2 of 3
+    assert ck.exists()
+    rec = measure(row, resume=True)
+    assert rec.fit is not None and rec.fit.extra["resumed_from_epoch"] == 2 and len(rec.fit.history) == 3
+    assert outcome(rec) == "measured" and scale_of(rec)["checkpoint"] == str(ck)
+
+
+# ====================================================================== report
+def _row(shape: str, based: str, path: str, kernel: str = "native", tag: str = "") -> Row:
+    nu, ni, nr = sc.SHAPES[shape]
+    model = {"hidden": [500], "batch_size": 256}
+    return Row(
+        shape=shape,
+        n_users=nu,
+        n_items=ni,
+        n_ratings=nr,
+        based=based,
+        path=path,
+        kernel=kernel if path == "sparse" else "-",
+        model=model,
+        tag=tag,
+    )
+
+
+def _fake(
+    row: Row,
+    spe: float,
+    peak: float = 1e9,
+    loss: float = 0.1,
+    load_before=(0.1, 0.2, 0.3),
+    load_after=(0.2, 0.2, 0.3),
+    **scale_facts,
+) -> RunRecord:
+    """A measured row's record, without running anything."""
+    n_train = int(row.n_ratings * 0.855)
+    flops = 10 * n_train * 500
+    est = {**row.estimate().to_dict(), "total_bytes": int(peak * 0.9), "peak_stage": "train"}
+    facts = {
+        "seconds_per_epoch": spe,
+        "timing_mode": "full epochs",
+        "n_train_timed": n_train,
+        "ratings_per_second": n_train / spe,
+        "flops_per_epoch": flops,
+        "achieved_gflops": flops / spe / 1e9,
+        "matmul_fraction": flops / spe / 1e9 / 150.0,
+        "peak_rss_bytes": peak,
+        "matmul": {"gflops": 150.0},
+        "matmul_after": {"gflops": 150.0},
+        "flop_bound_seconds": 0.1,
+        "bandwidth_bound_seconds": 0.2,
+        "traffic_bytes_per_epoch": {"total": 8e9, "optimizer": 5e9},
+        "bandwidth": {"gbs": 40.0},
+        "torch_threads": 2,
+        "env_flags": {"THP_MEM_ALLOC_ENABLE": "1"},
+        **scale_facts,
+    }
+    history = tuple({"epoch": k, "train_loss": loss * (4 - k), "seconds": spe} for k in (1, 2, 3))
+    return plan_for(row).record(
+        "ok",
+        scale=section(row, est, 20 * 10**9, "measured", **facts),
+        fit=FitSummary(best_epoch=None, weights_epoch=3, epochs_run=3, history=history),
+        sizes=Sizes(n_users=row.n_users, n_items=row.n_items, n_train=n_train, n_valid=1, n_test=1),
+        metrics=Metrics(test_rmse=0.95, test_mae=0.75),
+        timing=Timing(per_epoch=spe),
+        conditions=Conditions(
+            threads=2,
+            load_before=load_before,
+            load_after=load_after,
+            contended=env.contended(load_before, load_after, 2),
+        ),
+        environment={"cpu_model": "cpu", "cpu_count": 2, "torch": "2.13.0"},
+    )
+
+
+def _refused(row: Row, limit: int) -> RunRecord:
+    rec = decided_record(plan_for(row), row, row.estimate().to_dict(), limit)
+    assert rec is not None
     return rec
 
 
 def test_render_scale_is_pure_and_checks_targets(tmp_path):
-    from benchmarks.scale import render_scale, target_results
-
-    recs = [_fake("ml-1m-item-sparse-native", "ml-1m", "item", "sparse", 0.2),
-            _fake("ml-1m-item-dense", "ml-1m", "item", "dense", 1.0),
-            _fake("ml-1m-user-sparse-native", "ml-1m", "user", "sparse", 0.3),
-            _fake("ml-1m-user-dense", "ml-1m", "user", "dense", 0.9),
-            _fake("ml-20m-item-sparse-native", "ml-20m", "item", "sparse", 45.0, peak=5e9),
-            _fake("ml-20m-item-dense-full", "ml-20m", "item", "dense-full", None, status="refused",
-                  needs_bytes=48.2e9, limit_bytes=20e9, reason="the seed formulation"),
-            {"kind": "other", "row_id": "ignored"}]
+    recs = [
+        _fake(_row("ml-1m", "item", "sparse"), 0.2),
+        _fake(_row("ml-1m", "item", "dense"), 1.0),
+        _fake(_row("ml-1m", "user", "sparse"), 0.3),
+        _fake(_row("ml-1m", "user", "dense"), 0.9),
+        _fake(_row("ml-20m", "item", "sparse"), 45.0, peak=5e9),
+        _refused(_row("ml-20m", "item", "dense-full"), 20 * 10**9),
+    ]
     a, b = tmp_path / "a", tmp_path / "b"
     files_a = render_scale(recs, a)
     shuffled = list(recs)
@@ -290,39 +420,170 @@ def test_render_scale_is_pure_and_checks_targets(tmp_path):
     for name in ("scale.md", "scale.csv", "scale_epoch_time.png"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     md = (a / "scale.md").read_text()
-    assert "**does not fit: needs 48.2 GB** (limit 20.0 GB)" in md
+    needs = scale_of(recs[-1])["estimate"]["total_bytes"]
+    assert f"**does not fit: needs {needs / 1e9:.1f} GB** (limit 20.0 GB)" in md
     assert "10 * nnz * h" in md and "10 * rows * n_in * h" in md
-    t = {r["shape"] + r["target"][:12]: r for r in target_results(recs)}
-    ml1 = [r for r in target_results(recs) if r["shape"] == "ml-1m"][0]
+    results = {r["target"][:16]: r for r in target_results(recs)}
+    ml1 = results["ML-1M shape: spa"]
     assert ml1["met"] is False and "I-AutoRec 5.0x" in ml1["measured"] and "U-AutoRec 3.0x" in ml1["measured"]
-    ml20 = [r for r in target_results(recs) if r["shape"] == "ml-20m"][0]
-    assert ml20["met"] is True and "45.0 s/epoch" in ml20["measured"]
-    net = [r for r in target_results(recs) if r["shape"] == "netflix"][0]
-    assert net["met"] is None
+    assert "final train loss differs by 0%" in ml1["measured"]
+    ml20 = results["ML-20M shape, I-"]
+    assert ml20["met"] is True and "45.0 s/epoch, peak RSS 5.00 GB" in ml20["measured"]
+    assert results["Netflix shape, I"]["met"] is None
     assert "contended" not in md
-    busy = _fake("ml-1m-user-dense", "ml-1m", "user", "dense", 0.9, load_avg_before=[3.2, 2.0, 1.0])
-    render_scale([r for r in recs if r["row_id"] != "ml-1m-user-dense"] + [busy], b)
-    assert "**contended** (load 3.2" in (b / "scale.md").read_text()
-    from benchmarks.scale import contended
-    own = _fake("x", "ml-1m", "item", "dense", 30.0, load_avg_after=[1.95, 1.0, 0.5])   # its own 2 threads
+    busy = _fake(_row("ml-1m", "user", "dense"), 0.9, load_before=(3.2, 2.0, 1.0))
+    render_scale(recs[:3] + [busy] + recs[4:], b)
+    assert "**contended** (load 3.2 -> 0.2, matmul 150 -> 150 GFLOP/s)" in (b / "scale.md").read_text()
+    own = _fake(_row("ml-1m", "item", "dense"), 30.0, load_after=(1.95, 1.0, 0.5))  # its own 2 threads
     assert not contended(own)
-    assert contended(dict(own, load_avg_after=[3.9, 2.0, 1.0]))
-    assert contended(dict(own, matmul_after={"gflops": 80.0}))
-    assert contended(dict(own, matmul_gflops=80.0, matmul_after={"gflops": 150.0}))   # busy start
+    assert contended(_fake(_row("ml-1m", "item", "dense"), 30.0, load_after=(3.9, 2.0, 1.0)))
+    assert contended(_fake(_row("ml-1m", "item", "dense"), 30.0, matmul_after={"gflops": 80.0}))
+    assert contended(_fake(_row("ml-1m", "item", "dense"), 30.0, matmul={"gflops": 80.0}))  # busy start
     csv_text = (a / "scale.csv").read_text().splitlines()
     assert csv_text[0].startswith("row_id,status,shape") and len(csv_text) == 1 + 6
-    del t
+    assert csv_text[1].startswith("ml-1m-item-sparse-native,ok,ml-1m,I-AutoRec,sparse,native,")
+
+
+def test_report_renders_scale_from_raw_scale_folder(tmp_path):
+    """`autorec-bench report` regenerates scale.md/csv from <raw>/scale (and lists them in its
+    manifest, so a later report without scale raw files removes them again); a tagged (b256) row
+    never stands in for the main row in the targets."""
+    from benchmarks import report
+
+    raw = tmp_path / "raw"
+    recs = [
+        _fake(_row("ml-1m", "item", "sparse"), 0.2),
+        _fake(_row("ml-1m", "item", "sparse", tag="b256"), 0.1),
+        _fake(_row("ml-1m", "item", "dense"), 1.0),
+    ]
+    for r in recs:
+        record.write(raw / "scale" / f"{scale_of(r)['row_id']}.json", r)
+    out = tmp_path / "results"
+    files = report.build_report(raw, out, plots=False)
+    names = {p.name for p in files}
+    assert {"scale.md", "scale.csv"} <= names and "scale_epoch_time.png" not in names
+    assert "[scale.md](scale.md)" in (out / "README.md").read_text()
+    md = (out / "scale.md").read_text()
+    assert "I-AutoRec 5.0x" in md  # 1.0 / 0.2 from the main row, not 1.0 / 0.1 from the b256 row
+    assert "| ml-1m | I-AutoRec | sparse (native kernels) | 256 |" in md
+    for p in (raw / "scale").glob("*.json"):
+        p.unlink()
+    report.build_report(raw, out, plots=False)
+    assert not (out / "scale.md").exists()
+    assert "No scale results yet" in (out / "README.md").read_text()
+
+
+# ====================================================================== schema-1 upgrade
+def _v1(rec: RunRecord) -> dict:
+    """The schema-1 file the old runner wrote for the row of ``rec`` (a measured fake)."""
+    row, s = row_of(rec), scale_of(rec)
+    assert rec.sizes is not None
+    doc = {
+        "schema": "autorec-bench/scale/1",
+        "kind": "scale",
+        "row_id": row.row_id,
+        "status": "ok",
+        "row": row.to_dict(),
+        "estimate": s["estimate"],
+        "limit_bytes": s["limit_bytes"],
+        "epoch_seconds": epoch_seconds(rec),
+        "train_loss": train_losses(rec),
+        "seconds_per_epoch_measured": rec.timing.per_epoch,
+        "fit_wall_seconds": 3.5,
+        "wall_seconds": 9.0,
+        "resumed_from_epoch": None,
+        "config": {**rec.identity.params, "threads": None},
+        "evaluation": {
+            "test_rmse": 0.95,
+            "test_mae": 0.75,
+            "n": 7,
+            "n_cold_start": 0,
+            "seconds": 0.1,
+            "on": "all test ratings",
+        },
+        "n_train": rec.sizes.n_train,
+        "n_valid": 1,
+        "n_test": 1,
+        "matmul_gflops": 150.0,
+        "peak_rss_bytes_self": 2**30,
+        "peak_rss_bytes_process": 2**30,
+        "threads": 2,
+        "load_avg_before": [0.1, 0.2, 0.3],
+        "load_avg_after": [0.2, 0.2, 0.3],
+        "environment": rec.environment,
+        "git_commit": "abc123",
+        "created_at": "2026-12-01T12:21:01Z",
+        "stages": {k: {"seconds": 0.5, "rss_bytes": 1, "maxrss_bytes": 2} for k in ("generate", "split", "parts")},
+        **{k: v for k, v in s.items() if k not in ("row_id", "row", "outcome", "estimate", "limit_bytes")},
+    }
+    doc["profile"] = s["profile"]["ops"]  # the first schema-1 rows recorded a bare list
+    return doc
+
+
+def test_upgrade_v1_converts_once_and_keeps_the_numbers(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    ops = [{"name": "aten::mm", "self_cpu_ms": 1.0, "calls": 1, "share": 1.0}]
+    measured = _fake(_row("ml-1m", "item", "sparse"), 0.2, profile={"scope": OLD_PROFILE_SCOPE, "ops": ops})
+    refused = _refused(_row("ml-20m", "item", "dense-full"), 20 * 10**9)
+    old_refused = {
+        "schema": "autorec-bench/scale/1",
+        "kind": "scale",
+        "row_id": "ml-20m-item-dense-full",
+        "status": "refused",
+        "row": row_of(refused).to_dict(),
+        "estimate": scale_of(refused)["estimate"],
+        "limit_bytes": 20 * 10**9,
+        "needs_bytes": scale_of(refused)["estimate"]["total_bytes"],
+        "reason": "the seed (D2L) formulation densifies the whole matrix",
+    }
+    (raw / "ml-1m-item-sparse-native.json").write_text(json.dumps(_v1(measured)))
+    (raw / "ml-20m-item-dense-full.json").write_text(json.dumps(old_refused))
+    with pytest.raises(DataError, match="--upgrade-v1"):
+        load_records(raw)
+    assert main(["--upgrade-v1", str(raw)]) == 0
+    recs = _by_id(raw)
+    m, r = recs["ml-1m-item-sparse-native"], recs["ml-20m-item-dense-full"]
+    assert m.run_id == measured.run_id and r.run_id == refused.run_id  # what a run of the row writes today
+    assert scale_of(m)["converted_from"] == {
+        "schema_version": 1,
+        "git_commit": "abc123",
+        "created_at": "2026-12-01T12:21:01Z",
+    }
+    assert (m.git_commit, m.created_at) == ("abc123", "2026-12-01T12:21:01Z")
+    assert epoch_seconds(m) == epoch_seconds(measured) and m.timing.per_epoch == measured.timing.per_epoch
+    assert m.metrics.test_rmse == 0.95 and m.timing.predict == 0.1 and m.timing.fit == 3.5
+    assert scale_of(m)["profile"]["ops"][0]["name"] == "aten::mm" and m.memory.peak_rss == 1024.0
+    assert m.conditions.load_before == (0.1, 0.2, 0.3) and not m.conditions.contended
+    for key in ("seconds_per_epoch", "achieved_gflops", "matmul_fraction", "peak_rss_bytes", "matmul"):
+        assert scale_of(m)[key] == scale_of(measured)[key], key
+    assert r.status == "failed" and outcome(r) == "refused" and scale_of(r)["converted_from"]["git_commit"] is None
+    render_scale([measured, refused], tmp_path / "new")
+    render_scale(load_records(raw), tmp_path / "converted")
+    assert (tmp_path / "new" / "scale.md").read_text() == (tmp_path / "converted" / "scale.md").read_text()
+    before = {p.name: p.read_bytes() for p in raw.glob("*.json")}
+    assert main(["--upgrade-v1", str(raw)]) == 0  # already converted: nothing changes
+    assert {p.name: p.read_bytes() for p in raw.glob("*.json")} == before
+
+
+def test_upgrade_v1_refuses_a_record_whose_config_is_not_the_rows(tmp_path):
+    doc = _v1(_fake(_row("ml-1m", "item", "sparse"), 0.2, profile={"scope": OLD_PROFILE_SCOPE, "ops": []}))
+    doc["config"]["lr"] = 0.5
+    (tmp_path / "x.json").write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="configuration"):
+        upgrade_v1(tmp_path)
+    assert json.loads((tmp_path / "x.json").read_text())["schema"] == "autorec-bench/scale/1"  # untouched
 
 
 # ====================================================================== memory discipline
 _NEVER_DENSE = r"""
-import resource, sys, tracemalloc
+import tracemalloc
 tracemalloc.start()
 import numpy as np
 from autorec.data.synthetic import generate
 from autorec.interactions import Interactions
-from autorec.metrics import evaluate
-from autorec.models.torch import AutoRecTorch
+from autorec.models.autorec.torch import AutoRecTorch
+from autorec.models.autorec.torch import native
 n_users, n_items, n = 300_000, 40_000, 400_000
 r = generate(n_users, n_items, n, seed=1)
 assert (r.n_users, r.n_items) == (n_users, n_items)
@@ -334,14 +595,12 @@ train, test = part(tr), part(te)
 dense_bytes = 4 * r.n_users * r.n_items
 for based, kernel, bs in (("item", "native", 4096), ("user", "native", 16384), ("item", "torch", 4096),
                           ("user", "torch", 16384)):
-    if kernel == "native":
-        from autorec.models.torch import native
-        if not native.available():
-            continue
+    if kernel == "native" and not native.available():
+        continue
     m = AutoRecTorch(dict(based=based, path="sparse", hidden=(4,), epochs=1, batch_size=bs, threads=1,
                           extra={"sparse_kernel": kernel, "fused_optimizer": True}))
     m.fit(train)
-    ev = evaluate(m, train, test)
+    ev = m.evaluate(test)
     assert np.isfinite(ev["rmse"]), ev
     list(zip(range(2), m.reconstruct(np.arange(4), batch_size=2)))   # bounded full reconstruction
 _, peak_traced = tracemalloc.get_traced_memory()
@@ -356,9 +615,10 @@ def test_sparse_pipeline_never_allocates_a_dense_matrix():
     """At a shape whose dense rows x cols float32 matrix is 48 GB, generation, CSR, training
     (I- and U-AutoRec, native and torch kernels) and evaluation stay under 1.5 GB of RSS."""
     pytest.importorskip("torch")
-    env = dict(os.environ, PYTHONPATH=str(REPO), THP_MEM_ALLOC_ENABLE="1")
-    out = subprocess.run([sys.executable, "-c", _NEVER_DENSE], capture_output=True, text=True, env=env,
-                         cwd=str(REPO), timeout=300)
+    environ = dict(os.environ, PYTHONPATH=str(REPO), THP_MEM_ALLOC_ENABLE="1")
+    out = subprocess.run(
+        [sys.executable, "-c", _NEVER_DENSE], capture_output=True, text=True, env=environ, cwd=str(REPO), timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     dense_bytes, peak_rss, peak_numpy = (int(x) for x in out.stdout.split()[-3:])
     assert dense_bytes == 4 * 300_000 * 40_000 == 48 * 10**9
@@ -373,77 +633,27 @@ def test_sparse_and_dense_paths_agree_on_a_medium_synthetic_set(based):
     epoch) and give the same predictions, to float32 tolerance."""
     pytest.importorskip("torch")
     from autorec.data.synthetic import generate
-    from autorec.metrics import evaluate
-    from autorec.models.torch import AutoRecTorch
+    from autorec.models.autorec.torch import AutoRecTorch, native
     from autorec.splits import make_split
 
     r = generate(1200, 700, 40_000, seed=5)
     d = make_split(r, "random", seed=0).data(r)
     res = {}
     for path, kern in (("dense", "torch"), ("sparse", "torch"), ("sparse", "native")):
-        from autorec.models.torch import native
         if kern == "native" and not native.available():
             continue
-        m = AutoRecTorch(dict(based=based, path=path, hidden=(64,), epochs=3, batch_size=64, seed=2,
-                              extra={"sparse_kernel": kern}))
+        m = AutoRecTorch(
+            dict(based=based, path=path, hidden=(64,), epochs=3, batch_size=64, seed=2, extra={"sparse_kernel": kern})
+        )
         info = m.fit(d.train)
-        res[(path, kern)] = ([h["train_loss"] for h in info.history], m.predict(d.test.users, d.test.items),
-                             evaluate(m, d.train, d.test)["rmse"])
+        res[(path, kern)] = (
+            [h["train_loss"] for h in info.history],
+            m.predict(d.test.users, d.test.items),
+            m.evaluate(d.test)["rmse"],
+        )
     ref = res[("dense", "torch")]
     for key, (loss, pred, rmse) in res.items():
         np.testing.assert_allclose(loss, ref[0], rtol=2e-4, err_msg=str(key))
         np.testing.assert_allclose(pred, ref[1], rtol=1e-3, atol=2e-3, err_msg=str(key))
         assert rmse == pytest.approx(ref[2], abs=1e-3)
-    assert ref[0][-1] < ref[0][0]        # it learned something
-
-
-def test_worker_checkpoint_resume_keeps_the_epoch_record(tmp_path):
-    """A checkpointed row killed after an epoch resumes (--resume) to a record with all epochs."""
-    pytest.importorskip("torch")
-    import benchmarks.scale as bs
-
-    spec = _spec(tmp_path, TINY.format(budget=40).replace("probe_n = 128", "probe_n = 128\ncheckpoint_min_ratings = 1"))
-    _, rows = bs.load_spec(spec)
-    row = [r for r in rows if r.path == "sparse"][0]
-    assert row.checkpoint
-    out = tmp_path / "raw"
-    ck_dir = out / "checkpoints"
-    # run the first 2 of 3 epochs (a checkpoint per epoch), as if killed after epoch 2
-    from dataclasses import replace
-    short = replace(row, epochs=2)
-    bs.worker(short, out / "short.json", 10**12, checkpoint_dir=ck_dir)
-    ck = ck_dir / f"{short.row_id}.ckpt.npz"
-    assert ck.exists()
-    rec = bs.worker(row, out / f"{row.row_id}.json", 10**12, resume=True, checkpoint_dir=ck_dir)
-    assert rec["resumed_from_epoch"] == 2 and len(rec["epoch_seconds"]) == 3
-    assert json.loads((out / f"{row.row_id}.json").read_text())["status"] == "ok"
-
-
-def test_report_renders_scale_from_raw_scale_folder(tmp_path):
-    """`autorec-bench report` regenerates scale.md/csv from <raw>/scale (and lists them in its
-    manifest, so a later report without scale raw files removes them again); a tagged (b256) row
-    never stands in for the main row in the targets."""
-    import json as _json
-
-    from benchmarks import report
-
-    raw = tmp_path / "raw"
-    (raw / "scale").mkdir(parents=True)
-    recs = [_fake("ml-1m-item-sparse-native", "ml-1m", "item", "sparse", 0.2),
-            _fake("ml-1m-item-sparse-native-b256", "ml-1m", "item", "sparse", 0.1, row={"tag": "b256"}),
-            _fake("ml-1m-item-dense", "ml-1m", "item", "dense", 1.0)]
-    for r in recs:
-        (raw / "scale" / f"{r['row_id']}.json").write_text(_json.dumps(r))
-    out = tmp_path / "results"
-    files = report.build_report(raw, out, plots=False)
-    names = {p.name for p in files}
-    assert {"scale.md", "scale.csv"} <= names and "scale_epoch_time.png" not in names
-    assert "[scale.md](scale.md)" in (out / "README.md").read_text()
-    md = (out / "scale.md").read_text()
-    assert "I-AutoRec 5.0x" in md  # 1.0 / 0.2 from the main row, not 1.0 / 0.1 from the b256 row
-    assert "| ml-1m | I-AutoRec | sparse (native kernels) | 256 |" in md
-    for r in recs:
-        (raw / "scale" / f"{r['row_id']}.json").unlink()
-    report.build_report(raw, out, plots=False)
-    assert not (out / "scale.md").exists()
-    assert "No scale results yet" in (out / "README.md").read_text()
+    assert ref[0][-1] < ref[0][0]  # it learned something

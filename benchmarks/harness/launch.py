@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from autorec import env as hostenv
 from autorec.errors import ConfigError
@@ -141,25 +141,39 @@ def execute(
         if threads is None:
             threads = hostenv.default_threads()
             thread_policy = thread_policy or f"all {threads} usable cores"
-        rec, seconds = _launch(plan, int(threads), thread_policy or f"{threads} as given", on_event, verbose)
+        rec, seconds = launch(
+            plan, int(threads), thread_policy or f"{threads} as given", on_event=on_event, verbose=verbose
+        )
         record.write(path, rec)
         return Outcome(plan, path, rec.status, rec, seconds)
     finally:
         store.release(out_dir, mine)
 
 
-def _launch(
-    plan: RunPlan, threads: int, thread_policy: str, on_event: EventFn | None, verbose: bool
+def launch(
+    plan: RunPlan,
+    threads: int,
+    thread_policy: str,
+    *,
+    on_event: EventFn | None = None,
+    verbose: bool = False,
+    job: dict[str, Any] | None = None,
+    env_defaults: dict[str, str] | None = None,
 ) -> tuple[RunRecord, float]:
+    """One worker process for ``plan`` (no claim, nothing written): its record with the parent's
+    wall time and the run's conditions, and the seconds it took.  ``job``: a job of another kind
+    than an ordinary run (``{"kind": "scale", "options": {...}}``, see
+    :data:`benchmarks.harness.worker.JOB_KINDS`); ``env_defaults``: environment variables the
+    worker gets unless this process has them set."""
     load_before = hostenv.load_average()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="autorec-run-") as tmp:
         tmp = Path(tmp)
         rfd, wfd = os.pipe()
         result = tmp / "record.json"
-        job = {"plan": plan, "threads": threads, "result": str(result), "events_fd": wfd}
-        (tmp / "job.json").write_text(dumps(job))
-        env = dict(os.environ)
+        spec = {"plan": plan, "threads": threads, "result": str(result), "events_fd": wfd, **(job or {})}
+        (tmp / "job.json").write_text(dumps(spec))
+        env = {**(env_defaults or {}), **os.environ}
         env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(threads)  # set explicitly for every run, recorded in its environment

@@ -11,6 +11,7 @@ end the worker with status 130 and no record: an interrupted run records nothing
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import resource
@@ -55,7 +56,8 @@ def _plain_rows(history: list[dict]) -> tuple[dict, ...]:
     return tuple(to_plain({k: v for k, v in row.items() if not isinstance(v, (list, dict))}) for row in history)
 
 
-def _summary(info: Any) -> FitSummary:
+def fit_summary(info: Any) -> FitSummary:
+    """A fit's :class:`~autorec.models.base.FitInfo` as the record's :class:`FitSummary`."""
 
     history = _plain_rows(info.history or [])
     extra = {k: v for k, v in (info.extra or {}).items() if not isinstance(v, (list, dict)) or k == "devices"}
@@ -100,12 +102,14 @@ def train_plus_valid(d: Any):
 
 class Worker:
     """One run's work; ``state`` holds the record's sections as they become known, so a failure
-    record keeps them."""
+    record keeps them.  ``options``: what a job of another kind needs besides the plan (see
+    :data:`JOB_KINDS`; an ordinary run needs none)."""
 
-    def __init__(self, plan: RunPlan, threads: int, emit: Emit) -> None:
+    def __init__(self, plan: RunPlan, threads: int, emit: Emit, options: dict[str, Any] | None = None) -> None:
         self.plan = plan
         self.threads = threads
         self.emit = emit
+        self.options = dict(options or {})
         self.state: dict[str, Any] = {}
         self.timing: dict[str, float] = {}
         self.memory: dict[str, Any] = {}
@@ -135,7 +139,7 @@ class Worker:
             params["threads"] = self.threads
         self.emit(event="stage", stage="fitting")
         model, info, fit_seconds = self.fit(cls, ref, params, d.train, d.valid, progress=self.progress)
-        fit = self.state["fit"] = _summary(info)
+        fit = self.state["fit"] = fit_summary(info)
         self.timing.update(_epoch_timing(fit_seconds, fit))
         self.emit(event="stage", stage="evaluating")
         t0 = time.perf_counter()
@@ -243,6 +247,18 @@ class Worker:
         )
 
 
+#: the kinds of job a worker runs (``kind`` in the job file): an ordinary run, and a row of the scale
+#: runner, whose class (a :class:`Worker` with its own ``run``) is imported when such a job starts
+JOB_KINDS = {"run": "benchmarks.harness.worker:Worker", "scale": "benchmarks.scale.job:ScaleJob"}
+
+
+def job_class(kind: str) -> type[Worker]:
+    if kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r}; known: {sorted(JOB_KINDS)}")
+    module, _, name = JOB_KINDS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -266,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     t_start = time.perf_counter()
-    worker = Worker(plan, int(job["threads"]), emit)
+    worker = job_class(job.get("kind", "run"))(plan, int(job["threads"]), emit, job.get("options"))
     try:
         worker.run()
         status, sections = "ok", dict(worker.state)
