@@ -11,6 +11,7 @@ spec format.
 from __future__ import annotations
 
 import argparse
+import os
 
 from autorec.errors import ConfigError
 from benchmarks import harness
@@ -29,6 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="threads per run (default: cores / jobs)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any run of the sweep is failed (old ones too)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per run)")
+    p.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="where runs execute: this machine (default) or a Dask cluster (--address; docs/cluster.md)",
+    )
+    p.add_argument("--address", default=None, metavar="tcp://HOST:PORT", help="the Dask scheduler (--executor dask)")
 
 
 def dry_run(sweep: sweeps.Sweep, out: str) -> int:
@@ -57,11 +65,30 @@ def dry_run(sweep: sweeps.Sweep, out: str) -> int:
     return 0
 
 
+def executor(args: argparse.Namespace) -> harness.Executor | None:
+    """The executor ``--executor`` names (``None``: ``--jobs`` local workers).  On Dask, the
+    results folder and the data folder travel as absolute paths (the workers' working folders differ)."""
+    if args.executor == "local":
+        if args.address is not None:
+            raise ConfigError("--address names a Dask scheduler: add --executor dask")
+        return None
+    if args.address is None:
+        raise ConfigError("--executor dask needs --address tcp://HOST:PORT (the Dask scheduler)")
+    if args.jobs != 1:
+        raise ConfigError("--jobs is for --executor local; on Dask, each worker's --nthreads sets the runs at a time")
+    from benchmarks.harness.dask_executor import DaskExecutor
+
+    args.out = os.path.abspath(args.out)
+    args.data_dir = os.path.abspath(args.data_dir) if args.data_dir is not None else None
+    return DaskExecutor(args.address, args.out)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs} must be >= 1")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads {args.threads} must be >= 1")
+    engine = executor(args)
     harness.check_writable(args.out, create=not args.dry_run)
     source = harness.DataSource(data_dir=args.data_dir, offline=args.offline)
     sweep = sweeps.load_sweeps(args.specs, source=source, dry_run=args.dry_run)
@@ -74,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         title=f"sweep {', '.join(sweep.names)}",
         jobs=args.jobs,
+        executor=engine,
         threads=args.threads,
         progress=False if args.no_progress else None,
     )

@@ -9,9 +9,12 @@ a raw record under ``RESULTS/raw``), exactly as a spec run referencing the confi
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
+import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,8 +22,10 @@ from autorec.errors import ConfigError
 from autorec.models import registry
 
 if TYPE_CHECKING:
+    from autorec.interactions import Interactions
+    from autorec.splits import SplitData
     from benchmarks.harness import Outcome
-    from benchmarks.tuning import TuneResult
+    from benchmarks.tuning import StudySpec, TuneResult
 
 HELP = (
     "tune models on the validation part with Optuna (seeded TPE, median pruning; the same trial "
@@ -89,6 +94,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help="never download")
     p.add_argument("--cache-dir", default=None, help="where splits are stored")
     p.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    p.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="where trials run: in this process (default) or in --workers tuner workers per study on a Dask "
+        "cluster, sharing the study's storage (docs/cluster.md)",
+    )
+    p.add_argument("--address", default=None, metavar="tcp://HOST:PORT", help="the Dask scheduler (--executor dask)")
+    p.add_argument("--workers", type=int, default=None, help="tuner workers per study on Dask (default 1)")
 
 
 def _slug(text: str) -> str:
@@ -121,6 +135,8 @@ def command_line(args: argparse.Namespace, model: str) -> str:
     for flag, value in (("--threads", args.threads), ("--storage", args.storage), ("--study", args.study)):
         if value is not None:
             parts += [flag, str(value)]
+    if args.executor != "local":
+        parts += ["--executor", args.executor, "--address", args.address, "--workers", str(args.workers or 1)]
     if args.results != "results":
         parts += ["--results", args.results]
     for flag, value in (
@@ -157,18 +173,63 @@ def _targets(args: argparse.Namespace, fixed: dict) -> list[tuple[str, registry.
     return out
 
 
+def _check_executor(args: argparse.Namespace) -> None:
+    if args.executor == "local":
+        if args.address is not None or args.workers is not None:
+            raise ConfigError("--address and --workers are for --executor dask")
+    elif args.address is None:
+        raise ConfigError("--executor dask needs --address tcp://HOST:PORT (the Dask scheduler)")
+    elif args.workers is not None and args.workers <= 0:
+        raise ConfigError(f"--workers {args.workers} must be > 0")
+
+
+def _absolute(url: str) -> str:
+    """``url`` with an SQLite file's path absolute (a Dask worker's working folder is not ours)."""
+    prefix = "sqlite:///"
+    return prefix + os.path.abspath(url[len(prefix) :]) if url.startswith(prefix) else url
+
+
+def remote_tuner(train: Interactions, valid: Interactions, spec: StudySpec, trials: int, threads: int | None) -> str:
+    """One tuner worker of ``spec``'s study, as a Dask task: :func:`~benchmarks.tuning.tune` until
+    the study's budget is used (its trial lines go to the Dask worker's log); returns its summary."""
+    from autorec.env import set_threads
+    from benchmarks.tuning import describe, tune
+
+    registry.get(spec.model, spec.backend).load()  # the framework first: set_threads sets imported ones
+    set_threads(threads)
+    result = tune(
+        spec, train, valid, trials=trials, log=lambda line: print(f"{spec.name} {line}", file=sys.stderr, flush=True)
+    )
+    return f"tuner worker on {socket.gethostname()} (pid {os.getpid()}) done: {describe(result)}"
+
+
+def _tune_on_dask(args: argparse.Namespace, specs: list[StudySpec], data: SplitData, log) -> None:
+    """``--workers`` tuner workers per study as tasks on the Dask cluster, the data sent once; returns
+    once every worker ended (the studies hold the trials)."""
+    from benchmarks.harness.dask_executor import call_all
+
+    calls = [(replace(s, storage=_absolute(s.storage)), args.trials, args.threads) for s in specs]
+    calls = [c for c in calls for _ in range(args.workers or 1)]
+    if log:
+        log(f"{len(calls)} tuner worker(s) on the Dask cluster at {args.address}: {', '.join(s.name for s in specs)}")
+    for line in call_all(args.address, remote_tuner, calls, common=(data.train, data.valid)):
+        if log:
+            log(line)
+
+
 def run(args: argparse.Namespace) -> int:
     import optuna
 
     from autorec.env import environment, set_threads
     from autorec.models.config import ModelConfig, parse_assignments
     from autorec.splits import load_split
-    from benchmarks.tuning import StudySpec, describe, tune
+    from benchmarks.tuning import StudySpec, describe, result_of, tune
     from benchmarks.tuning.config_file import write_config
     from benchmarks.tuning.study import sqlite_url
 
     if args.trials <= 0 or (args.threads is not None and args.threads <= 0):
         raise ConfigError(f"--trials {args.trials} and --threads {args.threads} must be > 0")
+    _check_executor(args)
     fixed = parse_assignments(args.sets)
     harness = sorted(set(fixed) & set(ModelConfig.HARNESS))
     if harness:
@@ -189,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.results) / "tuning" / _slug(args.dataset)
     env = environment()
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    studies = []
     for given, ref, space in targets:
         name = args.study or study_name(ref.name, ref.backend, split, args.seed, data.split.valid_ratio)
         spec = StudySpec(
@@ -211,20 +273,28 @@ def run(args: argparse.Namespace) -> int:
             search_seed=args.search_seed,
             prune=not args.no_prune,
         )
-        if log:
-            log(f"study {name!r} in {spec.storage}: {args.trials} trials of {ref.name} ({ref.backend})")
-        result = tune(spec, data.train, data.valid, trials=args.trials, log=log)
+        studies.append((given, spec))
+    if args.executor == "dask":
+        _tune_on_dask(args, [spec for _, spec in studies], data, log)
+        where = f"{args.workers or 1} tuner worker(s) per study on the Dask cluster at {args.address}"
+    else:
+        where = f"{env['cpu_model']} (threads {threads})"
+    for given, spec in studies:
+        if args.executor == "dask":
+            result = result_of(spec, trials=args.trials)
+        else:
+            if log:
+                log(f"study {spec.name!r} in {spec.storage}: {args.trials} trials of {spec.model} ({spec.backend})")
+            result = tune(spec, data.train, data.valid, trials=args.trials, log=log)
         print(describe(result))
-        out = Path(args.out) if args.out else folder / f"{name}.toml"
+        out = Path(args.out) if args.out else folder / f"{spec.name}.toml"
         versions = ", ".join(f"{k} {env[k]}" for k in ("numpy", "torch", "mxnet", "scikit-surprise") if env.get(k))
         versions += f", optuna {optuna.__version__}"
         write_config(
             out,
             result,
             command=command_line(args, given),
-            comments=[
-                f"Split sha256 {data.split.sha256}; last run on {env['cpu_model']} (threads {threads}); {versions}."
-            ],
+            comments=[f"Split sha256 {data.split.sha256}; last run on {where}; {versions}."],
         )
         print(f"wrote {out}")
         if args.evaluate:

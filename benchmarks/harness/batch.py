@@ -10,6 +10,7 @@ the folder is a failure now, old failures included.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -102,13 +103,17 @@ def run_batch(
     epochs = _EpochBar(enabled=jobs == 1 and not bar.disable)
     t_start = time.perf_counter()
 
-    def one(plan: RunPlan) -> Outcome:
+    # the run as any executor calls it; picklable, so that a remote executor ships it to its workers
+    task = functools.partial(execute, out_dir=out_dir, threads=threads, thread_policy=policy)
+
+    def one(plan: RunPlan) -> Outcome:  # on this machine: the task with the progress display
         if jobs == 1:
             bar.set_description_str(f"{title}: {plan.describe()[:60]}", refresh=True)
-        return execute(plan, out_dir, threads=threads, thread_policy=policy, on_event=epochs)
+        return task(plan, on_event=epochs)
 
+    runner = executor or LocalExecutor(jobs)
     try:
-        for k, outcome in enumerate((executor or LocalExecutor(jobs)).map(one, pending), 1):
+        for k, outcome in enumerate(runner.map(one if isinstance(runner, LocalExecutor) else task, pending), 1):
             epochs.close()
             tally.add(outcome)
             eta = (time.perf_counter() - t_start) / k * (len(pending) - k)

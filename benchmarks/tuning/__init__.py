@@ -25,7 +25,9 @@ parameters, per-epoch validation RMSE, outcome, time and worker are in it.
   parameters are re-enqueued once, and the sampler never proposes a configuration already tried.
 
 **Several workers on one study** (run the same command on several processes or machines against one
-storage; each worker takes the next trial while fewer than the budget count or run):
+storage, or let ``autorec-bench tune --executor dask --address A --workers N`` start N of them per
+study as Dask tasks: docs/cluster.md; each worker takes the next trial while fewer than the budget
+count or run):
 
 - *Sequential* (one worker at a time, on any machine, stopped and resumed any number of times):
   the result equals a single uninterrupted run with the same search seed, trial for trial.
@@ -40,6 +42,6 @@ storage; each worker takes the next trial while fewer than the budget count or r
 """
 
 from benchmarks.tuning.study import StudySpec
-from benchmarks.tuning.tuner import TuneResult, describe, tune
+from benchmarks.tuning.tuner import TuneResult, describe, result_of, tune
 
-__all__ = ["StudySpec", "TuneResult", "describe", "tune"]
+__all__ = ["StudySpec", "TuneResult", "describe", "result_of", "tune"]

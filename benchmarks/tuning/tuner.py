@@ -75,13 +75,11 @@ def tune(
     """Run ``spec``'s study until ``trials`` trials count (resuming whatever the storage holds:
     interrupted trials retried, completed ones kept), then summarise it.  A finite space with at
     most ``trials`` configurations is searched exhaustively, each configuration once."""
-    if not isinstance(trials, int) or isinstance(trials, bool) or trials <= 0:
-        raise ConfigError(f"trials={trials!r} must be a positive integer")
+    budget = _budget(spec, trials)
     if valid is None or len(valid) == 0:
         raise ConfigError("tuning needs a non-empty validation part (valid_ratio > 0)")
     ref = registry.get(spec.model, spec.backend)
     size = spaces.size(spec.space)
-    budget = trials if size is None else min(trials, size)
     objective = _objective(spec, ref, train, valid)
     say = log or (lambda line: None)
     t0 = time.perf_counter()
@@ -109,6 +107,25 @@ def tune(
     finally:
         optuna.logging.set_verbosity(verbosity)
     return summarize(study, spec, budget)
+
+
+def _budget(spec: StudySpec, trials: int) -> int:
+    """The trials asked for, capped at the number of configurations of a finite space."""
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials <= 0:
+        raise ConfigError(f"trials={trials!r} must be a positive integer")
+    size = spaces.size(spec.space)
+    return trials if size is None else min(trials, size)
+
+
+def result_of(spec: StudySpec, *, trials: int) -> TuneResult:
+    """The outcome of ``spec``'s study as its storage holds it now, e.g. once tuner workers on other
+    machines (:func:`tune` each) ran it; nothing is fitted here."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        return summarize(open_study(spec, storage(spec.storage)), spec, _budget(spec, trials))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def _objective(spec: StudySpec, ref: registry.ModelRef, train: Interactions, valid: Interactions):

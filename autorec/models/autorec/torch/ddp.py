@@ -19,7 +19,8 @@ Backend: gloo on CPU, nccl when the devices are GPUs (rank r uses ``devices[loca
 Rank 0 writes the trained model (``model.npz``, the :meth:`AutoRecTorch.save` format), the fit
 info and the checkpoints; every rank writes ``weights_rank{r}.npz`` (to check the replicas agree).
 A failing rank writes ``error_rank{r}.json`` atomically; the launcher re-raises it as the same
-error type.
+error type.  A rank is :func:`run_rank`; ``ddp train`` (:mod:`~autorec.models.autorec.torch.ddp_train`)
+runs it under a torchrun one starts oneself, e.g. on several nodes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -277,67 +278,107 @@ class RankModel(AutoRecTorch):
         return {**super()._fit_extra(), "world_size": self.world, "dist_backend": "nccl" if self.gpu else "gloo"}
 
 
-def _worker(job_dir: Path) -> None:
+Parts = tuple[Interactions, Interactions | None]
+
+
+def run_rank(
+    out: Path,
+    config: Mapping[str, Any],
+    threads: int,
+    parts: Callable[[], Parts],
+    *,
+    checkpoint: str | None = None,
+    checkpoint_every: int = 1,
+    resume: str | None = None,
+    finish: Callable[[RankModel], None] | None = None,
+) -> None:
+    """One rank under torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous from its
+    environment): join the process group, get the train and validation ``parts``, fit, write this
+    rank's weights into ``out`` and, on rank 0, the model, the fit info and whatever ``finish`` adds.
+    A failure is written to ``out/error_rank{r}.json`` and re-raised."""
     import torch
     import torch.distributed as dist
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     try:
-        job = json.loads((job_dir / JOB).read_text())
-        cfg = AutoRecConfig.from_dict(job["config"])
+        cfg = AutoRecConfig.from_dict(config)
         gpu = parse_device(cfg.devices[0])[0] == "gpu"
         dev = cfg.devices[local_rank] if gpu else "cpu"
-        model = RankModel(cfg.replace(devices=(dev,), threads=int(job["threads"])), rank=rank, world=world, gpu=gpu)
+        model = RankModel(cfg.replace(devices=(dev,), threads=int(threads)), rank=rank, world=world, gpu=gpu)
         if gpu:
             torch.cuda.set_device(model.device)
         dist.init_process_group("nccl" if gpu else "gloo")
-        with np.load(job_dir / DATA, allow_pickle=False) as z:
-            train, valid = _part(z, "train"), _part(z, "valid")
-        assert train is not None
+        train, valid = parts()
 
         def progress(epoch: int, n: int, rec: dict) -> None:
-            with open(job_dir / PROGRESS, "a") as fh:
+            with open(out / PROGRESS, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
 
         info = model.fit(
             train,
             valid,
             progress=progress if rank == 0 else None,
-            checkpoint=job["checkpoint"] if rank == 0 else None,
-            checkpoint_every=int(job["checkpoint_every"]),
-            resume=job["resume"],
+            checkpoint=checkpoint if rank == 0 else None,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
         )
         weights = model.get_weights()
-        atomic_savez(job_dir / f"weights_rank{rank}.npz", weights)
+        atomic_savez(out / f"weights_rank{rank}.npz", weights)
         flat = torch.cat([torch.from_numpy(weights[k]).ravel() for k in sorted(weights)]).to(model.device)
         gathered = [torch.empty_like(flat) for _ in range(world)]
         dist.all_gather(gathered, flat)
         if rank == 0:
             info.extra["replica_max_abs_diff"] = max(float((g - gathered[0]).abs().max()) for g in gathered)
-            model.save(job_dir / MODEL)
+            model.save(out / MODEL)
             text = json.dumps(asdict(info)).encode()
-            atomic_write(job_dir / INFO, lambda fh: fh.write(text))
+            atomic_write(out / INFO, lambda fh: fh.write(text))
+            if finish is not None:
+                finish(model)
         dist.barrier()
         dist.destroy_process_group()
     except BaseException as exc:
         record = {"rank": rank, "type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
         text = json.dumps(record).encode()
-        atomic_write(job_dir / f"error_rank{rank}.json", lambda fh: fh.write(text))
+        atomic_write(out / f"error_rank{rank}.json", lambda fh: fh.write(text))
         raise
 
 
+def _worker(job_dir: Path) -> None:
+    """A rank of :func:`fit_parallel`: the job and its data from the job folder."""
+    job = json.loads((job_dir / JOB).read_text())
+
+    def parts() -> Parts:
+        with np.load(job_dir / DATA, allow_pickle=False) as z:
+            train, valid = _part(z, "train"), _part(z, "valid")
+        assert train is not None
+        return train, valid
+
+    run_rank(
+        job_dir,
+        job["config"],
+        int(job["threads"]),
+        parts,
+        checkpoint=job["checkpoint"],
+        checkpoint_every=int(job["checkpoint_every"]),
+        resume=job["resume"],
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    from autorec.models.autorec.torch import ddp_train  # it imports this module
+
     p = argparse.ArgumentParser(prog="python -m autorec.models.autorec.torch.ddp", description="one torchrun rank")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("worker", help="one torchrun rank (launched by fit_parallel)").add_argument("job_dir")
+    ddp_train.add_arguments(sub.add_parser("train", help=ddp_train.HELP))
     args = p.parse_args(argv)
     # A rank leaves through os._exit once its results are written atomically: gloo's C++ worker
     # threads can otherwise abort the process during interpreter finalisation ("terminate called
     # without an active exception", SIGABRT), seen here under CPU load.
     code = 0
     try:
-        _worker(Path(args.job_dir))
+        _worker(Path(args.job_dir)) if args.cmd == "worker" else ddp_train.train(args)
     except BaseException:
         traceback.print_exc()
         code = 1
