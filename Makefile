@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_FLAGS ?= -q
-EXTRAS ?= torch,mxnet,surprise,plot,dev
+EXTRAS ?= torch,mxnet,surprise,bayes,cluster,plot,dev
 
 .PHONY: env bench test test-modern test-pinned-tox benchmark clean-venv
 

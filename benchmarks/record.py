@@ -29,7 +29,7 @@ from typing import Any
 
 from autorec.atomic import atomic_write
 from autorec.errors import DataError
-from autorec.jsonio import canonical_json, dumps
+from autorec.jsonio import canonical_json, dumps, to_plain
 
 SCHEMA_VERSION = 2
 SCHEMA_FILE = Path(__file__).resolve().parent / "schema" / "run-record.schema.json"
@@ -60,6 +60,8 @@ class SplitRef:
 
 @dataclass(frozen=True)
 class RunIdentity:
+    """What makes a run this run; its canonical JSON hashes to the ``run_id``."""
+
     data: DataRef
     split: SplitRef
     model: str
@@ -99,6 +101,9 @@ class Refit:
 
 @dataclass(frozen=True)
 class FitSummary:
+    """The fit: best validation epoch, the epoch whose weights were kept, epochs run, per-epoch
+    history and model-specific facts."""
+
     best_epoch: int | None
     weights_epoch: int | None
     epochs_run: int
@@ -108,6 +113,8 @@ class FitSummary:
 
 @dataclass(frozen=True)
 class Sizes:
+    """Index space, part sizes, cold pairs of test and validation, and the rating scale."""
+
     n_users: int
     n_items: int
     n_train: int
@@ -161,6 +168,8 @@ class Conditions:
 
 @dataclass(frozen=True)
 class ErrorInfo:
+    """Why a run failed (and, for a divergence, at which epoch)."""
+
     type: str
     message: str
     traceback: str = ""
@@ -169,6 +178,9 @@ class ErrorInfo:
 
 @dataclass(frozen=True)
 class RunRecord:
+    """One run's (or one scale row's) raw result: identity, outcome, metrics, fit, sizes, timing,
+    memory, the conditions of the timings, the environment and the error of a failed run."""
+
     run_id: str
     status: str  # "ok" | "failed"
     identity: RunIdentity
@@ -220,10 +232,16 @@ class RunRecord:
 
 # ====================================================================== files
 def write(path: str | os.PathLike, record: RunRecord) -> Path:
-    """``record`` as JSON at ``path``, atomically (readers see the old file or the whole new one)."""
+    """``record`` as JSON at ``path``, atomically (readers see the old file or the whole new one).
+    A record that would not read back (a required number that is NaN or infinite, JSON having no
+    such value) is refused here, naming the field, rather than written and lost later."""
     if record.run_id != record.identity.run_id:
         raise ValueError(f"record run_id {record.run_id} does not match its identity ({record.identity.run_id})")
     path = Path(path)
+    try:
+        from_plain(RunRecord, to_plain(record))
+    except TypeError as exc:
+        raise ValueError(f"record {path.name} would not read back: {exc}") from None
     text = dumps(record)
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
     return path
