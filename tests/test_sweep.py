@@ -44,7 +44,7 @@ splits = ["random", {{spec = "kfold:k=3,fold=1", seeds = [0]}}]
 seeds = [0, 1]
 [[model]]
 name = "{TOY}"
-params = {{mode = "sleep", sleep = 0.1, epochs = 2}}
+params = {{mode = "sleep", sleep = 0.5, epochs = 2}}
 grid = {{shift = [0.0, 0.1]}}
 '''
 
@@ -138,9 +138,12 @@ def _state(out: Path) -> dict:
 
 
 def _wait_for_files(out: Path, k: int, proc, timeout=120) -> None:
+    """Until ``k`` records exist and the next run is in progress (its claim taken): a signal sent
+    then interrupts a run, however slowly this (loaded) machine schedules the test."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(harness.raw_files(out)) >= k:
+        claims = out / ".claims"
+        if len(harness.raw_files(out)) >= k and claims.is_dir() and any(claims.iterdir()):
             return
         if proc.poll() is not None:
             raise AssertionError(f"sweep ended early with {proc.returncode}: {proc.stderr.read()}")
