@@ -15,10 +15,9 @@ Objective per batch of ``B`` rows (summed over its context shares): ``B * loss_m
 n_in``, which is exactly Gluon's ``L2Loss`` summed over the rows, and the dense path computes it
 with ``L2Loss``.  The mask is the stored pattern of the CSR batch (D2L's ``sign(x)`` equals it for
 ratings > 0).  ``reg_form="wd"`` is the Trainer's ``wd`` (coupled weight decay on every parameter,
-as D2L and as torch's ``weight_decay``).  Measured on ML-100K (random 90/10, D2L config, 25 epochs;
-2 shared CPU cores, so seconds are indicative): I-AutoRec 0.27 s/epoch dense vs 0.70 sparse,
-U-AutoRec 0.15 vs 1.49, identical test RMSE: at MovieLens densities (~6%) with h = 500 the gathered
-``(nnz, h)`` arrays are larger than the dense batch, so the dense path is the faster one here.
+as D2L and as torch's ``weight_decay``).  At MovieLens densities (~6%) with h = 500 the sparse
+path's gathered ``(nnz, h)`` arrays are larger than the dense batch, so the dense path is the faster
+one in MXNet (measurements: docs/measurements.md).
 
 Contexts: ``devices=("cpu(0)", "cpu(1)")`` or ``("gpu(0)", "gpu(1)")`` (``cpu``, ``gpu``,
 ``cuda:N`` are accepted; ``cuda:N`` is ``gpu(N)``).  A GPU that MXNet does not see, a repeated
