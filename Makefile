@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP_FLAGS ?= -q
 EXTRAS ?= torch,mxnet,surprise,bayes,cluster,plot,dev
 
-.PHONY: env bench test test-modern test-pinned-tox benchmark clean-venv
+.PHONY: env bench bench-paper tune-ml100k tune-mlsmall tune-ml1m lint test test-modern test-pinned-tox benchmark clean-venv
 
 env: $(VENV)/.installed
 
@@ -17,20 +17,53 @@ $(VENV)/.installed: pyproject.toml requirements/pinned.txt
 	$(BIN)/python -m pip install $(PIP_FLAGS) -c requirements/pinned.txt -e '.[$(EXTRAS)]'
 	touch $@
 
-# The main job: the D2L reproduction + the ML-100K comparison (resumable: rerun to continue),
-# then the verdict and the report (results/README.md, CSVs, plots).  `make bench JOBS=1` runs one
-# run at a time; DATA_DIR defaults to $AUTOREC_DATA_DIR, else ../shared/data when it exists.
+# The main job: the D2L reproduction + the ML-100K comparison of tuned models (resumable: rerun to
+# continue; finished runs are kept), the report (results/README.md, CSVs, plots), the verdict, and a
+# closing summary of what ran.  JOBS runs at a time; RERUN=1 reruns every run (regenerate from
+# scratch); DATA_DIR defaults to $AUTOREC_DATA_DIR, else ../shared/data when it exists.
 JOBS ?= 2
 RESULTS ?= results
 DATA_DIR ?= $(firstword $(AUTOREC_DATA_DIR) $(wildcard ../shared/data))
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+RERUN_FLAG := $(if $(RERUN),--rerun,)
+MAIN_SPECS = benchmarks/specs/d2l.toml benchmarks/specs/ml100k.toml
+PAPER_SPECS = benchmarks/specs/paper.toml benchmarks/specs/mlsmall.toml
+
+define run_specs
+	$(BIN)/autorec-bench sweep $(1) --jobs $(JOBS) --out $(RESULTS)/raw $(DATA_FLAG) $(RERUN_FLAG) --summary $(RESULTS)/.$(2).json
+	$(BIN)/autorec-bench verify --raw $(RESULTS)/raw --out $(RESULTS); if [ $$? -gt 1 ]; then exit 2; fi
+	$(BIN)/autorec-bench report --raw $(RESULTS)/raw --out $(RESULTS) --recompute-splits $(DATA_FLAG) > /dev/null
+	@echo
+	@$(BIN)/autorec-bench summary $(RESULTS)/.$(2).json --results $(RESULTS) --regenerate "make $(2) RERUN=1"
+endef
 
 bench: env
-	$(BIN)/autorec-bench sweep benchmarks/specs/d2l.toml benchmarks/specs/ml100k.toml --jobs $(JOBS) --out $(RESULTS)/raw $(DATA_FLAG)
-	$(BIN)/autorec-bench report --raw $(RESULTS)/raw --out $(RESULTS) --recompute-splits $(DATA_FLAG)
-	$(BIN)/autorec-bench verify --dataset ml-100k --raw $(RESULTS)/raw --out $(RESULTS); rc=$$?; \
-	  $(BIN)/autorec-bench report --raw $(RESULTS)/raw --out $(RESULTS) > /dev/null; \
-	  if [ $$rc -gt 1 ]; then exit $$rc; fi
+	$(call run_specs,$(MAIN_SPECS),bench)
+
+# The AutoRec paper's protocol on ML-1M and the same comparison on ml-latest-small (hours on 2 cores).
+bench-paper: env
+	$(call run_specs,$(PAPER_SPECS),bench-paper)
+
+# Tuning (hours; resumable at any moment: rerun to continue).  The studies and the chosen configs
+# land in results/tuning/<dataset>/; the specs read the configs from there.
+TUNE = $(BIN)/autorec-bench tune --trials $(TRIALS) --threads 1 $(DATA_FLAG)
+TUNE_MODELS = --model i-autorec@torch --model u-autorec@torch --model i-autorec@mxnet --model u-autorec@mxnet \
+  --model bayesian-svdpp --model bayesian-mf --model biased-mf@numpy --model biased-mf@torch --model als \
+  --model surprise-svd --model surprise-svdpp --model d2l-mf@torch --model bias-only
+tune-ml100k: env
+	$(TUNE) --dataset ml-100k --split random --seed 0 --valid-ratio 0.05 $(TUNE_MODELS)
+tune-mlsmall: env
+	$(TUNE) --dataset ml-latest-small --split random --seed 0 --valid-ratio 0.05 $(TUNE_MODELS)
+tune-ml1m: env
+	$(TUNE) --dataset ml-1m --split random --seed 0 --valid-ratio 0.1 --cold-start constant:3 $(TUNE_ML1M_MODELS)
+TRIALS ?= 60
+TUNE_ML1M_MODELS = --trials 20 --model i-autorec@torch --model u-autorec@torch --model bayesian-svdpp \
+  --model bayesian-mf --model biased-mf@numpy --model als --model bias-only
+
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pyright
 
 test: env
 	$(BIN)/python -m pytest

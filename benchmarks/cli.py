@@ -21,6 +21,7 @@ COMMANDS = {
     "tune": "tune",
     "report": "report",
     "verify": "verify",
+    "summary": "summary",
 }
 
 

@@ -240,3 +240,27 @@ def test_repo_specs_are_valid():
                 continue  # no copy of that dataset on this machine
             raise
         assert sw.plans or sw.notes, name
+
+
+def test_summary_says_what_ran_and_rerun_regenerates(tmp_path, capsys):
+    spec = _spec(tmp_path, f'''
+datasets = ["{SYN}"]
+splits = ["random"]
+seeds = [0, 1]
+[[model]]
+name = "bias-only"
+''')  # fmt: skip
+    out, summary = tmp_path / "raw", tmp_path / "summary.json"
+    args = ["sweep", str(spec), "--out", str(out), "--no-progress", "--summary", str(summary)]
+    assert cli(args) == 0
+    assert cli(["summary", str(summary), "--results", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "this time: 2 ran (2 ok, 0 failed)" in text and "0 already done" in text
+    assert f"raw records: {out}/" in text and "make bench RERUN=1 (reruns all 2 runs" in text
+    first = {p.name: p.stat().st_mtime_ns for p in harness.raw_files(out)}
+    assert cli(args) == 0 and cli(["summary", str(summary)]) == 0
+    assert "this time: 0 ran (0 ok, 0 failed)" in capsys.readouterr().out
+    assert cli([*args, "--rerun"]) == 0 and cli(["summary", str(summary)]) == 0
+    assert "this time: 2 ran (2 ok, 0 failed)" in capsys.readouterr().out
+    again = {p.name: p.stat().st_mtime_ns for p in harness.raw_files(out)}
+    assert again.keys() == first.keys() and all(again[k] > first[k] for k in first)

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 
+from autorec.atomic import atomic_write
 from autorec.errors import ConfigError
+from autorec.jsonio import dumps
 from benchmarks import harness
 from benchmarks import sweep as sweeps
 
@@ -30,6 +33,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="threads per run (default: cores / jobs)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any run of the sweep is failed (old ones too)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per run)")
+    p.add_argument(
+        "--rerun", action="store_true", help="run every run again, finished ones too (regenerate from scratch)"
+    )
+    p.add_argument(
+        "--summary",
+        default=None,
+        metavar="FILE.json",
+        help="write what this invocation did (ran / already done / failed) for `autorec-bench summary`",
+    )
     p.add_argument(
         "--executor",
         choices=("local", "dask"),
@@ -96,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         return dry_run(sweep, args.out)
     for msg in sweep.notes:
         print(f"note: {msg}")
-    harness.run_batch(
+    started = time.time()
+    tally = harness.run_batch(
         sweep.plans,
         args.out,
         title=f"sweep {', '.join(sweep.names)}",
@@ -104,8 +117,24 @@ def run(args: argparse.Namespace) -> int:
         executor=engine,
         threads=args.threads,
         progress=False if args.no_progress else None,
+        rerun=args.rerun,
     )
     failed = harness.failures(sweep.plans, args.out)
+    if args.summary:
+        summary = {
+            "specs": list(args.specs),
+            "sweeps": sweep.names,
+            "raw": str(args.out),
+            "runs": len(sweep.plans),
+            "jobs": args.jobs,
+            "rerun": bool(args.rerun),
+            "seconds": round(time.time() - started, 1),
+            "counts": dict(tally.counts),
+            "failed_now": [str(o.path) for o in tally.failed],
+            "failed_total": [str(p) for p in failed],
+            "run_ids": [p.run_id for p in sweep.plans],
+        }
+        atomic_write(args.summary, lambda fh: fh.write(dumps(summary).encode("utf-8")))
     if args.strict and failed:
         print(f"--strict: {len(failed)} run(s) of this sweep are failed (their records say why), e.g. {failed[0]}")
         return 1

@@ -74,16 +74,20 @@ def run_batch(
     executor: Executor | None = None,
     threads: int | None = None,
     progress: bool | None = None,
+    rerun: bool = False,
     log: Callable[[str], Any] = print,
 ) -> Tally:
     """Run every pending run of ``plans`` (``jobs`` at a time on this machine unless an
-    ``executor`` is given; ``threads`` per run, default cores / jobs); returns the :class:`Tally`."""
+    ``executor`` is given; ``threads`` per run, default cores / jobs); ``rerun``: every run, finished
+    or not (each record replaced atomically once its new run ends); returns the :class:`Tally`."""
     out_dir = store.check_writable(out_dir)
     store.clean_stale_temp(out_dir)
     cores = default_threads()
     threads = threads or max(1, cores // jobs)
     policy = f"{threads} thread(s) per run ({jobs} job(s) on {cores} core(s))"
-    pending = [p for p in plans if not store.is_finished(store.path_for(out_dir, p), p.run_id)]
+    pending = (
+        list(plans) if rerun else [p for p in plans if not store.is_finished(store.path_for(out_dir, p), p.run_id)]
+    )
     tally = Tally()
     tally.counts["skipped"] = len(plans) - len(pending)
     log(
@@ -104,7 +108,7 @@ def run_batch(
     t_start = time.perf_counter()
 
     # the run as any executor calls it; picklable, so that a remote executor ships it to its workers
-    task = functools.partial(execute, out_dir=out_dir, threads=threads, thread_policy=policy)
+    task = functools.partial(execute, out_dir=out_dir, threads=threads, thread_policy=policy, force=rerun)
 
     def one(plan: RunPlan) -> Outcome:  # on this machine: the task with the progress display
         if jobs == 1:
