@@ -189,7 +189,7 @@ class SurpriseSVDpp(_SurpriseModel[SurpriseSVDppConfig]):
         """SVDpp.estimate for known users and items, vectorised: each user's implicit term
         ``|I(u)|^-1/2 sum_{j in I(u)} y_j`` is computed once per fit, not once per pair."""
         a = self.algo
-        if getattr(self, "_implicit", None) is None:
+        if self._implicit is None:
             ts = self.trainset
             rows = np.repeat(np.arange(ts.n_users), [len(ts.ur[u]) for u in range(ts.n_users)])
             cols = np.array([j for u in range(ts.n_users) for j, _ in ts.ur[u]], dtype=np.int64)
@@ -198,5 +198,5 @@ class SurpriseSVDpp(_SurpriseModel[SurpriseSVDppConfig]):
             implicit = sp.csr_matrix((weights, (rows, cols)), shape=(ts.n_users, ts.n_items)) @ a.yj
             self._implicit = np.asarray(implicit)
         iu, ii = self.inner_u[users], self.inner_i[items]
-        user = a.pu[iu] + self._implicit[iu]
+        user = a.pu[iu] + np.asarray(self._implicit)[iu]
         return self.trainset.global_mean + a.bu[iu] + a.bi[ii] + np.einsum("nk,nk->n", a.qi[ii], user)
