@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 
-def atomic_write(path: "str | os.PathLike", write: Callable[[BinaryIO], Any]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
     """Write a file atomically: ``write(fh)`` into a hidden temp file in the same folder (binary
     mode), fsync, then ``os.replace``.  A crash leaves the old file or the whole new one, never a
     part of it; on any error the temp file is removed and the error propagates."""

@@ -16,8 +16,8 @@ class Interactions:
     same index space (a test user with no training rating still has a valid index: it is cold).
     """
 
-    users: np.ndarray    # int32
-    items: np.ndarray    # int32
+    users: np.ndarray  # int32
+    items: np.ndarray  # int32
     ratings: np.ndarray  # float32
     n_users: int
     n_items: int
@@ -42,8 +42,7 @@ class Interactions:
             rows, cols, shape = self.users, self.items, (self.n_users, self.n_items)
         else:
             raise ValueError(f"based must be 'item' or 'user', got {based!r}")
-        m = sp.csr_matrix((self.ratings.astype(np.float32, copy=False), (rows, cols)), shape=shape,
-                          dtype=np.float32)
+        m = sp.csr_matrix((self.ratings.astype(np.float32, copy=False), (rows, cols)), shape=shape, dtype=np.float32)
         m.sum_duplicates()
         m.sort_indices()
         return m

@@ -45,7 +45,7 @@ class ColdStartPolicy:
     value: float = 3.0
 
     @classmethod
-    def parse(cls, text: "str | ColdStartPolicy") -> "ColdStartPolicy":
+    def parse(cls, text: str | ColdStartPolicy) -> ColdStartPolicy:
         """``"global-mean"``, ``"constant"`` (3, as the AutoRec paper) or ``"constant:3.5"``."""
         if isinstance(text, ColdStartPolicy):
             return text
@@ -74,8 +74,10 @@ def finalize(raw: np.ndarray, cold: np.ndarray, fill: float, scale: tuple[float,
     """Replace cold pairs by ``fill``, replace non-finite predictions nowhere (they raise), and clip."""
     out = np.asarray(raw, dtype=np.float64).copy()
     if np.any(cold) and not np.isfinite(fill):
-        raise FloatingPointError(f"the cold-start fill value is {fill} (global mean of an empty train "
-                                 "part?); use a constant policy such as 'constant:3'")
+        raise FloatingPointError(
+            f"the cold-start fill value is {fill} (global mean of an empty train "
+            "part?); use a constant policy such as 'constant:3'"
+        )
     out[cold] = fill
     bad = ~np.isfinite(out)
     if bad.any():

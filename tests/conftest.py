@@ -69,6 +69,7 @@ def _cuda_available() -> bool:
     if not HAS_TORCH:
         return False
     import torch
+
     return torch.cuda.is_available()
 
 

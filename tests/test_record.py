@@ -51,7 +51,10 @@ def test_committed_raw_files_validate_against_the_schema():
         (lambda d: json.dumps({**d, "surprise": 1}), "unknown field"),
         (lambda d: json.dumps({**d, "identity": {**d["identity"], "seed_of_doubt": 3}}), "unknown field"),
         (lambda d: json.dumps({**d, "metrics": {**d["metrics"], "test_rmse": "low"}}), "must be a number"),
-        (lambda d: json.dumps({**d, "identity": {**d["identity"], "params": {"lr": 9}}}), "does not match its identity"),
+        (
+            lambda d: json.dumps({**d, "identity": {**d["identity"], "params": {"lr": 9}}}),
+            "does not match its identity",
+        ),
     ],
 )
 def test_damaged_records_are_refused_naming_the_file(tmp_path, damage, message):

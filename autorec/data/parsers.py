@@ -233,10 +233,11 @@ def read_ratings(path, fmt: str):
         else:
             source = path
         sep, skip, extra = "\t", 0, []
-    dtypes: dict[int, Any] = {k: (np.float64 if f == "rating" else np.int64) for f, k in zip(names, usecols)}
+    dtypes: Any = {k: (np.float64 if f == "rating" else np.int64) for f, k in zip(names, usecols)}
     dtypes.update({k: str for k in extra})
     try:
-        # all columns (no usecols): the C parser then rejects lines with too many fields
+        # all columns (no usecols): the C parser then rejects lines with too many fields; `dtypes`
+        # is typed Any because the pandas stubs want column names as keys (positions are valid)
         frame = pd.read_csv(
             source,
             sep=sep,

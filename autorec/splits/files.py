@@ -50,7 +50,7 @@ def read_split_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.
     for col in ("user", "item", "rating"):
         text = df[col].str.strip()
         if col == "rating":
-            vals = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+            vals = np.asarray(pd.to_numeric(text, errors="coerce"), dtype=np.float64)
             bad = ~np.isfinite(vals)
         else:
             vals = None
