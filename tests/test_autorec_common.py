@@ -231,6 +231,7 @@ def test_default_space_reaches_the_paper_and_d2l_settings():
     for sub in variants.values():
         for end in ("low", "high"):
             values = {
-                k: (v[end] if isinstance(v, dict) else v[0] if isinstance(v, list) else v) for k, v in sub.items()
+                k: (v[end] if isinstance(v, dict) and "dist" in v else v[0] if isinstance(v, list) else v)
+                for k, v in sub.items()
             }
             AutoRecConfig.from_dict({**common, **values})
