@@ -106,7 +106,7 @@ def _stacked_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class ALSConfig(IterativeConfig):
     factors: int = param(32, low=1, doc="latent dimension k")
-    # defaults: round values near the ML-100K validation optimum (benchmarks/configs/ml100k-als.toml)
+    # defaults: round values near the ML-100K validation optimum (results/tuning/ml-100k/als-numpy-*.toml)
     reg: float = nonnegative(0.1, "ridge penalty on p_u and q_i (times the rating count when weighted_reg)")
     reg_bias: float = nonnegative(0.01, "ridge penalty on b_u and b_i (same weighting)")
     weighted_reg: bool = param(True, doc="weighted-lambda regularisation (penalty x rating count)")

@@ -19,7 +19,7 @@ A spec is a TOML file (see ``benchmarks/specs/``)::
     name = "i-autorec"                   # a registry name (autorec.models.registry) or module:Class
     backends = ["torch", "mxnet"]        # default: the model's first backend
     label = "I-AutoRec (tuned)"          # optional: shown in tables
-    config = "../configs/x.toml"         # optional: parameters from a file (relative to this spec)
+    config = "../../results/x.toml"      # optional: parameters from a file (relative to this spec)
     params = {hidden = [500]}            # fixed parameters (override the config file)
     grid = {lr = [0.001, 0.003]}         # the cartesian product of these lists
     devices = [["cpu"], ["cpu", "cpu"]]  # device lists (default [["cpu"]])

@@ -1,4 +1,4 @@
-"""The chosen configuration as a config file a spec can reference (``config = "../configs/x.toml"``):
+"""The chosen configuration as a config file a spec can reference (``config = "../../results/tuning/ml-100k/x.toml"``):
 header comments (the exact command first), ``model``, ``backend``, ``[params]``, and a ``[tuning]``
 record of the study it came from (validation RMSE, trials, split hash, space)."""
 
