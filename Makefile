@@ -27,7 +27,7 @@ DATA_DIR ?= $(firstword $(AUTOREC_DATA_DIR) $(wildcard ../shared/data))
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 RERUN_FLAG := $(if $(RERUN),--rerun,)
 MAIN_SPECS = benchmarks/specs/d2l.toml benchmarks/specs/ml100k.toml
-PAPER_SPECS = benchmarks/specs/paper.toml benchmarks/specs/mlsmall.toml
+PAPER_SPECS = benchmarks/specs/mlsmall.toml benchmarks/specs/paper.toml
 
 define run_specs
 	$(BIN)/autorec-bench sweep $(1) --jobs $(JOBS) --out $(RESULTS)/raw $(DATA_FLAG) $(RERUN_FLAG) --summary $(RESULTS)/.$(2).json
