@@ -5,4 +5,10 @@ numpy, scipy and pandas only.  Each framework's models live in their own module
 (``autorec.models.torch``, ``autorec.models.mxnet``) and are imported lazily.
 """
 
+from autorec.env import apply_wait_policy
+
 __version__ = "0.1.0"
+
+# OpenMP workers sleep instead of spinning unless the user chose otherwise (see autorec.env):
+# set before torch or mxnet load their runtime, inherited by every worker process.
+apply_wait_policy()

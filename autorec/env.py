@@ -11,27 +11,185 @@ import os
 import platform
 import subprocess
 import sys
+import time
+import warnings
 from functools import lru_cache
 from importlib import metadata
 
+#: ``AUTOREC_OMP_WAIT_POLICY``: how OpenMP workers (torch's and mxnet's libgomp, the native kernels)
+#: wait between parallel regions.  ``runtime`` (the default) leaves the OpenMP runtime's own policy
+#: (libgomp's workers spin a while, then sleep); ``passive`` makes them sleep at once; ``active``
+#: spins.  Measured here (results/contention.md): passive keeps a 2-thread torch run beside a busy
+#: core near 1-thread speed, but costs up to 2.3x on a quiet machine (fine-grained models such as
+#: D2L MF pay a wake-up per parallel region), so the default is the runtime's, and contention is
+#: handled by the thread count (:func:`auto_threads`).  An ``OMP_WAIT_POLICY`` the user set is never
+#: overridden.
+WAIT_POLICY_VAR = "AUTOREC_OMP_WAIT_POLICY"
+WAIT_POLICIES = ("runtime", "passive", "active")
+DEFAULT_WAIT_POLICY = "runtime"
+#: frameworks whose OpenMP runtime reads ``OMP_WAIT_POLICY`` once, when it is loaded
+_OPENMP_USERS = ("torch", "mxnet")
+_wait_policy_state: dict = {}
+
+
+def wait_policy_env(policy: str | None = None) -> dict[str, str]:
+    """The environment variables a policy sets (``{}`` for ``runtime``); :class:`ValueError` naming
+    the variable for an unknown one."""
+    policy = (policy or os.environ.get(WAIT_POLICY_VAR) or DEFAULT_WAIT_POLICY).strip().lower()
+    if policy not in WAIT_POLICIES:
+        raise ValueError(f"{WAIT_POLICY_VAR}={policy!r} is not one of {list(WAIT_POLICIES)}")
+    return {} if policy == "runtime" else {"OMP_WAIT_POLICY": policy.upper()}
+
+
+def apply_wait_policy() -> dict:
+    """Set ``OMP_WAIT_POLICY`` in this process's environment as :data:`WAIT_POLICY_VAR` asks (unless
+    the user set it) before torch or mxnet load their OpenMP runtime; child processes inherit it.
+    Called when :mod:`autorec` is imported.  Returns (and keeps, for :func:`thread_counts`) what was
+    decided: the policy, the variable's value, and whether it can take effect here (``False`` when
+    torch or mxnet was imported first: their runtime read the environment already)."""
+    try:
+        wanted = wait_policy_env()
+        policy = (os.environ.get(WAIT_POLICY_VAR) or DEFAULT_WAIT_POLICY).strip().lower()
+    except ValueError as exc:  # a typo must not break ``import autorec``: say so, keep the runtime's default
+        warnings.warn(f"{exc}; leaving OMP_WAIT_POLICY to the OpenMP runtime", RuntimeWarning, stacklevel=2)
+        wanted, policy = {}, "invalid"
+    user_set = "OMP_WAIT_POLICY" in os.environ
+    for key, value in wanted.items():
+        os.environ.setdefault(key, value)
+    late = [m for m in _OPENMP_USERS if m in sys.modules]
+    _wait_policy_state.clear()
+    _wait_policy_state.update(
+        policy="user" if user_set else policy,
+        OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY"),
+        effective=not late,
+        **({"loaded_before": late} if late else {}),
+    )
+    return dict(_wait_policy_state)
+
 
 def default_threads() -> int:
+    """The cores this process may run on (its CPU affinity)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
 
 
+# ---------------------------------------------------------------------- the default thread count
+#: ``AUTOREC_THREADS``: the thread count of every run that does not name one (an integer, or
+#: ``auto``, the default); ``OMP_NUM_THREADS``, when set, is honoured the same way
+THREADS_VAR = "AUTOREC_THREADS"
+#: seconds over which /proc/stat is sampled, and how long a sample is reused
+_SAMPLE_S, _SAMPLE_TTL_S = 0.1, 10.0
+_auto_state: dict = {}
+_written: dict[str, str] = {}  # environment variables set_threads set itself
+
+
+def _cpu_times(cpus: set[int]) -> dict[int, tuple[int, int]]:
+    """``{cpu: (busy, total)}`` jiffies of the given CPUs from /proc/stat (``{}`` where unreadable)."""
+    out: dict[int, tuple[int, int]] = {}
+    try:
+        with open("/proc/stat") as fh:
+            for line in fh:
+                name, *vals = line.split()
+                if not name.startswith("cpu") or name == "cpu":
+                    continue
+                cpu = int(name[3:])
+                if cpu not in cpus:
+                    continue
+                v = [int(x) for x in vals[:8]]
+                idle = v[3] + v[4]  # idle + iowait
+                out[cpu] = (sum(v) - idle, sum(v))
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
+def busy_cores(window: float = _SAMPLE_S) -> float | None:
+    """How many of this process's cores other work keeps busy now: the busy share of each core in
+    its affinity over ``window`` seconds (this process sleeps meanwhile), summed; ``None`` where
+    /proc/stat is unavailable."""
+    try:
+        cpus = set(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return None
+    a = _cpu_times(cpus)
+    time.sleep(window)
+    b = _cpu_times(cpus)
+    if not a or not b:
+        return None
+    share = 0.0
+    for cpu, (busy1, total1) in b.items():
+        busy0, total0 = a.get(cpu, (busy1, total1))
+        if total1 > total0:
+            share += (busy1 - busy0) / (total1 - total0)
+    return round(share, 2)
+
+
+def auto_threads() -> int:
+    """The default thread count: the cores of this process's affinity that other work leaves idle
+    (at least 1), sampled at the start of a fit and reused for :data:`_SAMPLE_TTL_S` seconds.
+    Measured here (results/contention.md): with one of 2 cores busy, 2 threads make torch runs
+    2-5x slower than 1 (and numpy's BLAS up to 80x), while on a quiet machine 2 threads are up to
+    1.3x faster: so all the cores when idle, one fewer per busy core."""
+    now = time.monotonic()
+    if _auto_state and now - _auto_state["at"] < _SAMPLE_TTL_S:
+        return int(_auto_state["threads"])
+    cores = default_threads()
+    busy = busy_cores()
+    threads = cores if busy is None else max(1, min(cores, cores - int(busy + 0.5)))
+    _auto_state.clear()
+    _auto_state.update(at=now, threads=threads, cores=cores, busy_cores=busy)
+    return threads
+
+
+def resolve_threads(n: int | None = None) -> int:
+    """``n`` when given, else :func:`default_thread_count`'s count."""
+    return int(n) if n else default_thread_count()[0]
+
+
+def default_thread_count() -> tuple[int, str]:
+    """The thread count of a run that names none, and how it was chosen: :data:`THREADS_VAR` or
+    ``OMP_NUM_THREADS`` when set to an integer (a launcher's or the user's choice), else
+    :func:`auto_threads`."""
+    for var in (THREADS_VAR, "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if var == "OMP_NUM_THREADS" and value and value == _written.get(var):
+            continue  # set_threads wrote it for mxnet: not a choice to honour
+        if value and value != "auto":
+            try:
+                return max(1, int(value)), f"{var}={value}"
+            except ValueError:
+                raise ValueError(f"{var}={value!r} is not a thread count (an integer, or auto)") from None
+    n = auto_threads()
+    return n, thread_choice()
+
+
+def auto_state() -> dict:
+    """The last :func:`auto_threads` sample (``{}`` before any): threads, cores, busy_cores."""
+    return {k: v for k, v in _auto_state.items() if k != "at"}
+
+
+def thread_choice() -> str:
+    """How the last automatic thread count was chosen, for records and logs."""
+    if not _auto_state:
+        return "not sampled"
+    s = _auto_state
+    busy = "unknown" if s["busy_cores"] is None else f"{s['busy_cores']:g}"
+    return f"auto: {s['threads']} of {s['cores']} cores ({busy} busy with other work at the start)"
+
+
 def set_threads(n: int | None = None) -> int:
     """Set the intra-op thread count of every framework already imported (and of BLAS via
-    threadpoolctl when available).  Returns the count set.  Frameworks are never imported here."""
-    n = int(n or default_threads())
+    threadpoolctl when available) to ``n``, or to :func:`resolve_threads`'s default.  Returns the
+    count set.  Frameworks are never imported here."""
+    n = resolve_threads(n)
     if "torch" in sys.modules:
         import torch
 
         torch.set_num_threads(n)
     if "mxnet" in sys.modules:
-        os.environ["OMP_NUM_THREADS"] = str(n)  # mxnet reads it for new engines
+        os.environ["OMP_NUM_THREADS"] = _written["OMP_NUM_THREADS"] = str(n)  # mxnet reads it for new engines
     try:
         from threadpoolctl import threadpool_limits
 
@@ -43,6 +201,9 @@ def set_threads(n: int | None = None) -> int:
 
 def thread_counts() -> dict:
     out: dict = {"cpu_affinity": default_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+    out["omp_wait"] = dict(_wait_policy_state) or {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
+    if _auto_state:
+        out["auto"] = {k: v for k, v in _auto_state.items() if k != "at"}
     if "torch" in sys.modules:
         import torch
 

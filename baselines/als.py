@@ -17,6 +17,7 @@ products of the rated rows' features (:class:`RatingRows` plans padded blocks bo
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +86,23 @@ def solve_side(
     pen[0] = reg_bias
     out = np.zeros((side.n_rows, d))
     diag = np.arange(d)
+    with _one_blas_thread():
+        _solve_blocks(side, z, cols, target, pen, weighted, out, diag)
+    return out[:, 1:].copy(), out[:, 0].copy()
+
+
+def _one_blas_thread():
+    """BLAS on one thread for the stacked small products and solves: numpy calls BLAS once per small
+    matrix, so more threads only add synchronisation; measured here (results/contention.md), 2 BLAS
+    threads beside one busy core made an ALS fit 80x slower, and bought nothing on a quiet machine."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _solve_blocks(side, z, cols, target, pen, weighted, out, diag) -> None:
     for rows, pos in side.blocks:
         zp = z[cols[pos]]  # (m, L, d), zero rows at padding
         gram = np.matmul(zp.transpose(0, 2, 1), zp)  # (m, d, d)
@@ -92,7 +110,6 @@ def solve_side(
         w = side.counts[rows].astype(np.float64) if weighted else np.ones(len(rows))
         gram[:, diag, diag] += w[:, None] * pen[None, :]
         out[rows] = _stacked_solve(gram, rhs)
-    return out[:, 1:].copy(), out[:, 0].copy()
 
 
 def _stacked_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:

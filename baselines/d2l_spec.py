@@ -31,7 +31,7 @@ class D2LConfig(IterativeConfig):
     devices: tuple[str, ...] = param(
         ("cpu",), check=devices_ok, rule="a non-empty list of devices", doc="devices / contexts"
     )
-    threads: int | None = param(None, low=1, doc="intra-op threads set at fit (None = leave as is)")
+    threads: int | None = param(None, low=1, doc="intra-op threads set at fit (None = the default: idle cores)")
 
 
 class D2LMF(IterativeRecommender[D2LConfig]):

@@ -72,7 +72,7 @@ class BiasedMFTorchConfig(IterativeConfig):
     batch_size: int = param(1024, low=1, doc="ratings per step")
     init_std: float = nonnegative(0.1, "std of the normal initial factors (biases start at 0)")
     devices: tuple[str, ...] = param(("cpu",), check=devices_ok, rule="a non-empty list of devices", doc="one device")
-    threads: int | None = param(None, low=1, doc="intra-op threads set at fit (None = leave as is)")
+    threads: int | None = param(None, low=1, doc="intra-op threads set at fit (None = the default: idle cores)")
 
 
 TorchConfig = TypeVar("TorchConfig", BiasedMFTorchConfig, D2LConfig)
@@ -160,8 +160,7 @@ class _TorchEpochs:
     model's weights; subclasses write ``train_epoch`` and the optimizer state."""
 
     def __init__(self, model: Any, train: Interactions) -> None:
-        if model.config.threads is not None:
-            set_threads(model.config.threads)
+        set_threads(model.config.threads)  # None: the default count (autorec.env.default_thread_count)
         self.m = model
         self.n = len(train)
         self.users, self.items, self.ratings = model._tensors(train)

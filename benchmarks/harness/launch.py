@@ -138,9 +138,9 @@ def execute(
     try:
         if not force and store.is_finished(path, plan.run_id):  # finished by another runner meanwhile
             return Outcome(plan, path, "skipped", store.read_if_valid(path))
-        if threads is None:
-            threads = hostenv.default_threads()
-            thread_policy = thread_policy or f"all {threads} usable cores"
+        if threads is None:  # the default: AUTOREC_THREADS / OMP_NUM_THREADS, else the cores idle now
+            threads, how = hostenv.default_thread_count()
+            thread_policy = thread_policy or how
         rec, seconds = launch(
             plan, int(threads), thread_policy or f"{threads} as given", on_event=on_event, verbose=verbose
         )
