@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP_FLAGS ?= -q
 EXTRAS ?= torch,mxnet,surprise,bayes,cluster,plot,dev
 
-.PHONY: env bench bench-paper tune-ml100k tune-mlsmall tune-ml1m lint test test-modern test-pinned-tox benchmark clean-venv
+.PHONY: env bench bench-paper bench-threads bench-tta gpu-check tune-ml100k tune-mlsmall tune-ml1m lint test test-modern test-pinned-tox benchmark clean-venv
 
 env: $(VENV)/.installed
 
@@ -43,6 +43,18 @@ bench: env
 # The AutoRec paper's protocol on ML-1M and the same comparison on ml-latest-small (hours on 2 cores).
 bench-paper: env
 	$(call run_specs,$(PAPER_SPECS),bench-paper)
+
+# Issue 14's measurements (one heavy job at a time, on an otherwise quiet machine):
+# threads x OpenMP wait policy with 0-2 busy neighbours (about 25 min here) -> results/contention.{json,md};
+# time to best validation RMSE on ML-1M in each training path (about 20 min) -> results/time_to_accuracy.md.
+bench-threads: env
+	$(BIN)/python -m benchmarks.contention --neighbours 0,1,2 --out $(RESULTS) $(DATA_FLAG)
+bench-tta: env
+	$(BIN)/autorec-bench sweep benchmarks/specs/tta.toml --jobs 1 --out $(RESULTS)/tta/raw $(DATA_FLAG) $(RERUN_FLAG)
+	$(BIN)/python -m benchmarks.tta --raw $(RESULTS)/tta/raw --out $(RESULTS)/time_to_accuracy.md
+# On a machine with NVIDIA GPUs only (never in CI): results/gpu.md, see scripts/gpu-check.
+gpu-check:
+	scripts/gpu-check
 
 # Tuning (hours; resumable at any moment: rerun to continue).  The studies and the chosen configs
 # land in results/tuning/<dataset>/; the specs read the configs from there.
