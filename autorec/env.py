@@ -20,7 +20,7 @@ from importlib import metadata
 #: wait between parallel regions.  ``runtime`` (the default) leaves the OpenMP runtime's own policy
 #: (libgomp's workers spin a while, then sleep); ``passive`` makes them sleep at once; ``active``
 #: spins.  Measured here (results/contention.md): passive keeps a 2-thread torch run beside a busy
-#: core near 1-thread speed, but costs up to 2.3x on a quiet machine (fine-grained models such as
+#: core near 1-thread speed, but costs up to 2.6x on a quiet machine (fine-grained models such as
 #: D2L MF pay a wake-up per parallel region), so the default is the runtime's, and contention is
 #: handled by the thread count (:func:`auto_threads`).  An ``OMP_WAIT_POLICY`` the user set is never
 #: overridden.
@@ -129,9 +129,9 @@ def busy_cores(window: float = _SAMPLE_S) -> float | None:
 def auto_threads() -> int:
     """The default thread count: the cores of this process's affinity that other work leaves idle
     (at least 1), sampled at the start of a fit and reused for :data:`_SAMPLE_TTL_S` seconds.
-    Measured here (results/contention.md): with one of 2 cores busy, 2 threads make torch runs
-    2-5x slower than 1 (and numpy's BLAS up to 80x), while on a quiet machine 2 threads are up to
-    1.3x faster: so all the cores when idle, one fewer per busy core."""
+    Measured here (results/contention.md): with one of 2 cores busy, 2 threads made torch runs up
+    to 4.7x slower than 1 (and ALS's numpy BLAS 87x before it was pinned to one thread), while on a
+    quiet machine 2 threads are up to 1.4x faster: so all the cores when idle, one fewer per busy core."""
     now = time.monotonic()
     if _auto_state and now - _auto_state["at"] < _SAMPLE_TTL_S:
         return int(_auto_state["threads"])

@@ -93,8 +93,9 @@ def solve_side(
 
 def _one_blas_thread():
     """BLAS on one thread for the stacked small products and solves: numpy calls BLAS once per small
-    matrix, so more threads only add synchronisation; measured here (results/contention.md), 2 BLAS
-    threads beside one busy core made an ALS fit 80x slower, and bought nothing on a quiet machine."""
+    matrix, so more threads only add synchronisation: in a first run of ``make bench-threads`` (before
+    this limit) 2 BLAS threads beside one busy core made an ALS fit 87x slower (187.6 s vs 2.15 s),
+    and on a quiet machine they bought nothing (2.26 s vs 2.18 s)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn

@@ -319,7 +319,7 @@ def _default_data_dir() -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.contention", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.contention", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--cases", default=",".join(CASE_IDS), help=f"comma-separated, from: {', '.join(CASE_IDS)}")
     p.add_argument("--neighbours", default="0,1", help="busy neighbour counts to measure with (default 0,1)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved measurements per cell (default 3)")

@@ -236,7 +236,7 @@ def _default_data_dir() -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--out", default="results", help="folder for gpu.json and gpu.md (default results)")
     p.add_argument("--dataset", default="ml-100k", help="ml-100k (default) or synthetic:NU,NI,NR")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset (default: ../shared/data if present)")

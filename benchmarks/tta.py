@@ -120,7 +120,7 @@ def render(table: list[dict[str, Any]], raw_dir: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.tta", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.tta", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--raw", default="results/tta/raw", help="the raw files (default results/tta/raw)")
     p.add_argument(
         "--out", default="results/time_to_accuracy.md", help="the table (default results/time_to_accuracy.md)"

@@ -78,7 +78,7 @@ class AutoRecConfig(IterativeConfig):
     devices: tuple[str, ...] = param(
         ("cpu",), check=devices_ok, rule="a non-empty list of devices", doc="torch: one per rank; mxnet: contexts"
     )
-    threads: int | None = param(None, low=1, doc="intra-op threads set at fit; None = the default (idle cores, autorec.env)")
+    threads: int | None = param(None, low=1, doc="intra-op threads set at fit; None = the default (autorec.env)")
     extra: dict[str, Any] = param(
         default_factory=dict, doc="backend-specific knobs (see each backend's KNOWN_EXTRA), recorded as given"
     )
