@@ -232,13 +232,23 @@ def load_average() -> tuple[float, ...]:
         return ()
 
 
-def contended(load_before, load_after, own_threads: float, margin: float = CONTENTION_MARGIN) -> bool:
-    """True when the machine was visibly busier than the run itself: the 1-minute load average above
-    ``margin`` when the run started, or above the run's own threads plus ``margin`` when it ended (a
-    long run raises the load average by its own threads).  Unknown loads (``()``) count as quiet."""
+#: share of a core that other work may keep busy at a run's start before its timings count as contended
+BUSY_MARGIN = 0.5
+
+
+def contended(
+    load_before, load_after, own_threads: float, margin: float = CONTENTION_MARGIN, busy_before: float | None = None
+) -> bool:
+    """True when the machine was visibly busier than the run itself: at the start, other work kept
+    more than :data:`BUSY_MARGIN` of a core busy (``busy_before``, an instantaneous
+    :func:`busy_cores` sample) or, where no such sample exists, the 1-minute load average was above
+    ``margin`` (it lags: after another run it still counts that run); or, at the end, the load
+    average was above the run's own threads plus ``margin`` (a long run raises it by its own
+    threads).  Unknown loads (``()``) count as quiet."""
     before = load_before[0] if load_before else 0.0
     after = load_after[0] if load_after else 0.0
-    return before > margin or after > float(own_threads) + margin
+    start = busy_before > BUSY_MARGIN if busy_before is not None else before > margin
+    return start or after > float(own_threads) + margin
 
 
 def _version(dist: str) -> str | None:

@@ -155,8 +155,9 @@ class Memory:
 @dataclass(frozen=True)
 class Conditions:
     """Under what the timings were measured: the thread count and policy, the load average before
-    and after the run, the CPUs, and whether the machine was busier than the run itself (then its
-    timings are flagged, never mixed silently with quiet ones)."""
+    and after the run, the CPUs, the cores other work kept busy at the start, and whether the
+    machine was busier than the run itself (then its timings are flagged, never mixed silently with
+    quiet ones)."""
 
     threads: int
     thread_policy: str = ""
@@ -164,6 +165,7 @@ class Conditions:
     load_before: tuple[float, ...] = ()
     load_after: tuple[float, ...] = ()
     contended: bool = False
+    busy_before: float | None = None  # cores other work kept busy just before the run (None: not sampled)
 
 
 @dataclass(frozen=True)

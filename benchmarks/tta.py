@@ -86,8 +86,8 @@ def render(table: list[dict[str, Any]], raw_dir: str) -> str:
         "(`benchmarks/specs/tta.toml`, which says why each configuration is there): I-AutoRec on ML-1M, "
         "random 90/10 split seed 0, 10% of train for validation, cold start 3; one run at a time. `time to "
         "best`: the epochs up to the best validation epoch (training and validation passes); `fit`: until "
-        "early stopping. `(contended)`: the record's contention flag (the 1-minute load average above 1.5 at "
-        "the start; after another 2-thread run that is mostly the previous run's own lagging load).",
+        "early stopping. `(contended)`: the record's contention flag (other work busy at the run's start, or "
+        "the load average above the run's own threads at its end: `autorec.env.contended`).",
     ]
     configs: dict[str, list[dict[str, Any]]] = {}
     for r in table:

@@ -304,12 +304,17 @@ def test_contention_rule():
     assert env.contended((0.1,), (4.0,), own_threads=2)  # busier than its own 2 threads at the end
     assert not env.contended((), (), own_threads=1)
     assert len(env.load_average()) == 3
+    # an instantaneous sample at the start wins over the lagging load average (a run that just ended)
+    assert not env.contended((2.0, 1.0, 1.0), (1.0,), own_threads=2, busy_before=0.05)
+    assert env.contended((0.1,), (1.0,), own_threads=2, busy_before=1.0)
 
 
 @pytest.mark.parametrize("load,flagged", [(0.2, False), (6.0, True)])
 def test_timings_carry_their_conditions(tmp_path, monkeypatch, load, flagged):
     monkeypatch.setattr(env, "load_average", lambda: (load, load, load))  # a quiet or a loaded machine
+    monkeypatch.setattr(env, "busy_cores", lambda window=0.1: load / 2)  # ... and the same now
     c = execute1(harness.plan_run(dataset=SYN, model="bias-only"), tmp_path / "raw").conditions
     assert c is not None
     assert c.contended is flagged and c.load_before == (load,) * 3 and c.load_after == (load,) * 3
+    assert c.busy_before == load / 2
     assert c.threads == 1 and "1" in c.thread_policy and c.cpu_count == os.cpu_count()

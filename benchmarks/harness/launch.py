@@ -165,6 +165,7 @@ def launch(
     than an ordinary run (``{"kind": "scale", "options": {...}}``, see
     :data:`benchmarks.harness.worker.JOB_KINDS`); ``env_defaults``: environment variables the
     worker gets unless this process has them set."""
+    busy_before = hostenv.busy_cores(0.2)  # instantaneous: the load average still counts a run just ended
     load_before = hostenv.load_average()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="autorec-run-") as tmp:
@@ -221,7 +222,8 @@ def launch(
         cpu_count=os.cpu_count(),
         load_before=load_before,
         load_after=load_after,
-        contended=hostenv.contended(load_before, load_after, threads),
+        contended=hostenv.contended(load_before, load_after, threads, busy_before=busy_before),
+        busy_before=busy_before,
     )
     timing = dataclasses.replace(rec.timing, wall=round(seconds, 3))
     return dataclasses.replace(rec, timing=timing, conditions=conditions), seconds
