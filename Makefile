@@ -45,8 +45,8 @@ bench-paper: env
 	$(call run_specs,$(PAPER_SPECS),bench-paper)
 
 # Issue 14's measurements (one heavy job at a time, on an otherwise quiet machine):
-# threads x OpenMP wait policy with 0-2 busy neighbours (about 25 min here) -> results/contention.{json,md};
-# time to best validation RMSE on ML-1M in each training path (about 20 min) -> results/time_to_accuracy.md.
+# threads x OpenMP wait policy with 0-2 busy neighbours (36 min here) -> results/contention.{json,md};
+# time to best validation RMSE on ML-1M in each training path (10 min) -> results/time_to_accuracy.md.
 bench-threads: env
 	$(BIN)/python -m benchmarks.contention --neighbours 0,1,2 --out $(RESULTS) $(DATA_FLAG)
 bench-tta: env

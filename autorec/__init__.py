@@ -9,6 +9,6 @@ from autorec.env import apply_wait_policy
 
 __version__ = "0.1.0"
 
-# OpenMP workers sleep instead of spinning unless the user chose otherwise (see autorec.env):
-# set before torch or mxnet load their runtime, inherited by every worker process.
+# The OpenMP wait policy AUTOREC_OMP_WAIT_POLICY asks for (default: the runtime's own; see
+# autorec.env), set before torch or mxnet load their runtime and inherited by every worker process.
 apply_wait_policy()

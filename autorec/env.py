@@ -32,13 +32,19 @@ _OPENMP_USERS = ("torch", "mxnet")
 _wait_policy_state: dict = {}
 
 
+def wait_policy(policy: str | None = None) -> str:
+    """``policy``, else :data:`WAIT_POLICY_VAR`, else :data:`DEFAULT_WAIT_POLICY`, normalised;
+    :class:`ValueError` naming the variable for an unknown one."""
+    name = (policy or os.environ.get(WAIT_POLICY_VAR) or DEFAULT_WAIT_POLICY).strip().lower()
+    if name not in WAIT_POLICIES:
+        raise ValueError(f"{WAIT_POLICY_VAR}={name!r} is not one of {list(WAIT_POLICIES)}")
+    return name
+
+
 def wait_policy_env(policy: str | None = None) -> dict[str, str]:
-    """The environment variables a policy sets (``{}`` for ``runtime``); :class:`ValueError` naming
-    the variable for an unknown one."""
-    policy = (policy or os.environ.get(WAIT_POLICY_VAR) or DEFAULT_WAIT_POLICY).strip().lower()
-    if policy not in WAIT_POLICIES:
-        raise ValueError(f"{WAIT_POLICY_VAR}={policy!r} is not one of {list(WAIT_POLICIES)}")
-    return {} if policy == "runtime" else {"OMP_WAIT_POLICY": policy.upper()}
+    """The environment variables a policy (:func:`wait_policy`) sets: ``{}`` for ``runtime``."""
+    name = wait_policy(policy)
+    return {} if name == "runtime" else {"OMP_WAIT_POLICY": name.upper()}
 
 
 def apply_wait_policy() -> dict:
@@ -48,8 +54,8 @@ def apply_wait_policy() -> dict:
     decided: the policy, the variable's value, and whether it can take effect here (``False`` when
     torch or mxnet was imported first: their runtime read the environment already)."""
     try:
-        wanted = wait_policy_env()
-        policy = (os.environ.get(WAIT_POLICY_VAR) or DEFAULT_WAIT_POLICY).strip().lower()
+        policy = wait_policy()
+        wanted = wait_policy_env(policy)
     except ValueError as exc:  # a typo must not break ``import autorec``: say so, keep the runtime's default
         warnings.warn(f"{exc}; leaving OMP_WAIT_POLICY to the OpenMP runtime", RuntimeWarning, stacklevel=2)
         wanted, policy = {}, "invalid"
@@ -203,7 +209,7 @@ def thread_counts() -> dict:
     out: dict = {"cpu_affinity": default_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
     out["omp_wait"] = dict(_wait_policy_state) or {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
     if _auto_state:
-        out["auto"] = {k: v for k, v in _auto_state.items() if k != "at"}
+        out["auto"] = auto_state()
     if "torch" in sys.modules:
         import torch
 

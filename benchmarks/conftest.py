@@ -162,23 +162,15 @@ class BenchData:
         }
 
 
-def _data_dir() -> str | None:
-    """``AUTOREC_DATA_DIR`` (found by the data layer itself), else ``../shared/data`` if present."""
-    if os.environ.get("AUTOREC_DATA_DIR"):
-        return None
-    shared = REPO.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
-
-
 @pytest.fixture(scope="session")
 def bench_data() -> Callable[[str], BenchData]:
     """``bench_data(name)``: the random 90/10 split (seed 0, 5% of train held out) of a dataset
     (:func:`resolve_dataset`), loaded once per session through the harness; skips, saying why, when
     a registered dataset has no complete local copy (nothing is downloaded)."""
     from autorec.splits import SplitSpec
-    from benchmarks.harness import DataSource, availability, load_data, parse_dataset
+    from benchmarks.harness import DataSource, availability, load_data, parse_dataset, shared_data_dir
 
-    source = DataSource(data_dir=_data_dir(), offline=True)
+    source = DataSource(data_dir=shared_data_dir(), offline=True)
     loaded: dict[str, BenchData] = {}
 
     def get(name: str) -> BenchData:

@@ -311,13 +311,6 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _default_data_dir() -> str | None:
-    if os.environ.get("AUTOREC_DATA_DIR"):
-        return None  # the data layer reads it itself
-    shared = REPO.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.contention", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--cases", default=",".join(CASE_IDS), help=f"comma-separated, from: {', '.join(CASE_IDS)}")
@@ -333,7 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     by_id = {c.id: c for c in CASES}
-    data_dir = args.data_dir or _default_data_dir()
+    from benchmarks.harness import shared_data_dir
+
+    data_dir = args.data_dir or shared_data_dir()
     if args.measure:
         print(json.dumps(measure_here(by_id[args.measure], args.threads, args.dataset, data_dir)))
         return 0

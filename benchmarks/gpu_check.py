@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -228,13 +227,6 @@ def verdict(doc: dict[str, Any]) -> tuple[int, str]:
     return 0, "every run finished and agrees with the CPU" + ("" if doc["gpu"] else " (CPU only: --allow-cpu)")
 
 
-def _default_data_dir() -> str | None:
-    if os.environ.get("AUTOREC_DATA_DIR"):
-        return None
-    shared = REPO.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--out", default="results", help="folder for gpu.json and gpu.md (default results)")
@@ -261,7 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else cuda_tests(args.tests_timeout)
     )
     print(f"CUDA tests: exit {tests['exit']}, {tests['summary']}", flush=True)
-    rows = train_rows(args.data_dir or _default_data_dir(), args.dataset, gpu, len(facts.get("gpus") or []))
+    from benchmarks.harness import shared_data_dir
+
+    rows = train_rows(args.data_dir or shared_data_dir(), args.dataset, gpu, len(facts.get("gpus") or []))
     judge(rows)
     doc: dict[str, Any] = {
         "benchmark": "gpu-check",

@@ -14,7 +14,15 @@ module             job
 """
 
 from benchmarks.harness.batch import failures, run_batch
-from benchmarks.harness.data import DatasetRef, DataSource, DataUnavailable, availability, load_data, parse_dataset
+from benchmarks.harness.data import (
+    DatasetRef,
+    DataSource,
+    DataUnavailable,
+    availability,
+    load_data,
+    parse_dataset,
+    shared_data_dir,
+)
 from benchmarks.harness.launch import Executor, Interrupted, LocalExecutor, Outcome, Tally, execute, terminate_active
 from benchmarks.harness.plan import PlanError, RunPlan, plan_run
 from benchmarks.harness.store import (
@@ -51,6 +59,7 @@ __all__ = [
     "parse_dataset",
     "path_for",
     "plan_run",
+    "shared_data_dir",
     "raw_files",
     "read_if_valid",
     "run_batch",

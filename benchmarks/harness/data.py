@@ -10,8 +10,10 @@ the worker (to load the same split and verify its hash) alike.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from autorec import data, splits
@@ -22,6 +24,16 @@ from autorec.errors import ConfigError, DataError
 
 _SYN_COUNTS = re.compile(r"^synthetic:(\d+),(\d+),(\d+)(?:,(\d+))?$")
 _SYN_LIKE = re.compile(r"^synthetic:([A-Za-z0-9_.-]+)@([0-9.eE+-]+)(?:,(\d+))?$")
+
+
+def shared_data_dir() -> str | None:
+    """The data folder a benchmark command uses when none is given: ``None`` when
+    ``AUTOREC_DATA_DIR`` is set (the data layer reads it itself), else ``../shared/data`` beside the
+    checkout when it exists, else ``None`` (the cache)."""
+    if os.environ.get("AUTOREC_DATA_DIR"):
+        return None
+    shared = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return str(shared) if shared.is_dir() else None
 
 
 class DataUnavailable(DataError):
