@@ -17,7 +17,7 @@ from autorec.errors import ConfigError, DataError, MissingDependencyError
 from autorec.interactions import Interactions
 from autorec.models import registry
 from baselines.als import RatingRows, solve_side
-from baselines.sgd import scatter_add
+from baselines.sgd import ScatterPlan, scatter_add
 from tests.conftest import has_module, needs_mxnet, needs_torch
 from tests.synthetic_parts import learnable
 
@@ -180,6 +180,42 @@ def test_scatter_add_matches_add_at(rng):
     np.add.at(a, idx, vals)
     scatter_add(b, idx, vals)
     np.testing.assert_allclose(a, b)
+
+
+def _reduceat_reference(target, index, values):
+    """The arithmetic the committed biased-mf results were produced with: every group of a stable
+    sort reduced by np.add.reduceat, added once."""
+    if index.size == 0:
+        return
+    order = np.argsort(index, kind="stable")
+    idx = index[order]
+    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+    target[idx[starts]] += np.add.reduceat(values[order], starts, axis=0)
+
+
+@pytest.mark.parametrize("width", [None, 1, 7, 450])
+def test_scatter_plan_is_bit_identical_to_the_reduceat_arithmetic(rng, width):
+    # heavy repeats (groups of 2..40, in 1-D the pairwise-summation sizes too), none, and empty
+    for n, k in [(64, 3), (64, 40), (64, 1000), (200, 2), (1, 1), (0, 5)]:
+        for _ in range(20):
+            idx = rng.integers(0, k, size=n)
+            shape = (n,) if width is None else (n, width)
+            vals = rng.normal(size=shape) * 10.0 ** rng.integers(-8, 8, size=shape)
+            a = rng.normal(size=(k,) + shape[1:])
+            b = a.copy()
+            _reduceat_reference(a, idx, vals)
+            ScatterPlan(idx).add(b, vals)
+            assert np.array_equal(a, b)
+
+
+def test_scatter_plan_is_shared_by_arrays_with_one_index(rng):
+    idx = np.array([3, 1, 3, 0, 3, 1])
+    plan = ScatterPlan(idx)
+    bias, factors = np.zeros(4), np.zeros((4, 2))
+    plan.add(bias, np.arange(6.0))
+    plan.add(factors, np.ones((6, 2)))
+    np.testing.assert_array_equal(bias, [3.0, 6.0, 0.0, 6.0])
+    np.testing.assert_array_equal(factors[:, 0], [1.0, 2.0, 0.0, 3.0])
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
