@@ -66,7 +66,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--rating-scale", default=None, metavar="LOW,HIGH[,STEP]", help="the scale of a custom (files:) dataset"
     )
-    p.add_argument("--threads", type=int, default=None, help="threads per run (default: all cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads per run (default: $AUTOREC_THREADS or $OMP_NUM_THREADS, "
+        "else the cores left idle when a fit starts)",
+    )
     p.add_argument("--timeout", type=float, default=None, help="kill a run after this many seconds (a failure)")
     p.add_argument("--label", default=None, help="a label shown in tables instead of the model name")
     p.add_argument("--data-dir", default=None, help="folder holding the datasets (else the usual resolution)")

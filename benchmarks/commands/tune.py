@@ -67,7 +67,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--cold-start", default="global-mean", help="cold-start policy (default global-mean)")
     p.add_argument("--no-prune", action="store_true", help="no median pruning of iterative models' trials")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads (default: $AUTOREC_THREADS or $OMP_NUM_THREADS, "
+        "else the cores left idle when a fit starts)",
+    )
     p.add_argument(
         "--results", default="results", help="results folder: studies in RESULTS/tuning/DATASET/ (default results)"
     )
