@@ -212,6 +212,26 @@ def test_claims_are_exclusive_and_stale_ones_taken_over(tmp_path):
     assert store.try_claim(raw, "r4", None)[0] is None
 
 
+def test_a_claim_of_a_killed_unreaped_process_is_stale(tmp_path):
+    # a runner killed (a Dask worker, SIGKILL) stays a zombie until its parent reaps it, and a
+    # loaded machine reaps late: kill(pid, 0) still finds it, but its claim must be taken over
+    raw = tmp_path / "raw"
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 60
+    while store._proc_stat(child.pid) is not None and store._proc_stat(child.pid)[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    try:
+        zombie = {"run_id": "z", "host": socket.gethostname(), "pid": child.pid, "pid_start": None,
+                  "since": time.time(), "timeout_s": None, "token": "x"}  # fmt: skip
+        store.claim_path(raw, "z").parent.mkdir(parents=True, exist_ok=True)
+        store.claim_path(raw, "z").write_text(json.dumps(zombie))
+        assert store.read_claim(store.claim_path(raw, "z")).stale()
+        assert store.try_claim(raw, "z", None)[0] is not None
+    finally:
+        child.wait()
+
+
 def test_a_starting_sweep_leaves_another_sweeps_writes_alone(tmp_path):
     raw = store.check_writable(tmp_path / "raw")
     young, old = raw / ".rec.json.young.tmp", raw / ".rec.json.old.tmp"

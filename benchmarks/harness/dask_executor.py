@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -97,11 +98,20 @@ def check_shared(client: Any, folder: str | os.PathLike) -> None:
         )
 
 
+#: seconds a lost run's record waits for a claim held on this host to go (its killed worker's run
+#: process dying, or being reaped) before leaving the run to that holder
+LOST_GRACE_S = 10.0
+
+
 def record_lost(plan: RunPlan, results: str | os.PathLike, error: BaseException) -> Outcome:
     """The failure record of a run Dask gave up on (its workers died, or its task kept raising),
     written like any record: only if the run is not finished and no live runner claims it."""
     path = store.path_for(results, plan)
     mine, holder = store.try_claim(results, plan.run_id, plan.timeout_s)
+    deadline = time.monotonic() + LOST_GRACE_S
+    while mine is None and holder is not None and holder.host == socket.gethostname() and time.monotonic() < deadline:
+        time.sleep(0.2)  # the lost worker's run process may still be dying (a loaded machine)
+        mine, holder = store.try_claim(results, plan.run_id, plan.timeout_s)
     if mine is None:
         return Outcome(plan, path, "claimed", store.read_if_valid(path), holder=holder)
     try:

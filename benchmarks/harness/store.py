@@ -138,23 +138,38 @@ def clean_stale_temp(raw_dir: str | os.PathLike, min_age_s: float = 600.0) -> in
 
 
 # ====================================================================== claims
-def _process_start(pid: int) -> int | None:
-    """The start time of process ``pid`` in clock ticks since boot (``/proc``), else ``None``."""
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """Process ``pid``'s state letter and start time in clock ticks since boot (``/proc``), else
+    ``None``."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[19])
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
 
 
+def _process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (``/proc``), else ``None``."""
+    stat = _proc_stat(pid)
+    return None if stat is None else stat[1]
+
+
 def _alive(pid: int, started: int | None) -> bool:
+    """Whether ``pid`` is the live process that took a claim: it exists, is not a zombie (killed
+    and not yet reaped by its parent: its work is over, though ``kill(pid, 0)`` still finds it),
+    and started when the claim says."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    return started is None or _process_start(pid) in (None, started)
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True
+    state, start = stat
+    return state not in ("Z", "X") and (started is None or start == started)
 
 
 @dataclass(frozen=True)
