@@ -65,10 +65,13 @@ TUNE_MODELS = --model i-autorec@torch --model u-autorec@torch --model i-autorec@
 tune-ml100k: env
 	$(TUNE) --dataset ml-100k --split random --seed 0 --valid-ratio 0.05 $(TUNE_MODELS)
 tune-mlsmall: env
-	$(TUNE) --dataset ml-latest-small --split random --seed 0 --valid-ratio 0.05 $(TUNE_MODELS)
+	$(TUNE) --dataset ml-latest-small --split random --seed 0 --valid-ratio 0.05 $(TUNE_MLSMALL_MODELS)
 tune-ml1m: env
 	$(TUNE) --dataset ml-1m --split random --seed 0 --valid-ratio 0.1 --cold-start constant:3 $(TUNE_ML1M_MODELS)
 TRIALS ?= 60
+# the models of benchmarks/specs/mlsmall.toml, and biased-mf
+TUNE_MLSMALL_MODELS = --model i-autorec@torch --model u-autorec@torch --model bayesian-svdpp --model bayesian-mf \
+  --model biased-mf@numpy --model als --model surprise-svd --model bias-only
 TUNE_ML1M_MODELS = --trials 20 --model i-autorec@torch --model u-autorec@torch --model bayesian-svdpp \
   --model bayesian-mf --model biased-mf@numpy --model als --model bias-only
 
