@@ -69,7 +69,7 @@ tune-mlsmall: env
 tune-ml1m: env
 	$(TUNE) --dataset ml-1m --split random --seed 0 --valid-ratio 0.1 --cold-start constant:3 $(TUNE_ML1M_MODELS)
 TRIALS ?= 60
-# the models of benchmarks/specs/mlsmall.toml, and biased-mf
+# the models of benchmarks/specs/mlsmall.toml
 TUNE_MLSMALL_MODELS = --model i-autorec@torch --model u-autorec@torch --model bayesian-svdpp --model bayesian-mf \
   --model biased-mf@numpy --model als --model surprise-svd --model bias-only
 TUNE_ML1M_MODELS = --trials 20 --model i-autorec@torch --model u-autorec@torch --model bayesian-svdpp \

@@ -105,7 +105,8 @@ LOST_GRACE_S = 10.0
 
 def record_lost(plan: RunPlan, results: str | os.PathLike, error: BaseException) -> Outcome:
     """The failure record of a run Dask gave up on (its workers died, or its task kept raising),
-    written like any record: only if the run is not finished and no live runner claims it."""
+    written like any record: only if the run is not finished and no live runner claims it (a claim
+    held on this host gets :data:`LOST_GRACE_S` to go: the lost worker's run may still be dying)."""
     path = store.path_for(results, plan)
     mine, holder = store.try_claim(results, plan.run_id, plan.timeout_s)
     deadline = time.monotonic() + LOST_GRACE_S
