@@ -232,6 +232,19 @@ def test_a_claim_of_a_killed_unreaped_process_is_stale(tmp_path):
         child.wait()
 
 
+def test_a_claim_of_an_exiting_process_is_stale(monkeypatch):
+    # a SIGKILLed Dask worker closes its sockets (the scheduler retries its run on another worker)
+    # while it still tears down, before it shows as a zombie: the kernel flags it PF_EXITING then
+    me = os.getpid()
+    state, flags, start = store._proc_stat(me)
+    live = store.Claim("e", socket.gethostname(), me, start, time.time(), None, "x")
+    assert not live.stale() and not flags & store.PF_EXITING
+    monkeypatch.setattr(store, "_proc_stat", lambda pid: (state, flags | store.PF_EXITING, start))
+    assert live.stale()
+    monkeypatch.setattr(store, "_proc_stat", lambda pid: (state, flags, start + 1))  # pid reused
+    assert live.stale()
+
+
 def test_a_starting_sweep_leaves_another_sweeps_writes_alone(tmp_path):
     raw = store.check_writable(tmp_path / "raw")
     young, old = raw / ".rec.json.young.tmp", raw / ".rec.json.old.tmp"

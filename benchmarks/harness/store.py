@@ -138,13 +138,19 @@ def clean_stale_temp(raw_dir: str | os.PathLike, min_age_s: float = 600.0) -> in
 
 
 # ====================================================================== claims
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """Process ``pid``'s state letter and start time in clock ticks since boot (``/proc``), else
-    ``None``."""
+#: ``PF_EXITING`` in a task's ``/proc/<pid>/stat`` flags: set as soon as the process starts to exit
+#: (a SIGKILLed process's sockets may close, and a Dask scheduler retry the run elsewhere, before
+#: it shows as a zombie)
+PF_EXITING = 0x4
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """Process ``pid``'s state letter, kernel flags and start time in clock ticks since boot
+    (``/proc``), else ``None``."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[19])
+        return fields[0], int(fields[6]), int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -152,13 +158,13 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
 def _process_start(pid: int) -> int | None:
     """The start time of process ``pid`` in clock ticks since boot (``/proc``), else ``None``."""
     stat = _proc_stat(pid)
-    return None if stat is None else stat[1]
+    return None if stat is None else stat[2]
 
 
 def _alive(pid: int, started: int | None) -> bool:
-    """Whether ``pid`` is the live process that took a claim: it exists, is not a zombie (killed
-    and not yet reaped by its parent: its work is over, though ``kill(pid, 0)`` still finds it),
-    and started when the claim says."""
+    """Whether ``pid`` is the live process that took a claim: it exists, is neither exiting
+    (killed, still tearing down) nor a zombie (dead, not yet reaped by its parent: its work is over,
+    though ``kill(pid, 0)`` still finds it), and started when the claim says."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -168,8 +174,8 @@ def _alive(pid: int, started: int | None) -> bool:
     stat = _proc_stat(pid)
     if stat is None:
         return True
-    state, start = stat
-    return state not in ("Z", "X") and (started is None or start == started)
+    state, flags, start = stat
+    return state not in ("Z", "X") and not flags & PF_EXITING and (started is None or start == started)
 
 
 @dataclass(frozen=True)
