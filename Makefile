@@ -66,14 +66,18 @@ tune-ml100k: env
 	$(TUNE) --dataset ml-100k --split random --seed 0 --valid-ratio 0.05 $(TUNE_MODELS)
 tune-mlsmall: env
 	$(TUNE) --dataset ml-latest-small --split random --seed 0 --valid-ratio 0.05 $(TUNE_MLSMALL_MODELS)
+TUNE_ML1M = $(TUNE) --trials 20 --dataset ml-1m --split random --seed 0 --valid-ratio 0.1 --cold-start constant:3
+# AutoRec on ML-1M trains on the sparse path with the native kernels (benchmarks/specs/paper.toml runs
+# the same): the dense path costs 2.5x more per epoch (results/time_to_accuracy.md), and its first
+# trial (L-BFGS, 1000 hidden units) took a minute an epoch of its 500 here.
 tune-ml1m: env
-	$(TUNE) --dataset ml-1m --split random --seed 0 --valid-ratio 0.1 --cold-start constant:3 $(TUNE_ML1M_MODELS)
+	$(TUNE_ML1M) --model i-autorec@torch --model u-autorec@torch --set path=sparse --set 'extra={"sparse_kernel": "native"}'
+	$(TUNE_ML1M) $(TUNE_ML1M_MF)
 TRIALS ?= 60
 # the models of benchmarks/specs/mlsmall.toml
 TUNE_MLSMALL_MODELS = --model i-autorec@torch --model u-autorec@torch --model bayesian-svdpp --model bayesian-mf \
   --model biased-mf@numpy --model als --model surprise-svd --model bias-only
-TUNE_ML1M_MODELS = --trials 20 --model i-autorec@torch --model u-autorec@torch --model bayesian-svdpp \
-  --model bayesian-mf --model biased-mf@numpy --model als --model bias-only
+TUNE_ML1M_MF = --model bayesian-svdpp --model bayesian-mf --model biased-mf@numpy --model als --model bias-only
 
 lint: env
 	$(BIN)/ruff check .

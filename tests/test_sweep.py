@@ -171,9 +171,9 @@ def test_killed_sweep_resumes_to_the_same_results(tmp_path, sig, reference):
     proc = subprocess.Popen(_sweep_cmd(spec, out), env=env, cwd=tmp_path, **pipes)
     _wait_for_files(out, 2, proc)
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130
+    stdout, stderr = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:  # (once, under load, 0 was seen: the output says what the sweep did)
+        assert proc.returncode == 130, f"{stdout}\n{stderr}"
     partial = _state(out)  # every file present is a valid record: nothing half-written
     assert 2 <= len(partial) < 6
     assert all(reference[name] == v for name, v in partial.items())  # no failure record for the interrupted run

@@ -76,6 +76,27 @@ def test_fixing_parameters_takes_them_out_of_the_search():
         spaces.fix(AUTOREC_LIKE, {"optimizer": "sgd"})
 
 
+def test_a_fixed_table_is_merged_into_a_variants_fixed_table():
+    # --set extra={"sparse_kernel": "native"} on AutoRec's space: the L-BFGS variant keeps its own
+    # extra knob beside the fixed one, the other variants get the fixed table as it is
+    space = {
+        "one_of": {
+            "lbfgs": {"optimizer": "lbfgs", "extra": {"lbfgs_max_iter": 1}, "lr": [0.1, 1.0]},
+            "adam": {"optimizer": "adam", "lr": [0.001, 0.01]},
+        }
+    }
+    fixed = {"extra": {"sparse_kernel": "native", "lbfgs_max_iter": 1}, "path": "sparse"}
+    fixed_space = spaces.fix(space, {"extra": {"sparse_kernel": "native"}})
+    assert fixed_space["one_of"]["lbfgs"]["extra"] == fixed["extra"] and "extra" not in fixed_space["one_of"]["adam"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(8):  # what the tuner builds: the fixed parameters, the sampled ones over them
+        trial = study.ask()
+        params = {"extra": {"sparse_kernel": "native"}, "path": "sparse", **spaces.suggest(trial, fixed_space)}
+        want = fixed["extra"] if params["optimizer"] == "lbfgs" else {"sparse_kernel": "native"}
+        assert params["extra"] == want and params["path"] == "sparse"
+        study.tell(trial, 1.0)
+
+
 def test_space_sizes_grids_and_corners():
     finite = {"a": [1, 2, 3], "k": {"dist": "int", "low": 1, "high": 2}, "fixed": "x"}
     assert spaces.size(finite) == 6 and spaces.size({}) == 1 and spaces.size(AUTOREC_LIKE) is None

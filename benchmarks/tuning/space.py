@@ -123,13 +123,25 @@ def fix(space: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any]:
     """``space`` with the ``fixed`` parameters taken out of the search.  A variant whose fixed *text*
     value (what names a variant: ``optimizer``, ``loss``, ...) differs from the given one is dropped
     (``--set optimizer=rprop`` keeps the Rprop variant); a fixed number (a budget such as ``epochs``)
-    overrides the variants' own.  A single variant left is merged into the common part."""
+    overrides the variants' own.  A fixed table meeting a fixed table of the space is merged into it,
+    the given keys winning (``--set extra={"sparse_kernel": "native"}`` keeps the L-BFGS variant's
+    ``extra = {lbfgs_max_iter = 1}`` beside it).  A single variant left is merged into the common part."""
+
+    def without_fixed(sub: Mapping[str, Any]) -> dict[str, Any]:
+        out = {}
+        for k, v in sub.items():
+            if k not in fixed:
+                out[k] = v
+            elif _is_table(v) and _is_table(fixed[k]):
+                out[k] = {**v, **fixed[k]}  # sampled values override the fixed ones: carry both
+        return out
+
     common, variants = parts(space)
-    out = {k: v for k, v in common.items() if k not in fixed}
+    out = without_fixed(common)
     if not variants:
         return out
     kept = {
-        name: {k: v for k, v in sub.items() if k not in fixed}
+        name: without_fixed(sub)
         for name, sub in variants.items()
         if not any(k in sub and isinstance(sub[k], str) and sub[k] != v for k, v in fixed.items())
     }
@@ -140,6 +152,11 @@ def fix(space: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any]:
     else:
         out[ONE_OF] = kept
     return out
+
+
+def _is_table(v: Any) -> bool:
+    """A fixed table value (a mapping that is not a distribution)."""
+    return isinstance(v, Mapping) and not _is_dist(v)
 
 
 # ---------------------------------------------------------------------------------------- sampling
