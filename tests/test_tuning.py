@@ -15,7 +15,7 @@ from autorec.interactions import Interactions
 from autorec.models import registry
 from benchmarks.tuning import space as spaces
 from benchmarks.tuning import tune
-from benchmarks.tuning.study import PositionSeededTPE, kind, storage
+from benchmarks.tuning.study import PerVariantMedianPruner, PositionSeededTPE, kind, settle, storage
 from tests.tuning_helpers import LOGU, counted, spec_for, tiny
 
 
@@ -141,3 +141,78 @@ def test_a_tiny_autorec_study_with_pruning(data, tmp_path):
         elif kind(t) == "pruned":
             assert 10 <= max(t.intermediate_values) < 12
     assert r.best_params["hidden"] == [16] and r.best_params["optimizer"] in ("adam", "rprop")
+
+
+# ------------------------------------------------------------------------------------------ pruning per variant
+def _curve(variant: str, curve: list[float], complete: bool = True) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(
+        params={spaces.ONE_OF: variant},
+        distributions={spaces.ONE_OF: optuna.distributions.CategoricalDistribution(["slow", "fast"])},
+        value=min(curve) if complete else None,
+        intermediate_values=dict(enumerate(curve, 1)),
+        state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.RUNNING,
+    )
+
+
+def _slow(start: float) -> list[float]:  # improves steadily over 40 epochs: 0.997 at epoch 12 for start 1.2
+    return [start - 0.35 * (e - 1) / 19 for e in range(1, 41)]
+
+
+def test_a_trial_is_pruned_against_its_own_variant_only():
+    study = optuna.create_study(direction="minimize")
+    study.add_trials([_curve("fast", [0.9] * 20) for _ in range(5)])
+    pooled, per_variant = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10), PerVariantMedianPruner()
+    behind_fast = _curve("slow", _slow(1.2)[:11] + [0.99], complete=False)  # epoch 12: 0.99 vs fast 0.9
+    assert pooled.prune(study, behind_fast)
+    assert not per_variant.prune(study, behind_fast)  # no completed slow trial to compare with yet
+    study.add_trials([_curve("slow", _slow(1.2 + d)) for d in (-0.002, -0.001, 0.0, 0.001, 0.002)])
+    # pooled, the median at epoch 12 is 0.9485 (five at 0.9, five near 0.997): this slow trial, ahead of
+    # its own variant, is cut; per variant it goes on
+    assert pooled.prune(study, behind_fast)
+    assert not per_variant.prune(study, behind_fast)
+    assert per_variant.prune(study, _curve("slow", _slow(1.2)[:11] + [1.05], complete=False))  # behind its own
+    assert per_variant.prune(study, _curve("fast", [0.95] * 12, complete=False))
+    assert not per_variant.prune(study, _curve("fast", [0.95] * 9, complete=False))  # before epoch 10
+
+
+def test_a_study_keeps_the_pruning_it_was_created_with(data, tmp_path):
+    variants = {"reg_item": LOGU, spaces.ONE_OF: {"a": {"reg_user": LOGU}, "b": {"reg_user": 1.0}}}
+    new = spec_for(tmp_path, name="fresh", space=variants)
+    fresh = settle(new, storage(new.storage))
+    assert fresh.per_variant is True and fresh.pruning()["per_variant"] is True
+    assert "per variant" in fresh.pruning_text()
+    r = tune(new, data.train, data.valid, trials=3)
+    assert r.spec.per_variant is True
+    assert optuna.load_study(study_name="fresh", storage=storage(r.spec.storage)).user_attrs["definition"]["pruner"][
+        "per_variant"
+    ]
+    # a study created pooled (as every study before this rule) resumes pooled; asked for per-variant, it refuses
+    old = spec_for(tmp_path, name="old", space=variants, per_variant=False)
+    tune(old, data.train, data.valid, trials=2)
+    resumed = tune(spec_for(tmp_path, name="old", space=variants), data.train, data.valid, trials=3)
+    assert resumed.spec.per_variant is False and "per_variant" not in resumed.spec.pruning()
+    with pytest.raises(ConfigError, match="pruner"):
+        tune(spec_for(tmp_path, name="old", space=variants, per_variant=True), data.train, data.valid, trials=3)
+    # no variants: the definition is what it always was, whatever per_variant says
+    plain = spec_for(tmp_path, name="plain")
+    assert settle(plain, storage(plain.storage)).pruning() == {
+        "name": "median", "n_startup_trials": 5, "n_warmup_steps": 10
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("model", ["i-autorec", "u-autorec"])
+def test_the_committed_autorec_studies_resume_with_their_pooled_pruning(model, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from benchmarks.tuning.study import sqlite_url
+
+    studies = sorted(Path("results/tuning/ml-1m").glob(f"{model}-torch-*.db"))
+    if not studies:
+        pytest.skip("no committed ML-1M study here")
+    copy = tmp_path / studies[0].name
+    shutil.copy(studies[0], copy)
+    store = storage(sqlite_url(copy))
+    name = store.get_all_studies()[0].study_name
+    spec = spec_for(tmp_path, name=name, storage=sqlite_url(copy))
+    assert settle(spec, store).per_variant is False

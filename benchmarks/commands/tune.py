@@ -68,6 +68,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cold-start", default="global-mean", help="cold-start policy (default global-mean)")
     p.add_argument("--no-prune", action="store_true", help="no median pruning of iterative models' trials")
     p.add_argument(
+        "--pruner",
+        choices=("per-variant", "pooled"),
+        default=None,
+        help="in a space with variants (AutoRec's rprop / lbfgs / adam): compare a trial with the completed "
+        "trials of its own variant (per-variant) or with all (pooled); default: what the study was created "
+        "with, per-variant for a new study",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -120,7 +128,7 @@ def study_name(model: str, backend: str, split: str, seed: int, valid_ratio: flo
     return f"{_slug(model)}-{backend}-{_slug(split)}-seed{seed}-valid{valid_ratio:g}"
 
 
-def command_line(args: argparse.Namespace, model: str) -> str:
+def command_line(args: argparse.Namespace, model: str, pruner: str | None = None) -> str:
     """The canonical command that reproduces (or resumes) the study of ``model``: every option
     explicit, the environment-only ones (threads, folders) as they were given."""
     parts = ["autorec-bench", "tune", "--dataset", args.dataset, "--split", args.split, "--seed", str(args.seed)]
@@ -136,6 +144,8 @@ def command_line(args: argparse.Namespace, model: str) -> str:
         parts += ["--cold-start", args.cold_start]
     if args.no_prune:
         parts += ["--no-prune"]
+    if pruner is not None:
+        parts += ["--pruner", pruner]
     if args.evaluate:
         parts += ["--evaluate"]
     for flag, value in (("--threads", args.threads), ("--storage", args.storage), ("--study", args.study)):
@@ -278,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
             cold_start=args.cold_start,
             search_seed=args.search_seed,
             prune=not args.no_prune,
+            per_variant=None if args.pruner is None else args.pruner == "per-variant",
         )
         studies.append((given, spec))
     if args.executor == "dask":
@@ -299,13 +310,23 @@ def run(args: argparse.Namespace) -> int:
         write_config(
             out,
             result,
-            command=command_line(args, given),
+            command=command_line(args, given, _pruner_flag(result.spec)),
             comments=[f"Split sha256 {data.split.sha256}; last run on {where}; {versions}."],
         )
         print(f"wrote {out}")
         if args.evaluate:
             print(_evaluate(args, result, threads).summary)
     return 0
+
+
+def _pruner_flag(spec: StudySpec) -> str | None:
+    """``--pruner`` as the study ran, where it matters: pruning on, in a space with variants."""
+    from benchmarks.tuning import space as spaces
+
+    pruning = spec.pruning()
+    if pruning is None or not spaces.parts(spec.space)[1]:
+        return None
+    return "per-variant" if pruning.get("per_variant") else "pooled"
 
 
 def _evaluate(args: argparse.Namespace, result: TuneResult, threads: int) -> Outcome:

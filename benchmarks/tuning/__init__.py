@@ -13,8 +13,12 @@ parameters, per-epoch validation RMSE, outcome, time and worker are in it.
   epoch is stopped (the per-epoch RMSE comes from the model's ``progress`` callback).  Chosen over
   Hyperband because its decision depends only on the completed trials, which a resumed study
   reproduces; Hyperband assigns brackets by hashing the storage's trial number, which an interrupted
-  trial shifts.  The warm-up spares slow starters (a low learning rate that ends best).
-  ``--no-prune`` turns it off.
+  trial shifts.  The warm-up spares slow starters (a low learning rate that ends best).  In a
+  space with variants (AutoRec's rprop / lbfgs / adam) a trial is compared only with the completed
+  trials of its own variant (:class:`~benchmarks.tuning.study.PerVariantMedianPruner`): pooled,
+  minibatch Adam's fast curves cut every strong-lambda full-batch Rprop trial by epoch 14.  A study
+  keeps the pruning it was created with (the committed studies: pooled); ``--pruner`` chooses for a
+  new one, ``--no-prune`` turns pruning off.
 - **Spaces** live beside their models (``registry.get(name, backend).space()``, the class's
   ``SPACE``); :mod:`benchmarks.tuning.space` is the format and its translation to ``suggest_*``.
 - **Test part**: never read.  :func:`~benchmarks.tuning.tuner.tune` is handed the train and

@@ -16,7 +16,6 @@ import tomllib
 from autorec.atomic import atomic_write
 from autorec.errors import ConfigError
 from autorec.jsonio import to_plain
-from benchmarks.tuning.study import PRUNE_FROM_EPOCH, PRUNE_STARTUP
 from benchmarks.tuning.tuner import TuneResult
 
 
@@ -51,9 +50,7 @@ def render(result: TuneResult, *, command: str, comments: Sequence[str] = ()) ->
     """The file's text: the header (``Tuned by: command``, the study, the best trial, ``comments``),
     then ``model`` / ``backend`` / ``params_none``, ``[params]``, ``[tuning]``, ``[tuning.space]``."""
     spec, c = result.spec, result.counts
-    pruning = "no pruning"
-    if spec.prune:
-        pruning = f"median pruning (after {PRUNE_STARTUP} trials, from epoch {PRUNE_FROM_EPOCH})"
+    pruning = spec.pruning_text()
     header = [
         f"Tuned by: {command}",
         f"Optuna study {spec.name!r} ({spec.storage}): TPE, search seed {spec.search_seed}, {pruning}; "
@@ -75,6 +72,7 @@ def render(result: TuneResult, *, command: str, comments: Sequence[str] = ()) ->
         "storage": spec.storage,
         "search_seed": spec.search_seed,
         "pruning": spec.prune,
+        "pruning_per_variant": True if (spec.pruning() or {}).get("per_variant") else None,
         "trials": result.trials,
         **{k: c.get(k, 0) for k in ("complete", "pruned", "failed")},
         "best_trial": result.best_number,

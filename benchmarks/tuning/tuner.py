@@ -31,6 +31,7 @@ from benchmarks.tuning.study import (
     kind,
     open_study,
     recover,
+    settle,
     storage,
     worker_identity,
 )
@@ -89,6 +90,7 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the progress lines are ours to print
     try:
         store = storage(spec.storage)
+        spec = settle(spec, store)
         study = open_study(spec, store)
         if size is not None and size <= trials:
             for params in spaces.grid(spec.space):
@@ -123,7 +125,9 @@ def result_of(spec: StudySpec, *, trials: int) -> TuneResult:
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        return summarize(open_study(spec, storage(spec.storage)), spec, _budget(spec, trials))
+        store = storage(spec.storage)
+        spec = settle(spec, store)
+        return summarize(open_study(spec, store), spec, _budget(spec, trials))
     finally:
         optuna.logging.set_verbosity(verbosity)
 
