@@ -191,6 +191,7 @@ def test_a_study_keeps_the_pruning_it_was_created_with(data, tmp_path):
     tune(old, data.train, data.valid, trials=2)
     resumed = tune(spec_for(tmp_path, name="old", space=variants), data.train, data.valid, trials=3)
     assert resumed.spec.per_variant is False and "per_variant" not in resumed.spec.pruning()
+    assert resumed.spec.pruning_text().endswith("from epoch 10, pooled over the variants)")
     with pytest.raises(ConfigError, match="pruner"):
         tune(spec_for(tmp_path, name="old", space=variants, per_variant=True), data.train, data.valid, trials=3)
     # no variants: the definition is what it always was, whatever per_variant says

@@ -103,7 +103,9 @@ class StudySpec:
         p = self.pruning()
         if p is None:
             return "no pruning"
-        per = ", per variant" if p.get("per_variant") else ""
+        per = ""
+        if spaces.parts(self.space)[1]:
+            per = ", per variant" if p.get("per_variant") else ", pooled over the variants"
         return f"median pruning (after {p['n_startup_trials']} trials, from epoch {p['n_warmup_steps']}{per})"
 
     def definition(self) -> dict[str, Any]:
