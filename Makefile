@@ -64,6 +64,8 @@ TUNE_MODELS = --model i-autorec@torch --model u-autorec@torch --model i-autorec@
   --model surprise-svd --model surprise-svdpp --model d2l-mf@torch --model bias-only
 tune-ml100k: env
 	$(TUNE) --dataset ml-100k --split random --seed 0 --valid-ratio 0.05 $(TUNE_MODELS)
+	$(TUNE) --dataset ml-100k --split random --seed 0 --valid-ratio 0.05 --model i-autorec@torch --pruner per-variant \
+	  --study i-autorec-torch-random_test_ratio=0.1-seed0-valid0.05-per-variant
 tune-mlsmall: env
 	$(TUNE) --dataset ml-latest-small --split random --seed 0 --valid-ratio 0.05 $(TUNE_MLSMALL_MODELS)
 TUNE_ML1M = $(TUNE) --trials 20 --dataset ml-1m --split random --seed 0 --valid-ratio 0.1 --cold-start constant:3
