@@ -208,7 +208,7 @@ def test_the_committed_autorec_studies_resume_with_their_pooled_pruning(model, t
 
     from benchmarks.tuning.study import sqlite_url
 
-    studies = sorted((Path(__file__).parents[1] / "results/tuning/ml-100k").glob(f"{model}-torch-*.db"))
+    studies = sorted((Path(__file__).parents[1] / "results/tuning/ml-100k").glob(f"{model}-torch-*valid0.05.db"))
     if not studies:
         pytest.skip("no committed ML-100K study here")
     copy = tmp_path / studies[0].name
