@@ -222,14 +222,14 @@ def test_command_line_is_canonical():
 def test_the_command_line_names_the_pruning_a_study_with_variants_ran_with(tmp_path):
     import argparse
 
-    from benchmarks.commands.tune import _pruner_flag, add_arguments, command_line
+    from benchmarks.commands.tune import add_arguments, command_line
     from tests.tuning_helpers import LOGU, spec_for
 
     variants = {"reg_item": LOGU, "one_of": {"a": {"reg_user": LOGU}, "b": {"reg_user": 1.0}}}
-    assert _pruner_flag(spec_for(tmp_path, space=variants, per_variant=False)) == "pooled"
-    assert _pruner_flag(spec_for(tmp_path, space=variants, per_variant=True)) == "per-variant"
-    assert _pruner_flag(spec_for(tmp_path, per_variant=True)) is None  # no variants: nothing to choose
-    assert _pruner_flag(spec_for(tmp_path, space=variants, per_variant=True, prune=False)) is None
+    assert spec_for(tmp_path, space=variants, per_variant=False).pruner_mode() == "pooled"
+    assert spec_for(tmp_path, space=variants, per_variant=True).pruner_mode() == "per-variant"
+    assert spec_for(tmp_path, per_variant=True).pruner_mode() is None  # no variants: nothing to choose
+    assert spec_for(tmp_path, space=variants, per_variant=True, prune=False).pruner_mode() is None
     p = argparse.ArgumentParser()
     add_arguments(p)
     args = p.parse_args(["--dataset", "ml-1m", "--model", "i-autorec"])

@@ -310,23 +310,13 @@ def run(args: argparse.Namespace) -> int:
         write_config(
             out,
             result,
-            command=command_line(args, given, _pruner_flag(result.spec)),
+            command=command_line(args, given, result.spec.pruner_mode()),
             comments=[f"Split sha256 {data.split.sha256}; last run on {where}; {versions}."],
         )
         print(f"wrote {out}")
         if args.evaluate:
             print(_evaluate(args, result, threads).summary)
     return 0
-
-
-def _pruner_flag(spec: StudySpec) -> str | None:
-    """``--pruner`` as the study ran, where it matters: pruning on, in a space with variants."""
-    from benchmarks.tuning import space as spaces
-
-    pruning = spec.pruning()
-    if pruning is None or not spaces.parts(spec.space)[1]:
-        return None
-    return "per-variant" if pruning.get("per_variant") else "pooled"
 
 
 def _evaluate(args: argparse.Namespace, result: TuneResult, threads: int) -> Outcome:

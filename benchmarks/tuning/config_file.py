@@ -50,10 +50,9 @@ def render(result: TuneResult, *, command: str, comments: Sequence[str] = ()) ->
     """The file's text: the header (``Tuned by: command``, the study, the best trial, ``comments``),
     then ``model`` / ``backend`` / ``params_none``, ``[params]``, ``[tuning]``, ``[tuning.space]``."""
     spec, c = result.spec, result.counts
-    pruning = spec.pruning_text()
     header = [
         f"Tuned by: {command}",
-        f"Optuna study {spec.name!r} ({spec.storage}): TPE, search seed {spec.search_seed}, {pruning}; "
+        f"Optuna study {spec.name!r} ({spec.storage}): TPE, search seed {spec.search_seed}, {spec.pruning_text()}; "
         f"{result.trials} trials ({', '.join(f'{c.get(k, 0)} {k}' for k in ('complete', 'pruned', 'failed'))}), "
         f"scored on the validation part only ({spec.data['valid_ratio']:g} of train); the test part was not read.",
         f"Best trial #{result.best_number}: validation RMSE {result.best_value:.5f} "
@@ -72,7 +71,7 @@ def render(result: TuneResult, *, command: str, comments: Sequence[str] = ()) ->
         "storage": spec.storage,
         "search_seed": spec.search_seed,
         "pruning": spec.prune,
-        "pruning_per_variant": True if (spec.pruning() or {}).get("per_variant") else None,
+        "pruning_per_variant": True if spec.pruner_mode() == "per-variant" else None,
         "trials": result.trials,
         **{k: c.get(k, 0) for k in ("complete", "pruned", "failed")},
         "best_trial": result.best_number,

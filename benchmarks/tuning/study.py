@@ -86,27 +86,31 @@ class StudySpec:
     #: study's own setting when it exists, else True (:func:`settle`).  No effect without variants.
     per_variant: bool | None = None
 
+    def pruner_mode(self) -> str | None:
+        """``per-variant`` or ``pooled`` where pruning is on in a space with variants, else None (the
+        mode changes nothing there)."""
+        if not self.prune or not spaces.parts(self.space)[1]:
+            return None
+        if self.per_variant is None:
+            raise ValueError(f"study {self.name!r}: settle() the pruning before using the spec")
+        return "per-variant" if self.per_variant else "pooled"
+
     def pruning(self) -> dict[str, Any] | None:
-        """The pruner's definition (None: no pruning); ``per_variant`` only where the space has variants."""
+        """The pruner's definition (None: no pruning); ``per_variant`` only where it prunes per variant."""
         if not self.prune:
             return None
         out: dict[str, Any] = {"name": "median", "n_startup_trials": PRUNE_STARTUP, "n_warmup_steps": PRUNE_FROM_EPOCH}
-        if spaces.parts(self.space)[1]:
-            if self.per_variant is None:
-                raise ValueError(f"study {self.name!r}: settle() the pruning before using the spec")
-            if self.per_variant:
-                out["per_variant"] = True
+        if self.pruner_mode() == "per-variant":
+            out["per_variant"] = True
         return out
 
     def pruning_text(self) -> str:
-        """``median pruning (after 5 trials, from epoch 10[, per variant])`` or ``no pruning``."""
-        p = self.pruning()
-        if p is None:
+        """``median pruning (after 5 trials, from epoch 10[, per variant | pooled over the variants])``
+        or ``no pruning``."""
+        if not self.prune:
             return "no pruning"
-        per = ""
-        if spaces.parts(self.space)[1]:
-            per = ", per variant" if p.get("per_variant") else ", pooled over the variants"
-        return f"median pruning (after {p['n_startup_trials']} trials, from epoch {p['n_warmup_steps']}{per})"
+        mode = {"per-variant": ", per variant", "pooled": ", pooled over the variants", None: ""}[self.pruner_mode()]
+        return f"median pruning (after {PRUNE_STARTUP} trials, from epoch {PRUNE_FROM_EPOCH}{mode})"
 
     def definition(self) -> dict[str, Any]:
         return to_plain(
@@ -178,10 +182,9 @@ def settle(spec: StudySpec, store: optuna.storages.BaseStorage) -> StudySpec:
 def open_study(spec: StudySpec, store: optuna.storages.BaseStorage) -> optuna.Study:
     """Create the study in ``store``, or load it after checking that it was created with the same
     definition (``spec`` passed through :func:`settle`)."""
-    definition = spec.pruning()
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
-    if definition is not None:
-        pruner = PerVariantMedianPruner() if definition.get("per_variant") else _median()
+    if spec.prune:
+        pruner = PerVariantMedianPruner() if spec.pruner_mode() == "per-variant" else _median()
     study = optuna.create_study(
         storage=store,
         study_name=spec.name,
