@@ -62,12 +62,20 @@ TUNE = $(BIN)/autorec-bench tune --trials $(TRIALS) --threads 1 $(DATA_FLAG)
 TUNE_MODELS = --model i-autorec@torch --model u-autorec@torch --model i-autorec@mxnet --model u-autorec@mxnet \
   --model bayesian-svdpp --model bayesian-mf --model biased-mf@numpy --model biased-mf@torch --model als \
   --model surprise-svd --model surprise-svdpp --model d2l-mf@torch --model bias-only
+# The committed ML-100K and ml-latest-small AutoRec studies prune pooled (they were created before
+# per-variant pruning); each also has a study pruned per variant beside it (split seed 0, 5% validation).
+define tune_per_variant
+	$(TUNE) --dataset $(1) --split random --seed 0 --valid-ratio 0.05 --model $(2)@torch --pruner per-variant \
+	  --study $(2)-torch-random_test_ratio=0.1-seed0-valid0.05-per-variant
+endef
 tune-ml100k: env
 	$(TUNE) --dataset ml-100k --split random --seed 0 --valid-ratio 0.05 $(TUNE_MODELS)
-	$(TUNE) --dataset ml-100k --split random --seed 0 --valid-ratio 0.05 --model i-autorec@torch --pruner per-variant \
-	  --study i-autorec-torch-random_test_ratio=0.1-seed0-valid0.05-per-variant
+	$(call tune_per_variant,ml-100k,i-autorec)
+	$(call tune_per_variant,ml-100k,u-autorec)
 tune-mlsmall: env
 	$(TUNE) --dataset ml-latest-small --split random --seed 0 --valid-ratio 0.05 $(TUNE_MLSMALL_MODELS)
+	$(call tune_per_variant,ml-latest-small,i-autorec)
+	$(call tune_per_variant,ml-latest-small,u-autorec)
 TUNE_ML1M = $(TUNE) --trials 20 --dataset ml-1m --split random --seed 0 --valid-ratio 0.1 --cold-start constant:3
 # AutoRec on ML-1M trains on the sparse path with the native kernels (benchmarks/specs/paper.toml runs
 # the same): the dense path costs 2.5x more per epoch (results/time_to_accuracy.md), and its first

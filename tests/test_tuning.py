@@ -219,16 +219,17 @@ def test_the_committed_autorec_studies_resume_with_their_pooled_pruning(model, t
     assert settle(spec, store).per_variant is False
 
 
+@pytest.mark.parametrize("dataset", ["ml-100k", "ml-latest-small"])
 @pytest.mark.parametrize("model", ["i-autorec", "u-autorec"])
-def test_the_committed_per_variant_studies_resume_per_variant(model, tmp_path):
+def test_the_committed_per_variant_studies_resume_per_variant(dataset, model, tmp_path):
     import shutil
     from pathlib import Path
 
     from benchmarks.tuning.study import sqlite_url
 
-    studies = sorted((Path(__file__).parents[1] / "results/tuning/ml-100k").glob(f"{model}-torch-*-per-variant.db"))
+    studies = sorted((Path(__file__).parents[1] / "results/tuning" / dataset).glob(f"{model}-torch-*-per-variant.db"))
     if not studies:
-        pytest.skip("no committed per-variant ML-100K study here")
+        pytest.skip(f"no committed per-variant {dataset} study here")
     copy = tmp_path / studies[0].name
     shutil.copy(studies[0], copy)
     store = storage(sqlite_url(copy))
