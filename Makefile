@@ -72,6 +72,8 @@ tune-ml100k: env
 	$(TUNE) --dataset ml-100k --split random --seed 0 --valid-ratio 0.05 $(TUNE_MODELS)
 	$(call tune_per_variant,ml-100k,i-autorec)
 	$(call tune_per_variant,ml-100k,u-autorec)
+	$(TUNE) --dataset ml-100k --split random --seed 0 --valid-ratio 0.05 --model bayesian-svdpp \
+	  --space benchmarks/specs/spaces/bayesian-long-chain.toml --study bayesian-svdpp-myfm-random_test_ratio=0.1-seed0-valid0.05-long-chain
 tune-mlsmall: env
 	$(TUNE) --dataset ml-latest-small --split random --seed 0 --valid-ratio 0.05 $(TUNE_MLSMALL_MODELS)
 	$(call tune_per_variant,ml-latest-small,i-autorec)

@@ -129,6 +129,24 @@ def test_space_file(tmp_path):
         spaces.load(f)
 
 
+def test_the_long_chain_space_only_raises_the_iteration_cap():
+    """benchmarks/specs/spaces/bayesian-long-chain.toml is the Bayesian models' SPACE with a higher
+    n_iter cap (their committed ML-100K study ended against 600) and nothing else changed."""
+    from pathlib import Path
+
+    pytest.importorskip("scipy")
+    from baselines.bayes import BayesianMF, BayesianSVDpp
+
+    space = spaces.load(Path(__file__).parents[1] / "benchmarks/specs/spaces/bayesian-long-chain.toml")
+    assert BayesianSVDpp.SPACE is BayesianMF.SPACE
+    assert set(space) == set(BayesianMF.SPACE)
+    assert {k: v for k, v in space.items() if k != "n_iter"} == {
+        k: v for k, v in BayesianMF.SPACE.items() if k != "n_iter"
+    }
+    assert space["n_iter"]["low"] == BayesianMF.SPACE["n_iter"]["low"]
+    assert space["n_iter"]["high"] > BayesianMF.SPACE["n_iter"]["high"]
+
+
 def test_trial_kinds_and_positions():
     def t(number, state, **attrs):
         value = 1.0 if state == optuna.trial.TrialState.COMPLETE else None
