@@ -134,7 +134,6 @@ def test_the_long_chain_space_only_raises_the_iteration_cap():
     n_iter cap (their committed ML-100K study ended against 600) and nothing else changed."""
     from pathlib import Path
 
-    pytest.importorskip("scipy")
     from baselines.bayes import BayesianMF, BayesianSVDpp
 
     space = spaces.load(Path(__file__).parents[1] / "benchmarks/specs/spaces/bayesian-long-chain.toml")
