@@ -306,3 +306,161 @@ def test_kernels_compile_into_the_cache_folder(native, tmp_path, monkeypatch):
     monkeypatch.setenv(native_build.ENV_KERNEL_DIR, str(tmp_path / "k"))
     assert native_build.kernel_dir() == tmp_path / "k"
     assert native_build.SOURCE.name == "native.cpp" and native_build.SOURCE.is_file()
+
+
+def _adam_reference(p: torch.Tensor, grads: list[torch.Tensor], lr=0.01, wd=0.1, fused=False):
+    """``p`` after torch.optim.Adam steps with the given gradients, and its moments."""
+    q = torch.nn.Parameter(p.clone())
+    opt = torch.optim.Adam([q], lr=lr, weight_decay=wd, fused=fused)
+    for g in grads:
+        q.grad = g.clone()
+        opt.step()
+    st = opt.state[q]
+    return q.detach(), st["exp_avg"], st["exp_avg_sq"]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fused_adam_kernels_match_gradients_plus_torch_adam(native, rng, threads):
+    """ar_encode_backward_adam / ar_decode_backward_adam: the reference gradients (dense products)
+    followed by torch's Adam, step after step, including the rows of columns without entries."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        mask, dense, crow, col, val = _random_batch(rng)
+        n_rows, n_cols = dense.shape
+        b = native.Batch(crow, col, val, n_rows, n_cols)
+        X, Mk = torch.from_numpy(dense), torch.from_numpy(mask)
+        W0, W1 = torch.randn(n_cols, 19), torch.randn(n_cols, 19)
+        lr, wd, betas, eps = 0.01, 0.1, (0.9, 0.999), 1e-8
+        opt = torch.optim.Adam([torch.nn.Parameter(W0.clone()), torch.nn.Parameter(W1.clone())], lr=lr, weight_decay=wd)
+        group = opt.param_groups[0]
+        w0, w1 = W0.clone(), W1.clone()
+        m0, v0, m1, v1 = (torch.zeros_like(W0) for _ in range(4))
+        st0 = {"step": torch.tensor(0.0)}
+        st1 = {"step": torch.tensor(0.0)}
+        g0s, g1s = [], []
+        ref1 = W1.clone()
+        for _ in range(3):
+            dZ = torch.randn(n_rows, 19)
+            H = torch.randn(n_rows, 19)
+            g = torch.randn(b.nnz)
+            G = torch.zeros(n_rows, n_cols)
+            G[Mk] = g
+            g0s.append(X.t() @ dZ)
+            g1s.append(G.t() @ H)
+            b.encode_backward_adam(dZ, w0, m0, v0, native.adam_hyper(group, st0))
+            dH, db = b.decode_backward_adam(g, w1, H, m1, v1, native.adam_hyper(group, st1))
+            torch.testing.assert_close(dH, G @ ref1, rtol=1e-5, atol=1e-5)  # with the weights before the step
+            torch.testing.assert_close(db, G.sum(0), rtol=1e-5, atol=1e-5)
+            ref1, _, _ = _adam_reference(W1, g1s, lr, wd)
+        assert betas == tuple(opt.param_groups[0]["betas"]) and eps == opt.param_groups[0]["eps"]
+        for w, m, v, W, gs in ((w0, m0, v0, W0, g0s), (w1, m1, v1, W1, g1s)):
+            rw, rm, rv = _adam_reference(W, gs, lr, wd)
+            # the gradients' summation order differs from the dense products': rounding only
+            torch.testing.assert_close(m, rm, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(v, rv, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(w, rw, rtol=1e-5, atol=1e-5)
+            # the empty columns' rows moved too (weight decay and momentum), as torch's Adam moves them
+            assert not torch.equal(w[[0, 7, 52]], W[[0, 7, 52]])
+    finally:
+        torch.set_num_threads(old)
+
+
+def _fit_fused(train, fused_step, **cfg):
+    from autorec.models.autorec.torch import AutoRecTorch
+
+    base = dict(path="sparse", hidden=(24,), epochs=3, batch_size=32, seed=3, dropout=0.1, reg=1e-3, lr=0.003)
+    base.update(cfg)
+    extra = {"sparse_kernel": "native", "fused_optimizer": True, "fused_step": fused_step}
+    m = AutoRecTorch(dict(base, extra=extra))
+    info = m.fit(train)
+    return [h["train_loss"] for h in info.history], m
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(based="item"),
+        dict(based="user", hidden=(12, 6, 12), hidden_activation="relu"),
+        dict(based="item", reg=0.0, loss="observed-mean"),
+    ],
+    ids=["item", "user-deep", "no-reg-mean-loss"],
+)
+def test_fused_step_trajectory_equals_unfused(native, rng, cfg):
+    """extra['fused_step'] is the same training (dropout masks, weight decay, every layer) as the
+    unfused native path with torch's Adam: the same losses, weights and predictions up to rounding."""
+    train = _interactions(rng, 150, 90, 2500)
+    la, a = _fit_fused(train, False, **cfg)
+    lb, b = _fit_fused(train, True, **cfg)
+    np.testing.assert_allclose(lb, la, rtol=1e-5)
+    for k, v in a.get_weights().items():
+        np.testing.assert_allclose(b.get_weights()[k], v, rtol=1e-4, atol=2e-5, err_msg=k)
+    np.testing.assert_allclose(
+        b.predict(train.users[:200], train.items[:200]),
+        a.predict(train.users[:200], train.items[:200]),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    # the wide weights' moments are in the optimizer's own state, as plain Adam keeps them
+    fused_net = b.net
+    assert fused_net.layers[0].weight_t.grad is None and fused_net.layers[-1].weight.grad is None
+
+
+def test_fused_step_checkpoint_resume(native, rng, tmp_path):
+    """The wide weights' Adam moments are in the checkpointed optimizer state: a resumed fused fit
+    equals an uninterrupted one."""
+    from autorec.models.autorec.torch import AutoRecTorch
+
+    train = _interactions(rng)
+    cfg = dict(
+        path="sparse",
+        hidden=(8,),
+        epochs=3,
+        batch_size=16,
+        reg=1e-3,
+        extra={"sparse_kernel": "native", "fused_step": True},
+    )
+    full = AutoRecTorch(cfg)
+    full.fit(train)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_2(epoch, n, info):
+        if epoch == 2:
+            raise Stop
+
+    ck = tmp_path / "ck.npz"
+    with pytest.raises(Stop):
+        AutoRecTorch(cfg).fit(train, checkpoint=ck, progress=stop_after_2)
+    resumed = AutoRecTorch(cfg)
+    resumed.fit(train, resume=ck)
+    for k, v in full.get_weights().items():
+        np.testing.assert_allclose(resumed.get_weights()[k], v, rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+@pytest.mark.parametrize(
+    "cfg, match",
+    [
+        (dict(path="dense"), "path='sparse'"),
+        (dict(path="sparse", optimizer="rprop"), "optimizer='adam'"),
+        (dict(path="sparse", reg_form="paper", reg=1.0), "reg_form='wd'"),
+    ],
+)
+def test_fused_step_refuses_what_it_cannot_fuse(native, rng, cfg, match):
+    from autorec.models.autorec.torch import AutoRecTorch
+
+    m = AutoRecTorch(dict(cfg, hidden=(8,), epochs=1, extra={"sparse_kernel": "native", "fused_step": True}))
+    with pytest.raises(ConfigError, match=match):
+        m.fit(_interactions(rng))
+    net = _native_net()
+    with pytest.raises(RuntimeError, match="without a forward"):
+        native.FusedAdam(net, torch.optim.Adam(net.parameters())).step()
+    with pytest.raises(ConfigError, match="needs the Adam optimizer"):
+        native.FusedAdam(net, torch.optim.SGD(net.parameters(), lr=0.1))
+
+
+def _native_net():
+    from autorec.models.autorec.torch.net import AutoRecNet
+
+    return AutoRecNet([10, 4, 10], ["sigmoid", "identity"], 0.0, "sparse", kernel="native")

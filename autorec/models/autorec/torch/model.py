@@ -12,7 +12,9 @@ parameter is added to their objective).  Backend knobs in ``config.extra`` (all 
 (``None`` or ``"strong_wolfe"``), ``record_batch_losses`` (False: when True every history record
 holds ``batch_losses``, the objective of each optimizer step), ``predict_batch_rows``,
 ``sparse_kernel`` (``"torch"``, ``"native"`` or ``"auto"``, see :mod:`.native`) and
-``fused_optimizer`` (torch's single-kernel Adam, same algorithm).
+``fused_optimizer`` (torch's single-kernel Adam, same algorithm) and ``fused_step`` (with the native
+sparse kernels and Adam: the wide weights' Adam step fused into their gradient passes, same
+algorithm, :class:`~autorec.models.autorec.torch.native.FusedAdam`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from autorec.models.autorec.semantics import (
     lr_at,
 )
 from autorec.models.autorec.semantics import paper_reg_fraction as reg_fraction
-from autorec.models.autorec.torch.native import KERNELS, recycle_grads, resolve_kernel
+from autorec.models.autorec.torch.native import KERNELS, FusedAdam, recycle_grads, resolve_kernel
 from autorec.models.autorec.torch.net import AutoRecNet, csr_tensor
 
 
@@ -77,6 +79,9 @@ class TorchEpochs:
         self.forward = forward if forward is not None else model.net
         self.opt = self._optimizer()
         self.record = bool(self.cfg.extra.get("record_batch_losses", False))
+        self.fused = self._fused_step()
+        if self.fused is not None:
+            self.forward = self.fused
 
     # ------------------------------------------------------------------ state
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -98,6 +103,29 @@ class TorchEpochs:
             history_size=int(cfg.extra.get("lbfgs_history", 100)),
             line_search_fn=cfg.extra.get("lbfgs_line_search"),
         )
+
+    def _fused_step(self) -> FusedAdam | None:
+        """The fused wide-weight Adam passes when ``extra["fused_step"]`` asks for them (see
+        :class:`~autorec.models.autorec.torch.native.FusedAdam`); :class:`ConfigError` naming what
+        stands in the way when they cannot apply."""
+        cfg = self.cfg
+        if not cfg.extra.get("fused_step"):
+            return None
+        why = []
+        if cfg.path != "sparse" or self.net.kernel != "native":
+            why.append(
+                f"path='sparse' with extra['sparse_kernel']='native' "
+                f"(got path={cfg.path!r}, kernel {self.net.kernel!r})"
+            )
+        if cfg.optimizer != "adam" or cfg.full_batch:
+            why.append(f"optimizer='adam' with mini-batches (got {cfg.optimizer!r})")
+        if cfg.reg != 0 and cfg.reg_form != "wd":
+            why.append(f"reg_form='wd' (got {cfg.reg_form!r}: its penalty is part of the loss)")
+        if self.world > 1:
+            why.append(f"one process (got {self.world})")
+        if why:
+            raise ConfigError(f"{self.m.label()}: extra['fused_step']=True needs " + "; ".join(why))
+        return FusedAdam(self.net, self.opt)
 
     def state(self) -> dict[str, np.ndarray]:
         return self.m.get_weights()
@@ -172,6 +200,8 @@ class TorchEpochs:
                 loss.backward()
                 loss_v, sse_v = torch.stack([loss.detach(), sse.detach()]).tolist()
                 self.m.check_batch_loss(loss_v, epoch=epoch, batch=bi)
+                if self.fused is not None:  # the wide weights' gradients and Adam steps, in one pass each
+                    self.fused.step()
                 self.opt.step()
                 stats.add(sse_v, lnnz, lrows)
                 stats.steps += 1
@@ -243,6 +273,7 @@ class AutoRecTorch(AutoRecBase):
         "predict_batch_rows",
         "sparse_kernel",
         "fused_optimizer",
+        "fused_step",
     )
     net: AutoRecNet
 
@@ -298,7 +329,10 @@ class AutoRecTorch(AutoRecBase):
         return TorchEpochs(self)
 
     def _fit_extra(self) -> dict[str, Any]:
-        return {**super()._fit_extra(), "world_size": 1, "device": str(self.device)}
+        extra = {**super()._fit_extra(), "world_size": 1, "device": str(self.device)}
+        if self.config.path == "sparse":  # the kernels that ran ("auto" resolved)
+            extra["sparse_kernel"] = self.net.kernel
+        return extra
 
     # ------------------------------------------------------------------ prediction
     def _predict_width(self) -> int:

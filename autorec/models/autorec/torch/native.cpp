@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 #include <algorithm>
+#include <cmath>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -210,7 +211,109 @@ void ar_decode_backward(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* c
     reduce_rows(B, h, dH, scratch, used);
 }
 
-int ar_version() { return 3; }
+// ---------------------------------------------------------------- fused gradient + Adam passes
+// torch.optim.Adam's update (amsgrad and maximize off, coupled weight decay) of one row of h floats
+// with gradient g: m <- m + (1 - b1) (g' - m), v <- b2 v + (1 - b2) g'^2, w <- w - step_size m /
+// (sqrt(v) / bc2_sqrt + eps), with g' = g + wd w; step_size = lr / (1 - b1^t), bc2_sqrt = sqrt(1 - b2^t).
+// The scalars are rounded to float from double, as torch rounds its Python-float arguments: 1 - b1
+// and 1 - b2 are computed in double first (1.0f - 0.999f differs from (float)(1 - 0.999) by 1e-5).
+struct AdamHyper {
+    float beta2, omb1, omb2, eps, wd, step_size, bc2_sqrt;
+    AdamHyper(double b1, double b2, double e, double w, double ss, double bc2s)
+        : beta2((float)b2), omb1((float)(1.0 - b1)), omb2((float)(1.0 - b2)), eps((float)e), wd((float)w),
+          step_size((float)ss), bc2_sqrt((float)bc2s) {}
+};
+static inline void adam_row(i64 h, float* __restrict w, float* __restrict m, float* __restrict v,
+                            const float* __restrict g, const AdamHyper& a) {
+    const float omb1 = a.omb1, omb2 = a.omb2;
+    #pragma omp simd
+    for (i64 c = 0; c < h; ++c) {
+        const float gr = g[c] + a.wd * w[c];
+        const float mm = m[c] + omb1 * (gr - m[c]);
+        const float vv = a.beta2 * v[c] + omb2 * (gr * gr);
+        m[c] = mm; v[c] = vv;
+        w[c] = w[c] - a.step_size * (mm / (std::sqrt(vv) / a.bc2_sqrt + a.eps));
+    }
+}
+// Columns weighted for the Adam pass: each column costs its row update plus one unit per entry.
+static std::vector<i64> adam_cut(i64 N, const i64* colptr, int nt) {
+    if (nt < 1) nt = 1;
+    if (N < nt) return even_cut(N, nt);
+    const i64 row_cost = 4;
+    i64 total = row_cost * N + colptr[N];
+    std::vector<i64> cut(nt + 1);
+    cut[0] = 0; cut[nt] = N;
+    for (int t = 1; t < nt; ++t) {
+        i64 target = total * t / nt, lo = cut[t - 1], hi = N;
+        while (lo < hi) { i64 mid = (lo + hi) / 2; if (row_cost * mid + colptr[mid] < target) lo = mid + 1; else hi = mid; }
+        cut[t] = lo;
+    }
+    return cut;
+}
+
+// The encoder's weight gradient fused with its Adam step: for every row j of W (n_in, h),
+// grad_j = sum_p cv[p] dZ[crow[p]] over column j's entries (zero for a column without entries), then
+// Adam on (W[j], M[j], V[j]).  The gradient is never written to memory.
+void ar_encode_backward_adam(i64 N, i64 h, const i64* colptr, const int32_t* crow, const float* cv,
+                             const float* dZ, float* W, float* M, float* V, double beta1, double beta2,
+                             double eps, double wd, double step_size, double bc2_sqrt, int nt) {
+    const AdamHyper a(beta1, beta2, eps, wd, step_size, bc2_sqrt);
+    run_split(adam_cut(N, colptr, nt), [&](i64 lo, i64 hi, int) {
+        std::vector<float> gbuf((size_t)h);
+        float* gr = gbuf.data();
+        for (i64 j = lo; j < hi; ++j) {
+            std::memset(gr, 0, sizeof(float) * h);
+            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
+                const float* d = dZ + (i64)crow[p] * h;
+                const float x = cv[p];
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) gr[c] += x * d[c];
+            }
+            adam_row(h, W + j * h, M + j * h, V + j * h, gr, a);
+        }
+    });
+}
+
+// The decoder's backward fused with its weight's Adam step, in one column-ordered pass: with g the
+// output gradients (CSR order), dH = S_g @ W (the weights *before* this step), db[j] = sum of
+// column j's gradients, and grad_j = sum_p g[p] H[crow[p]] feeds Adam on (W[j], M[j], V[j]) right
+// after row j has been read for dH.  Every row takes its Adam step.
+void ar_decode_backward_adam(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, const i64* cpos,
+                             const float* g, float* W, const float* H, float* M, float* V, float* dH,
+                             float* db, float* scratch, double beta1, double beta2, double eps, double wd,
+                             double step_size, double bc2_sqrt, int nt) {
+    const AdamHyper a(beta1, beta2, eps, wd, step_size, bc2_sqrt);
+    std::vector<i64> cut = adam_cut(N, colptr, nt);
+    const int used = (int)cut.size() - 1;
+    std::vector<float> gcol((size_t)colptr[N] + 1);
+    float* gc = gcol.data();
+    run_split(cut, [&](i64 lo, i64 hi, int t) {
+        for (i64 p = colptr[lo]; p < colptr[hi]; ++p) gc[p] = g[cpos[p]];
+        float* dh = t == 0 ? dH : scratch + (i64)(t - 1) * B * h;
+        std::memset(dh, 0, sizeof(float) * B * h);
+        std::vector<float> gbuf((size_t)h);
+        float* d = gbuf.data();
+        for (i64 j = lo; j < hi; ++j) {
+            float* w = W + j * h;
+            std::memset(d, 0, sizeof(float) * h);
+            float sb = 0.0f;
+            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
+                const i64 b = crow[p];
+                const float gv = gc[p];
+                sb += gv;
+                float* dhb = dh + b * h;
+                const float* hb = H + b * h;
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) { dhb[c] += gv * w[c]; d[c] += gv * hb[c]; }
+            }
+            db[j] = sb;
+            adam_row(h, w, M + j * h, V + j * h, d, a);
+        }
+    });
+    reduce_rows(B, h, dH, scratch, used);
+}
+
+int ar_version() { return 4; }
 int ar_openmp() {
 #ifdef _OPENMP
     return 1;

@@ -19,6 +19,9 @@ against it.  The model refuses ``sparse_kernel="native"`` with a
 :class:`~autorec.errors.ConfigError` where the kernels cannot be built.  Threads:
 ``torch.get_num_threads()``.
 
+With Adam, ``extra={"fused_step": True}`` (:class:`FusedAdam`) also fuses the optimizer's update of
+the two wide weights into their gradient passes: the same algorithm, fewer passes over the weights.
+
 Memory: each step's backward writes two ``(n_in, h)`` weight gradients.  Fresh buffers cost a page
 fault and a kernel zeroing per page (at ML-10M width more than the kernels themselves), so the
 trainer hands last step's gradients back to a per-network :class:`GradPool` (:func:`recycle_grads`)
@@ -34,6 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.profiler import record_function
 
 from autorec.errors import ConfigError
 from autorec.models.autorec.torch.native_build import available, library, unavailable_reason
@@ -52,6 +56,8 @@ __all__ = [
     "GradPool",
     "grad_pool",
     "recycle_grads",
+    "FusedAdam",
+    "adam_hyper",
 ]
 
 #: values of ``extra["sparse_kernel"]``: torch's sparse operators, these kernels, or these kernels
@@ -271,6 +277,36 @@ class Batch:
         )
         return dH, dW, db
 
+    def encode_backward_adam(self, dZ: torch.Tensor, W: torch.Tensor, M: torch.Tensor, V: torch.Tensor, hp) -> None:
+        """The encoder's weight gradient ``X^T @ dZ`` fused with the Adam step of ``W`` ``(n_cols, h)``
+        (``M``, ``V``: its moments, updated in place; ``hp``: :func:`adam_hyper`)."""
+        lib = library()
+        dZ = _check_dense(dZ, "the encoder output gradient")
+        lib.ar_encode_backward_adam(
+            self.n_cols, W.shape[1], _p(self.colptr), _p(self.ccrow), _p(self.cval), _p(dZ),
+            _p(W), _p(M), _p(V), *hp, _threads(),
+        )  # fmt: skip
+
+    def decode_backward_adam(
+        self, g: torch.Tensor, W: torch.Tensor, H: torch.Tensor, M: torch.Tensor, V: torch.Tensor, hp
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's backward fused with the Adam step of ``W`` ``(n_cols, h)``: returns ``dH``
+        (computed with the weights before the step) and the bias gradient; ``W``, ``M``, ``V`` are
+        updated in place."""
+        lib = library()
+        H = _check_dense(H, "the hidden representation")
+        g = _check_dense(g, "the output gradient")
+        h = W.shape[1]
+        nt = _threads()
+        dH = torch.empty(self.n_rows, h, dtype=torch.float32)
+        db = torch.empty(self.n_cols, dtype=torch.float32)
+        scratch = torch.empty(max(nt - 1, 0) * self.n_rows * h if nt > 1 else 1, dtype=torch.float32)
+        lib.ar_decode_backward_adam(
+            self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(self.cpos), _p(g), _p(W),
+            _p(H), _p(M), _p(V), _p(dH), _p(db), _p(scratch), *hp, nt,
+        )  # fmt: skip
+        return dH, db
+
     def column_sums(self, vals: torch.Tensor) -> torch.Tensor:
         """Per-column sums of entry values (CSR order): ``(n_cols,)``."""
         vals = _check_dense(vals, "the entry values")
@@ -407,3 +443,106 @@ def sparse_sse(
     last = net.layers[-1]
     pred = activation(decode(h, last.weight, batch, last.bias))
     return ((pred - batch.val) ** 2).sum()
+
+
+def adam_hyper(group: dict, state: dict) -> tuple[float, ...]:
+    """Count one more Adam step in ``state["step"]`` and return the fused kernels' hyperparameters
+    for it, as torch's Adam computes them (in double): ``(beta1, beta2, eps, weight_decay,
+    lr / (1 - beta1^t), sqrt(1 - beta2^t))``."""
+    beta1, beta2 = (float(b) for b in group["betas"])
+    state["step"] += 1
+    t = float(state["step"].item())
+    step_size = float(group["lr"]) / (1.0 - beta1**t)
+    bc2_sqrt = (1.0 - beta2**t) ** 0.5
+    return (beta1, beta2, float(group["eps"]), float(group["weight_decay"]), step_size, bc2_sqrt)
+
+
+class FusedAdam:
+    """Adam on the two wide weights fused into their gradient passes (``extra={"fused_step": True}``).
+
+    The same algorithm as :class:`torch.optim.Adam` (amsgrad and maximize off, coupled weight decay),
+    float32, in fewer passes over the ``(n_in, h)`` weights: the decoder's backward updates each
+    weight row right after reading it (``ar_decode_backward_adam``), and the encoder's weight
+    gradient is summed per row and applied at once (``ar_encode_backward_adam``), so neither wide
+    gradient is ever written to memory, and the optimizer does not re-read them.  Per step, each wide
+    parameter is read or written 7 times instead of 9-10 (forward read, the unfused backward's gradient
+    write, and Adam's 7 float reads/writes).
+
+    Use: :meth:`__call__` has :meth:`AutoRecNet.forward`'s signature and returns the batch's sum of
+    squared errors with a graph that ends at the decoder's outputs; after ``loss.backward()`` (and
+    the loss check), :meth:`step` runs the decoder pass, the backward of the hidden layers (their
+    gradients land in ``.grad`` as usual) and the encoder pass; the optimizer's ``step()`` then
+    updates every other parameter (the wide weights have no ``.grad``, so torch skips them).  The
+    wide weights' moments live in the optimizer's own state (``exp_avg``, ``exp_avg_sq``, ``step``),
+    so checkpoints and ``state_dict`` are those of plain Adam.  Rounding differs from torch's kernels
+    (``tests/test_scale_native.py`` compares the parameters after several steps)."""
+
+    def __init__(self, net, opt: torch.optim.Optimizer):
+        if not isinstance(opt, torch.optim.Adam):
+            raise ConfigError(f"fused_step needs the Adam optimizer, not {type(opt).__name__}")
+        if len(opt.param_groups) != 1:
+            raise ConfigError("fused_step needs one optimizer parameter group")
+        group = opt.param_groups[0]
+        for key in ("amsgrad", "maximize", "capturable", "differentiable"):
+            if group.get(key):
+                raise ConfigError(f"fused_step supports plain Adam only, not {key}=True")
+        first = net.layers[0]
+        if not isinstance(first, TransposedLinear):
+            raise ConfigError("fused_step needs the native kernels (the first layer stored transposed)")
+        self.net, self.opt = net, opt
+        self.w0, self.w1 = first.weight_t, net.layers[-1].weight
+        self._pending: tuple | None = None
+
+    def _state(self, p: torch.Tensor) -> dict:
+        st = self.opt.state[p]
+        if not st:  # as torch's Adam initialises it (a float32 step counter on the CPU)
+            st["step"] = torch.tensor(0.0, dtype=torch.float32)
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return st
+
+    def __call__(
+        self,
+        crow: torch.Tensor,
+        col: torch.Tensor,
+        val: torch.Tensor,
+        n_rows: int,
+        batch_rows: int | None = None,
+        offset: int = 0,
+        stride: int = 1,
+    ) -> torch.Tensor:
+        net = self.net
+        drop = (int(batch_rows if batch_rows is not None else n_rows), int(offset), int(stride))
+        first, last = net.layers[0], net.layers[-1]
+        with record_function("native::batch"):
+            batch = Batch(crow, col, val, n_rows, net.n_in)
+        with record_function("native::encode"):
+            z0 = batch.spmm(batch.val, self.w0.detach()).requires_grad_(True)
+        hid = net.hidden_tail(z0 + first.bias, drop)
+        hd = hid.detach().contiguous()
+        with record_function("native::decode"):
+            z = batch.sddmm(hd, self.w1.detach(), last.bias.detach()).requires_grad_(True)
+        sse = ((net.output(z) - batch.val) ** 2).sum()
+        self._pending = (batch, z0, hid, hd, z)
+        return sse
+
+    def step(self) -> None:
+        """The fused passes of the batch of the last call (after ``loss.backward()``)."""
+        if self._pending is None:
+            raise RuntimeError("FusedAdam.step() without a forward call before it")
+        batch, z0, hid, hd, z = self._pending
+        self._pending = None
+        if z.grad is None:
+            raise RuntimeError("FusedAdam.step(): loss.backward() has not reached the decoder outputs")
+        last = self.net.layers[-1]
+        st1 = self._state(self.w1)
+        group = self.opt.param_groups[0]
+        with torch.no_grad(), record_function("native::decode_backward_adam"):
+            dH, db = batch.decode_backward_adam(
+                z.grad, self.w1, hd, st1["exp_avg"], st1["exp_avg_sq"], adam_hyper(group, st1)
+            )
+        last.bias.grad = db if last.bias.grad is None else last.bias.grad + db
+        hid.backward(dH)
+        st0 = self._state(self.w0)
+        with torch.no_grad(), record_function("native::encode_backward_adam"):
+            batch.encode_backward_adam(z0.grad, self.w0, st0["exp_avg"], st0["exp_avg_sq"], adam_hyper(group, st0))

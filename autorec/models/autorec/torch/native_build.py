@@ -29,8 +29,8 @@ SOURCE = Path(__file__).with_name("native.cpp")
 ENV_KERNEL_DIR = "AUTOREC_KERNEL_DIR"
 
 _FLAG_SETS = (
-    ["-O3", "-march=native", "-fopenmp"],
-    ["-O3", "-march=native", "-fopenmp-simd"],
+    ["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
+    ["-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd"],
     ["-O3", "-fopenmp-simd"],
     ["-O3"],
 )
@@ -109,6 +109,13 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ar_spmm_rows.restype = None
     lib.ar_decode_backward.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_decode_backward.restype = None
+    dbl = ctypes.c_double
+    adam = [dbl] * 6  # beta1, beta2, eps, weight decay, step size, sqrt of the second bias correction
+    lib.ar_encode_backward_adam.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, *adam, cint]
+    lib.ar_encode_backward_adam.restype = None
+    lib.ar_decode_backward_adam.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
+    lib.ar_decode_backward_adam.argtypes += [*adam, cint]
+    lib.ar_decode_backward_adam.restype = None
 
 
 def _build() -> tuple[ctypes.CDLL | None, str | None]:
@@ -123,7 +130,9 @@ def _build() -> tuple[ctypes.CDLL | None, str | None]:
         source = SOURCE.read_text()
     except OSError as exc:
         return None, f"cannot read the kernel source {SOURCE}: {exc}"
-    key = hashlib.sha256("\n".join([source, cxx, *version, platform.machine(), _cpu_flags()]).encode()).hexdigest()
+    # the flag sets are part of the key: a changed flag (e.g. -fno-math-errno) rebuilds the library
+    parts = [source, repr(_FLAG_SETS), cxx, *version, platform.machine(), _cpu_flags()]
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()
     folder = kernel_dir()
     target = folder / f"autorec_sparse_{key[:20]}.so"
     if not target.exists():
