@@ -657,3 +657,48 @@ def test_sparse_and_dense_paths_agree_on_a_medium_synthetic_set(based):
         np.testing.assert_allclose(pred, ref[1], rtol=1e-3, atol=2e-3, err_msg=str(key))
         assert rmse == pytest.approx(ref[2], abs=1e-3)
     assert ref[0][-1] < ref[0][0]  # it learned something
+
+
+def test_fused_rows_and_targets_read_the_faster_exact_sparse_variant(tmp_path):
+    """A ``native-fused`` row is the native kernels with ``extra.fused_step`` (its own run identity);
+    targets and the speedup table read the faster of the two exact native variants and say which."""
+    row = _row("ml-10m", "user", "sparse", kernel="native-fused")
+    assert row.row_id == "ml-10m-user-sparse-native-fused"
+    assert row.params()["extra"] == {"sparse_kernel": "native", "fused_step": True}
+    assert "fused" in row.path_label
+    plain = _row("ml-10m", "user", "sparse")
+    assert plan_for(row).run_id != plan_for(plain).run_id
+    bad = _spec(tmp_path, '[scale]\n[[scale.rows]]\nshapes = ["ml-1m"]\nkernels = ["fastest"]\n')
+    with pytest.raises(ConfigError, match="native-fused"):
+        load_spec(bad)
+    recs = [
+        _fake(_row("ml-10m", "item", "sparse"), 2.0),
+        _fake(_row("ml-10m", "item", "sparse", kernel="native-fused"), 1.6),
+        _fake(_row("ml-10m", "item", "dense"), 48.0),
+        _fake(_row("ml-10m", "user", "sparse"), 2.0),
+        _fake(_row("ml-10m", "user", "sparse", kernel="native-fused"), 2.5),  # slower: not read
+        _fake(_row("ml-10m", "user", "dense"), 40.0),
+    ]
+    results = target_results(recs)
+    old = [r for r in results if r["target"].startswith("ML-10M shape: sparse >= 20x")][0]
+    new = [r for r in results if r["target"].startswith("Issue 14: ML-10M shape: sparse >= 25x")][0]
+    assert "I-AutoRec [Adam fused] 30.0x" in old["measured"] and "U-AutoRec 20.0x" in old["measured"]
+    assert old["met"] is True and new["met"] is False
+    md_dir = tmp_path / "r"
+    render_scale(recs, md_dir)
+    md = (md_dir / "scale.md").read_text()
+    assert "| ml-10m | I-AutoRec | sparse (native kernels, Adam fused into the gradient passes) | 30.0x |" in md
+    assert "| 1.25x |" in md and "| 0.80x |" in md  # native ÷ fused, per model
+
+
+def test_traffic_model_of_the_fused_adam_step():
+    """With Adam fused into the wide weights' gradient passes, each wide parameter costs 7 float32 per
+    step (forward read; read + write of weight and both moments) instead of 11 (the forward and
+    backward reads, the gradient write, Adam's 7); every other part is unchanged."""
+    w = sc.Workload.from_shape(69878, 10677, 8_550_047, based="item", hidden=(500,), batch_size=1024)
+    a, b = sc.epoch_traffic_bytes(w, "sparse"), sc.epoch_traffic_bytes(w, "sparse", fused=True)
+    s = w.sizes
+    outer = s[0] * s[1] + s[-2] * s[-1]
+    assert a["total"] - b["total"] == w.steps_per_epoch * 4 * 4 * outer
+    assert a["observed entries"] == b["observed entries"]
+    assert b["weight reads"] == w.steps_per_epoch * 4 * outer

@@ -147,7 +147,7 @@ def flop_formula(w: Workload, path: str) -> str:
     return "4 rows n_in h_1 + sum_middle 6 rows a b + 6 rows h_L n_in"
 
 
-def epoch_traffic_bytes(w: Workload, path: str, optimizer: str = "adam") -> dict[str, int]:
+def epoch_traffic_bytes(w: Workload, path: str, optimizer: str = "adam", fused: bool = False) -> dict[str, int]:
     """A lower bound on the main-memory traffic of one training epoch, by part (bytes).
 
     Per optimizer step, on both paths: Adam reads the weight, gradient and both moments and writes
@@ -159,16 +159,29 @@ def epoch_traffic_bytes(w: Workload, path: str, optimizer: str = "adam") -> dict
     (the densified input and mask, output, masked output, difference and their gradients: about
     10 float32 passes per element).  Divided by the measured bandwidth it bounds the epoch time
     from below, as the FLOP count divided by the matmul rate does.
+
+    ``fused`` (Adam fused into the wide weights' gradient passes, ``extra.fused_step``): the first and
+    last layers' weights are read once by the forward pass and then read and written, with both
+    moments, by the pass that computes their gradient and applies Adam (6 float32 per parameter, no
+    gradient written or re-read).
     """
     per_param = {"adam": 7, "sgd": 3}.get(optimizer, 7)
     s = w.sizes
     outer = s[0] * s[1] + s[-2] * s[-1]
     steps = w.steps_per_epoch
-    out = {
-        "optimizer": steps * per_param * F32 * w.n_params,
-        "gradient writes": steps * F32 * w.n_params,
-        "weight reads": steps * 3 * F32 * outer,
-    }
+    if fused:
+        inner = w.n_params - outer
+        out = {
+            "optimizer": steps * F32 * (6 * outer + per_param * inner),
+            "gradient writes": steps * F32 * inner,
+            "weight reads": steps * F32 * outer,
+        }
+    else:
+        out = {
+            "optimizer": steps * per_param * F32 * w.n_params,
+            "gradient writes": steps * F32 * w.n_params,
+            "weight reads": steps * 3 * F32 * outer,
+        }
     if path == "sparse":
         out["observed entries"] = 4 * 12 * w.nnz
     else:

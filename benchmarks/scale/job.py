@@ -233,7 +233,9 @@ class ScaleJob(Worker):
             flop_bound_seconds=flops / (gflops * 1e9),
             n_params=w_run.n_params,
             steps_per_epoch=w_run.steps_per_epoch,
-            traffic_bytes_per_epoch=sc.epoch_traffic_bytes(w_run, row.path, str(row.model.get("optimizer", "adam"))),
+            traffic_bytes_per_epoch=sc.epoch_traffic_bytes(
+                w_run, row.path, str(row.model.get("optimizer", "adam")), fused=row.kernel == "native-fused"
+            ),
         )
 
     def profile(self, ref: Any, params: dict[str, Any], train: Interactions, row: Row) -> dict[str, Any]:

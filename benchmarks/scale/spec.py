@@ -24,7 +24,9 @@ from autorec.splits import SplitSpec
 from benchmarks.harness.data import parse_dataset
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "specs" / "scale.toml"
-KERNELS = ("native", "torch")
+#: sparse-path kernels: the native kernels, the same with the wide weights' Adam step fused into their
+#: gradient passes (``extra.fused_step``, the same algorithm), torch's sparse operators
+KERNELS = ("native", "native-fused", "torch")
 #: the order of rows in every table: shapes by size, then item before user, sparse before dense
 SHAPE_ORDER = ("ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m", "netflix")
 PATH_ORDER = ("sparse", "dense", "dense-full")
@@ -71,7 +73,7 @@ class Row:
             self.shape,
             0 if self.based == "item" else 1,
             PATH_ORDER.index(self.path),
-            0 if self.sparse_kernel in ("native", None) else 1,
+            KERNELS.index(self.sparse_kernel) if self.sparse_kernel else 0,
             self.row_id,
         )
 
@@ -81,6 +83,8 @@ class Row:
 
     @property
     def path_label(self) -> str:
+        if self.path == "sparse" and self.kernel == "native-fused":
+            return "sparse (native kernels, Adam fused into the gradient passes)"
         if self.path == "sparse":
             return f"sparse ({self.kernel} kernels)"
         if self.path == "dense-full":
@@ -119,7 +123,9 @@ class Row:
         ``epochs`` and (sparse) ``extra.sparse_kernel``; the seed and threads are the run's."""
         extra = dict(self.model.get("extra", {}))
         if self.path == "sparse":
-            extra["sparse_kernel"] = self.kernel
+            extra["sparse_kernel"] = "native" if self.kernel == "native-fused" else self.kernel
+            if self.kernel == "native-fused":
+                extra["fused_step"] = True
         path = "sparse" if self.path == "sparse" else "dense"
         return {**self.model, "based": self.based, "path": path, "epochs": int(self.epochs), "extra": extra}
 
@@ -239,7 +245,7 @@ def _grid_rows(p: Path, gi: int, grid: dict, settings: dict, model: dict) -> lis
                     raise ConfigError(f"scale spec {p}: path {path!r} is not one of {list(sc.PATHS)}")
                 for kern in kernels if path == "sparse" else ["-"]:
                     if path == "sparse" and kern not in KERNELS:
-                        raise ConfigError(f"scale spec {p}: kernel {kern!r} must be 'native' or 'torch'")
+                        raise ConfigError(f"scale spec {p}: kernel {kern!r} must be one of {list(KERNELS)}")
                     rows.append(
                         Row(
                             shape=name,
