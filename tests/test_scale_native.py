@@ -260,8 +260,16 @@ def test_native_dense_path_and_checkpoint_resume(native, rng, tmp_path):
     b.fit(train)
     for k, v in b.get_weights().items():
         np.testing.assert_allclose(a.get_weights()[k], v, rtol=1e-5, atol=1e-6)
-    ck = tmp_path / "ck.npz"
-    full = AutoRecTorch(dict(cfg, path="sparse", epochs=3, extra={"sparse_kernel": "native", "fused_optimizer": True}))
+    _assert_resume_equals_uninterrupted(
+        train, dict(cfg, path="sparse", epochs=3, extra={"sparse_kernel": "native", "fused_optimizer": True}), tmp_path
+    )
+
+
+def _assert_resume_equals_uninterrupted(train, cfg: dict, tmp_path) -> None:
+    """A fit stopped after epoch 2 of 3 and resumed from its checkpoint equals an uninterrupted fit."""
+    from autorec.models.autorec.torch import AutoRecTorch
+
+    full = AutoRecTorch(cfg)
     full.fit(train)
 
     class Stop(Exception):
@@ -271,15 +279,13 @@ def test_native_dense_path_and_checkpoint_resume(native, rng, tmp_path):
         if epoch == 2:
             raise Stop
 
-    part = AutoRecTorch(dict(cfg, path="sparse", epochs=3, extra={"sparse_kernel": "native", "fused_optimizer": True}))
+    ck = tmp_path / "ck.npz"
     with pytest.raises(Stop):
-        part.fit(train, checkpoint=ck, progress=stop_after_2)
-    resumed = AutoRecTorch(
-        dict(cfg, path="sparse", epochs=3, extra={"sparse_kernel": "native", "fused_optimizer": True})
-    )
+        AutoRecTorch(cfg).fit(train, checkpoint=ck, progress=stop_after_2)
+    resumed = AutoRecTorch(cfg)
     resumed.fit(train, resume=ck)
     for k, v in full.get_weights().items():
-        np.testing.assert_allclose(resumed.get_weights()[k], v, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(resumed.get_weights()[k], v, rtol=1e-6, atol=1e-7, err_msg=k)
 
 
 def test_sparse_kernel_knob_is_validated(native):
@@ -409,34 +415,10 @@ def test_fused_step_trajectory_equals_unfused(native, rng, cfg):
 def test_fused_step_checkpoint_resume(native, rng, tmp_path):
     """The wide weights' Adam moments are in the checkpointed optimizer state: a resumed fused fit
     equals an uninterrupted one."""
-    from autorec.models.autorec.torch import AutoRecTorch
-
-    train = _interactions(rng)
-    cfg = dict(
-        path="sparse",
-        hidden=(8,),
-        epochs=3,
-        batch_size=16,
-        reg=1e-3,
-        extra={"sparse_kernel": "native", "fused_step": True},
+    cfg = dict(path="sparse", hidden=(8,), epochs=3, batch_size=16, reg=1e-3)
+    _assert_resume_equals_uninterrupted(
+        _interactions(rng), dict(cfg, extra={"sparse_kernel": "native", "fused_step": True}), tmp_path
     )
-    full = AutoRecTorch(cfg)
-    full.fit(train)
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_2(epoch, n, info):
-        if epoch == 2:
-            raise Stop
-
-    ck = tmp_path / "ck.npz"
-    with pytest.raises(Stop):
-        AutoRecTorch(cfg).fit(train, checkpoint=ck, progress=stop_after_2)
-    resumed = AutoRecTorch(cfg)
-    resumed.fit(train, resume=ck)
-    for k, v in full.get_weights().items():
-        np.testing.assert_allclose(resumed.get_weights()[k], v, rtol=1e-6, atol=1e-7, err_msg=k)
 
 
 @pytest.mark.parametrize(

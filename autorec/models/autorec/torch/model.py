@@ -117,8 +117,8 @@ class TorchEpochs:
                 f"path='sparse' with extra['sparse_kernel']='native' "
                 f"(got path={cfg.path!r}, kernel {self.net.kernel!r})"
             )
-        if cfg.optimizer != "adam" or cfg.full_batch:
-            why.append(f"optimizer='adam' with mini-batches (got {cfg.optimizer!r})")
+        if cfg.optimizer != "adam":
+            why.append(f"optimizer='adam' (got {cfg.optimizer!r})")
         if cfg.reg != 0 and cfg.reg_form != "wd":
             why.append(f"reg_form='wd' (got {cfg.reg_form!r}: its penalty is part of the loss)")
         if self.world > 1:

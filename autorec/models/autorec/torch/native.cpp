@@ -40,19 +40,84 @@ static std::vector<i64> even_cut(i64 n, int nt) {
     for (int t = 0; t <= nt; ++t) cut[t] = n * t / nt;
     return cut;
 }
-// Split columns [0, N) so each thread gets about the same rows + entries (cost ~ 1 + nnz_j).
-static std::vector<i64> column_cut(i64 N, const i64* colptr, int nt) {
+// Split columns [0, N) so each thread gets about the same cost, row_cost + nnz_j per column (1 for
+// the plain products; more where every column also takes an Adam row update).
+static std::vector<i64> column_cut(i64 N, const i64* colptr, int nt, i64 row_cost = 1) {
     if (nt < 1) nt = 1;
     if (N < nt) return even_cut(N, nt);
-    i64 total = N + colptr[N];
+    i64 total = row_cost * N + colptr[N];
     std::vector<i64> cut(nt + 1);
     cut[0] = 0; cut[nt] = N;
     for (int t = 1; t < nt; ++t) {
         i64 target = total * t / nt, lo = cut[t - 1], hi = N;
-        while (lo < hi) { i64 mid = (lo + hi) / 2; if (mid + colptr[mid] < target) lo = mid + 1; else hi = mid; }
+        while (lo < hi) { i64 mid = (lo + hi) / 2; if (row_cost * mid + colptr[mid] < target) lo = mid + 1; else hi = mid; }
         cut[t] = lo;
     }
     return cut;
+}
+
+// d[0, h) = sum over column j's entries p of cv[p] * G[crow[p]] (zero for a column without entries).
+static inline void column_sum(i64 j, i64 h, const i64* colptr, const int32_t* crow, const float* cv,
+                              const float* G, float* d) {
+    std::memset(d, 0, sizeof(float) * h);
+    for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
+        const float* g = G + (i64)crow[p] * h;
+        const float v = cv[p];
+        #pragma omp simd
+        for (i64 c = 0; c < h; ++c) d[c] += v * g[c];
+    }
+}
+
+// Sum the per-thread partial (B, h) blocks scratch[(t-1) * B * h] (t = 1..used-1) into Z.
+static void reduce_rows(i64 B, i64 h, float* Z, const float* scratch, int used) {
+    if (used <= 1) return;
+    run_split(even_cut(B, used), [&](i64 a, i64 e, int) {
+        for (int t = 1; t < used; ++t) {
+            const float* s = scratch + (i64)(t - 1) * B * h;
+            for (i64 b = a; b < e; ++b) {
+                float* zz = Z + b * h; const float* ss = s + b * h;
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) zz[c] += ss[c];
+            }
+        }
+    });
+}
+
+// The decoder's backward in one column-ordered pass over the cut: dH = S_g @ W (S_g the batch pattern
+// holding the output gradients g, CSR order), and for each column j its weight gradient
+// S_g[:, j]^T @ H, accumulated into row(j, buf) (buf: a per-thread row of h floats), then
+// done(j, that row, the sum of column j's gradients).  W is only read here (done may update row j:
+// it is not read again).
+template <class Row, class Done>
+static void decode_backward_pass(i64 B, i64 N, i64 h, const std::vector<i64>& cut, const i64* colptr,
+                                 const int32_t* crow, const i64* cpos, const float* g, const float* W,
+                                 const float* H, float* dH, float* scratch, Row row, Done done) {
+    const int used = (int)cut.size() - 1;
+    std::vector<float> gcol((size_t)colptr[N] + 1);  // g in column order: no random load per entry
+    float* gc = gcol.data();
+    run_split(cut, [&](i64 a, i64 e, int t) {
+        for (i64 p = colptr[a]; p < colptr[e]; ++p) gc[p] = g[cpos[p]];
+        float* dh = t == 0 ? dH : scratch + (i64)(t - 1) * B * h;
+        std::memset(dh, 0, sizeof(float) * B * h);
+        std::vector<float> buf((size_t)h);
+        for (i64 j = a; j < e; ++j) {
+            const float* w = W + j * h;
+            float* d = row(j, buf.data());
+            std::memset(d, 0, sizeof(float) * h);
+            float sb = 0.0f;
+            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) sb += gc[p];
+            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
+                const i64 b = crow[p];
+                const float gv = gc[p];
+                float* dhb = dh + b * h;
+                const float* hb = H + b * h;
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) { dhb[c] += gv * w[c]; d[c] += gv * hb[c]; }
+            }
+            done(j, d, sb);
+        }
+    });
+    reduce_rows(B, h, dH, scratch, used);
 }
 
 extern "C" {
@@ -77,21 +142,6 @@ int ar_csc_build(i64 B, i64 N, const i64* indptr, const i64* cols, const float* 
             crow[p] = (int32_t)b; cpos[p] = k; cval[p] = vals[k];
         }
     return 0;
-}
-
-// Sum the per-thread partial (B, h) blocks scratch[(t-1) * B * h] (t = 1..used-1) into Z.
-static void reduce_rows(i64 B, i64 h, float* Z, const float* scratch, int used) {
-    if (used <= 1) return;
-    run_split(even_cut(B, used), [&](i64 a, i64 e, int) {
-        for (int t = 1; t < used; ++t) {
-            const float* s = scratch + (i64)(t - 1) * B * h;
-            for (i64 b = a; b < e; ++b) {
-                float* zz = Z + b * h; const float* ss = s + b * h;
-                #pragma omp simd
-                for (i64 c = 0; c < h; ++c) zz[c] += ss[c];
-            }
-        }
-    });
 }
 
 // Z[B, h] = S @ W, S the batch pattern holding the column-ordered values cv, W [N, h].
@@ -122,16 +172,7 @@ void ar_spmm(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, const 
 void ar_spmm_t(i64 N, i64 h, const i64* colptr, const int32_t* crow, const float* cv,
                const float* G, float* D, int nt) {
     run_split(column_cut(N, colptr, nt), [&](i64 a, i64 e, int) {
-        for (i64 j = a; j < e; ++j) {
-            float* d = D + j * h;
-            std::memset(d, 0, sizeof(float) * h);
-            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
-                const float* g = G + (i64)crow[p] * h;
-                const float v = cv[p];
-                #pragma omp simd
-                for (i64 c = 0; c < h; ++c) d[c] += v * g[c];
-            }
-        }
+        for (i64 j = a; j < e; ++j) column_sum(j, h, colptr, crow, cv, G, D + j * h);
     });
 }
 
@@ -181,34 +222,10 @@ void ar_spmm_rows(i64 B, i64 h, const i64* indptr, const i64* cols, const float*
 void ar_decode_backward(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, const i64* cpos,
                         const float* g, const float* W, const float* H, float* dH, float* dW,
                         float* db, float* scratch, int nt) {
-    std::vector<i64> cut = column_cut(N, colptr, nt);
-    const int used = (int)cut.size() - 1;
-    std::vector<float> gcol((size_t)colptr[N] + 1);  // g in column order: no random load per entry
-    float* gc = gcol.data();
-    run_split(cut, [&](i64 a, i64 e, int t) {
-        for (i64 p = colptr[a]; p < colptr[e]; ++p) gc[p] = g[cpos[p]];
-        float* dh = t == 0 ? dH : scratch + (i64)(t - 1) * B * h;
-        std::memset(dh, 0, sizeof(float) * B * h);
-        for (i64 j = a; j < e; ++j) {
-            const float* w = W + j * h;
-            float* d = dW + j * h;
-            std::memset(d, 0, sizeof(float) * h);
-            if (db) {
-                float sb = 0.0f;
-                for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) sb += gc[p];
-                db[j] = sb;
-            }
-            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
-                const i64 b = crow[p];
-                const float gv = gc[p];
-                float* dhb = dh + b * h;
-                const float* hb = H + b * h;
-                #pragma omp simd
-                for (i64 c = 0; c < h; ++c) { dhb[c] += gv * w[c]; d[c] += gv * hb[c]; }
-            }
-        }
-    });
-    reduce_rows(B, h, dH, scratch, used);
+    decode_backward_pass(
+        B, N, h, column_cut(N, colptr, nt), colptr, crow, cpos, g, W, H, dH, scratch,
+        [&](i64 j, float*) { return dW + j * h; },
+        [&](i64 j, const float*, float sb) { if (db) db[j] = sb; });
 }
 
 // ---------------------------------------------------------------- fused gradient + Adam passes
@@ -235,21 +252,8 @@ static inline void adam_row(i64 h, float* __restrict w, float* __restrict m, flo
         w[c] = w[c] - a.step_size * (mm / (std::sqrt(vv) / a.bc2_sqrt + a.eps));
     }
 }
-// Columns weighted for the Adam pass: each column costs its row update plus one unit per entry.
-static std::vector<i64> adam_cut(i64 N, const i64* colptr, int nt) {
-    if (nt < 1) nt = 1;
-    if (N < nt) return even_cut(N, nt);
-    const i64 row_cost = 4;
-    i64 total = row_cost * N + colptr[N];
-    std::vector<i64> cut(nt + 1);
-    cut[0] = 0; cut[nt] = N;
-    for (int t = 1; t < nt; ++t) {
-        i64 target = total * t / nt, lo = cut[t - 1], hi = N;
-        while (lo < hi) { i64 mid = (lo + hi) / 2; if (row_cost * mid + colptr[mid] < target) lo = mid + 1; else hi = mid; }
-        cut[t] = lo;
-    }
-    return cut;
-}
+// The Adam passes weigh each column's row update as 4 entries when splitting columns over threads.
+static const i64 ADAM_ROW_COST = 4;
 
 // The encoder's weight gradient fused with its Adam step: for every row j of W (n_in, h),
 // grad_j = sum_p cv[p] dZ[crow[p]] over column j's entries (zero for a column without entries), then
@@ -258,17 +262,11 @@ void ar_encode_backward_adam(i64 N, i64 h, const i64* colptr, const int32_t* cro
                              const float* dZ, float* W, float* M, float* V, double beta1, double beta2,
                              double eps, double wd, double step_size, double bc2_sqrt, int nt) {
     const AdamHyper a(beta1, beta2, eps, wd, step_size, bc2_sqrt);
-    run_split(adam_cut(N, colptr, nt), [&](i64 lo, i64 hi, int) {
+    run_split(column_cut(N, colptr, nt, ADAM_ROW_COST), [&](i64 lo, i64 hi, int) {
         std::vector<float> gbuf((size_t)h);
         float* gr = gbuf.data();
         for (i64 j = lo; j < hi; ++j) {
-            std::memset(gr, 0, sizeof(float) * h);
-            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
-                const float* d = dZ + (i64)crow[p] * h;
-                const float x = cv[p];
-                #pragma omp simd
-                for (i64 c = 0; c < h; ++c) gr[c] += x * d[c];
-            }
+            column_sum(j, h, colptr, crow, cv, dZ, gr);
             adam_row(h, W + j * h, M + j * h, V + j * h, gr, a);
         }
     });
@@ -283,34 +281,13 @@ void ar_decode_backward_adam(i64 B, i64 N, i64 h, const i64* colptr, const int32
                              float* db, float* scratch, double beta1, double beta2, double eps, double wd,
                              double step_size, double bc2_sqrt, int nt) {
     const AdamHyper a(beta1, beta2, eps, wd, step_size, bc2_sqrt);
-    std::vector<i64> cut = adam_cut(N, colptr, nt);
-    const int used = (int)cut.size() - 1;
-    std::vector<float> gcol((size_t)colptr[N] + 1);
-    float* gc = gcol.data();
-    run_split(cut, [&](i64 lo, i64 hi, int t) {
-        for (i64 p = colptr[lo]; p < colptr[hi]; ++p) gc[p] = g[cpos[p]];
-        float* dh = t == 0 ? dH : scratch + (i64)(t - 1) * B * h;
-        std::memset(dh, 0, sizeof(float) * B * h);
-        std::vector<float> gbuf((size_t)h);
-        float* d = gbuf.data();
-        for (i64 j = lo; j < hi; ++j) {
-            float* w = W + j * h;
-            std::memset(d, 0, sizeof(float) * h);
-            float sb = 0.0f;
-            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
-                const i64 b = crow[p];
-                const float gv = gc[p];
-                sb += gv;
-                float* dhb = dh + b * h;
-                const float* hb = H + b * h;
-                #pragma omp simd
-                for (i64 c = 0; c < h; ++c) { dhb[c] += gv * w[c]; d[c] += gv * hb[c]; }
-            }
+    decode_backward_pass(
+        B, N, h, column_cut(N, colptr, nt, ADAM_ROW_COST), colptr, crow, cpos, g, W, H, dH, scratch,
+        [&](i64, float* buf) { return buf; },
+        [&](i64 j, const float* d, float sb) {
             db[j] = sb;
-            adam_row(h, w, M + j * h, V + j * h, d, a);
-        }
-    });
-    reduce_rows(B, h, dH, scratch, used);
+            adam_row(h, W + j * h, M + j * h, V + j * h, d, a);
+        });
 }
 
 int ar_version() { return 4; }

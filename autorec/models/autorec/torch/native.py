@@ -41,6 +41,7 @@ from torch.profiler import record_function
 
 from autorec.errors import ConfigError
 from autorec.models.autorec.torch.native_build import available, library, unavailable_reason
+from autorec.models.autorec.torch.net import drop_batch
 
 __all__ = [
     "KERNELS",
@@ -512,7 +513,7 @@ class FusedAdam:
         stride: int = 1,
     ) -> torch.Tensor:
         net = self.net
-        drop = (int(batch_rows if batch_rows is not None else n_rows), int(offset), int(stride))
+        drop = drop_batch(n_rows, batch_rows, offset, stride)
         first, last = net.layers[0], net.layers[-1]
         with record_function("native::batch"):
             batch = Batch(crow, col, val, n_rows, net.n_in)

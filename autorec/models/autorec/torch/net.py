@@ -33,6 +33,11 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 DropBatch = tuple[int, int, int]
 
 
+def drop_batch(n_rows: int, batch_rows: int | None = None, offset: int = 0, stride: int = 1) -> DropBatch:
+    """The :data:`DropBatch` of a call holding ``n_rows`` rows (the whole batch by default)."""
+    return (int(batch_rows if batch_rows is not None else n_rows), int(offset), int(stride))
+
+
 def csr_tensor(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
     """A ``torch.sparse_csr_tensor`` of the given CSR arrays (torch's beta warning silenced)."""
     with warnings.catch_warnings():
@@ -131,7 +136,7 @@ class AutoRecNet(nn.Module):
     ) -> torch.Tensor:
         """Sum of squared errors at the observed entries of a CSR batch of ``n_rows`` rows: the rows
         ``offset::stride`` of a global batch of ``batch_rows`` rows (default: the whole batch)."""
-        batch = (int(batch_rows if batch_rows is not None else n_rows), int(offset), int(stride))
+        batch = drop_batch(n_rows, batch_rows, offset, stride)
         if n_rows == 0:
             # an empty share of a global batch (data-parallel): draw the same dropout masks as the
             # other ranks (keeps the RNG streams aligned) and return a zero that touches every
