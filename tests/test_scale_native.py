@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch not installed (pip install .[torch])")
 
-from autorec.errors import ConfigError  # noqa: E402
+from autorec.errors import ConfigError, TrainingDivergedError  # noqa: E402
 from autorec.interactions import Interactions  # noqa: E402
 
 
@@ -436,8 +436,6 @@ def test_fused_step_refuses_what_it_cannot_fuse(native, rng, cfg, match):
     with pytest.raises(ConfigError, match=match):
         m.fit(_interactions(rng))
     net = _native_net()
-    with pytest.raises(RuntimeError, match="without a forward"):
-        native.FusedAdam(net, torch.optim.Adam(net.parameters())).step()
     with pytest.raises(ConfigError, match="needs the Adam optimizer"):
         native.FusedAdam(net, torch.optim.SGD(net.parameters(), lr=0.1))
 
@@ -446,3 +444,88 @@ def _native_net():
     from autorec.models.autorec.torch.net import AutoRecNet
 
     return AutoRecNet([10, 4, 10], ["sigmoid", "identity"], 0.0, "sparse", kernel="native")
+
+
+def _fused_steps(native, one_pass: bool, batches, output: str, threads: int, mult=0.5):
+    """A deep native net after FusedAdam.train_step on each batch (one or two decoder passes), and
+    the returned (loss, sse) per step."""
+    from autorec.models.autorec.torch.net import AutoRecNet
+
+    torch.manual_seed(0)
+    net = AutoRecNet([53, 16, 8, 53], ["sigmoid", "relu", output], 0.1, "sparse", kernel="native")
+    opt = torch.optim.Adam(net.parameters(), lr=0.01, weight_decay=1e-3)
+    fused = native.FusedAdam(net, opt)
+    fused.one_pass = one_pass
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    losses, checked = [], []
+    try:
+        for crow, col, val, n_rows in batches:
+            opt.zero_grad(set_to_none=True)
+            torch.manual_seed(len(losses))  # the same dropout masks in both runs
+            losses.append(fused.train_step(crow, col, val, n_rows, mult=mult, check=checked.append))
+            opt.step()
+    finally:
+        torch.set_num_threads(old)
+    assert [loss for loss, _ in losses] == checked  # every step's loss went through the check
+    return net, losses
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_one_pass_decoder_step_equals_two_passes_bitwise(native, rng, threads):
+    """With an identity output, ar_decode_step_adam (forward, backward and Adam in one pass) leaves
+    bitwise the weights and moments of the forward product + fused backward (one dot-product
+    routine, the gradient autograd computes); only the loss is summed differently (double)."""
+    batches = []
+    for _ in range(4):
+        _, dense, crow, col, val = _random_batch(rng)
+        batches.append((crow, col, val, dense.shape[0]))
+    a, la = _fused_steps(native, False, batches, "identity", threads)
+    b, lb = _fused_steps(native, True, batches, "identity", threads)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(pa, pb), name
+    np.testing.assert_allclose(np.array(lb), np.array(la), rtol=1e-6)
+    assert native.FusedAdam(a, torch.optim.Adam(a.parameters())).one_pass  # identity output: the default
+    sig = _native_net()  # sigmoid hidden, identity output
+    assert native.FusedAdam(sig, torch.optim.Adam(sig.parameters())).one_pass
+    from autorec.models.autorec.torch.net import AutoRecNet
+
+    net = AutoRecNet([10, 4, 10], ["sigmoid", "sigmoid"], 0.0, "sparse", kernel="native")
+    assert not native.FusedAdam(net, torch.optim.Adam(net.parameters())).one_pass  # sigmoid output: two passes
+
+
+def test_one_pass_decoder_step_reports_a_non_finite_loss(native, rng):
+    """A NaN target makes the one-pass step's loss NaN: the check sees it and stops the step before
+    the encoder's pass (the fit raises TrainingDivergedError, naming epoch and batch)."""
+    _, dense, crow, col, val = _random_batch(rng)
+    val = val.clone()
+    val[5] = float("nan")
+
+    def check(loss):
+        raise TrainingDivergedError(f"loss {loss}")
+
+    from autorec.models.autorec.torch.net import AutoRecNet
+
+    net = AutoRecNet([53, 6, 53], ["sigmoid", "identity"], 0.0, "sparse", kernel="native")
+    fused = native.FusedAdam(net, torch.optim.Adam(net.parameters()))
+    w0 = net.layers[0].weight_t.detach().clone()
+    with pytest.raises(TrainingDivergedError, match="nan"):
+        fused.train_step(crow, col, val, dense.shape[0], mult=1.0, check=check)
+    assert torch.equal(net.layers[0].weight_t.detach(), w0)  # the encoder never moved
+
+
+def test_fused_step_fit_stops_on_divergence(native, rng):
+    from autorec.models.autorec.torch import AutoRecTorch
+
+    m = AutoRecTorch(
+        dict(
+            path="sparse",
+            hidden=(8,),
+            hidden_activation="relu",
+            epochs=2,
+            lr=1e30,
+            extra={"sparse_kernel": "native", "fused_step": True},
+        )
+    )
+    with pytest.raises(TrainingDivergedError, match=r"training loss is inf at epoch \d+, batch \d+"):
+        m.fit(_interactions(rng))

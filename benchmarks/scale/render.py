@@ -283,7 +283,9 @@ def _profiles(ok: list[RunRecord]) -> list[str]:
         "`_fused_adam_` the optimizer step, `uniform_` the dropout masks; on the rows with Adam fused "
         "(`-native-fused`), `native::encode`/`native::decode` are the forward kernels, and "
         "`native::decode_backward_adam`/`native::encode_backward_adam` compute the wide weights' "
-        "gradients and apply their Adam step in the same pass.",
+        "gradients and apply their Adam step in the same pass; `native::decode_step_adam` (rows "
+        "recorded after the one-pass decoder landed) is the decoder's forward, backward and Adam step "
+        "in one pass.",
         "",
     ]
     for r in ok:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -80,8 +81,6 @@ class TorchEpochs:
         self.opt = self._optimizer()
         self.record = bool(self.cfg.extra.get("record_batch_losses", False))
         self.fused = self._fused_step()
-        if self.fused is not None:
-            self.forward = self.fused
 
     # ------------------------------------------------------------------ state
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -196,12 +195,17 @@ class TorchEpochs:
                 if recycle:  # last step's wide gradients become this step's output buffers
                     recycle_grads(self.net)
                 self.opt.zero_grad(set_to_none=True)
-                loss, sse, lnnz, lrows = self._batch_loss(rows, mult, reg_fraction(len(rows), self.n_rows), False)
-                loss.backward()
-                loss_v, sse_v = torch.stack([loss.detach(), sse.detach()]).tolist()
-                self.m.check_batch_loss(loss_v, epoch=epoch, batch=bi)
                 if self.fused is not None:  # the wide weights' gradients and Adam steps, in one pass each
-                    self.fused.step()
+                    crow, col, val, lrows = self._tensors(rows)
+                    lnnz = int(len(val))
+                    loss_v, sse_v = self.fused.train_step(
+                        crow, col, val, lrows, mult=mult, check=partial(self.m.check_batch_loss, epoch=epoch, batch=bi)
+                    )
+                else:
+                    loss, sse, lnnz, lrows = self._batch_loss(rows, mult, reg_fraction(len(rows), self.n_rows), False)
+                    loss.backward()
+                    loss_v, sse_v = torch.stack([loss.detach(), sse.detach()]).tolist()
+                    self.m.check_batch_loss(loss_v, epoch=epoch, batch=bi)
                 self.opt.step()
                 stats.add(sse_v, lnnz, lrows)
                 stats.steps += 1

@@ -120,6 +120,16 @@ static void decode_backward_pass(i64 B, i64 N, i64 h, const std::vector<i64>& cu
     reduce_rows(B, h, dH, scratch, used);
 }
 
+// x[0, h) . w[0, h), one function for every kernel that evaluates the decoder at an entry (the
+// forward product and the one-pass decoder step), so both round the same way: noinline keeps one
+// machine code for both call sites.
+__attribute__((noinline)) static float row_dot(const float* __restrict x, const float* __restrict w, i64 h) {
+    float s = 0.0f;
+    #pragma omp simd reduction(+:s)
+    for (i64 c = 0; c < h; ++c) s += x[c] * w[c];
+    return s;
+}
+
 extern "C" {
 
 // The batch's entries in column order: colptr[N+1], and for each column-ordered entry p its row
@@ -186,10 +196,7 @@ void ar_sddmm(i64 N, i64 h, const i64* colptr, const int32_t* crow, const i64* c
         for (i64 j = a; j < e; ++j) {
             const float* w = W + j * h;
             for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
-                const float* x = H + (i64)crow[p] * h;
-                float s = 0.0f;
-                #pragma omp simd reduction(+:s)
-                for (i64 c = 0; c < h; ++c) s += x[c] * w[c];
+                const float s = row_dot(H + (i64)crow[p] * h, w, h);
                 ac[p] = bias ? s + bias[j] : s;
             }
         }
@@ -290,7 +297,57 @@ void ar_decode_backward_adam(i64 B, i64 N, i64 h, const i64* colptr, const int32
         });
 }
 
-int ar_version() { return 4; }
+// The decoder's whole step in one column-ordered pass, for an identity output and the loss
+// mult * (sum of squared errors at the observed entries): for each column j and each of its entries
+// p (row b, target r = cv[p]), z = H[b] . W[j] + bias[j] (row_dot, as ar_sddmm), e = z - r, the
+// output gradient g = mult * (2 e) (what autograd computes for that loss), then as
+// ar_decode_backward_adam: dH[b] += g W[j], db[j] = the sum of column j's g, and Adam on
+// (W[j], M[j], V[j]) with grad_j = sum_p g H[b].  W is read once per step instead of twice (the
+// forward product and the backward).  Returns the sum of e^2 (accumulated in double, thread partial
+// sums added in thread order, rounded to float); a non-finite value means the step diverged.
+double ar_decode_step_adam(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, const float* cv,
+                           float* W, const float* bias, const float* H, float* M, float* V, float* dH, float* db,
+                           float* scratch, double mult, double beta1, double beta2, double eps, double wd,
+                           double step_size, double bc2_sqrt, int nt) {
+    const AdamHyper a(beta1, beta2, eps, wd, step_size, bc2_sqrt);
+    const float mf = (float)mult;
+    const std::vector<i64> cut = column_cut(N, colptr, nt, ADAM_ROW_COST);
+    const int used = (int)cut.size() - 1;
+    std::vector<double> sse((size_t)used, 0.0);
+    run_split(cut, [&](i64 lo, i64 hi, int t) {
+        float* dh = t == 0 ? dH : scratch + (i64)(t - 1) * B * h;
+        std::memset(dh, 0, sizeof(float) * B * h);
+        std::vector<float> buf((size_t)h);
+        float* d = buf.data();
+        double acc = 0.0;
+        for (i64 j = lo; j < hi; ++j) {
+            const float* w = W + j * h;
+            const float bj = bias[j];
+            std::memset(d, 0, sizeof(float) * h);
+            float sb = 0.0f;
+            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
+                const i64 b = crow[p];
+                const float* hb = H + b * h;
+                const float e = (row_dot(hb, w, h) + bj) - cv[p];
+                acc += (double)e * (double)e;
+                const float gv = mf * (2.0f * e);
+                sb += gv;
+                float* dhb = dh + b * h;
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) { dhb[c] += gv * w[c]; d[c] += gv * hb[c]; }
+            }
+            db[j] = sb;
+            adam_row(h, W + j * h, M + j * h, V + j * h, d, a);
+        }
+        sse[(size_t)t] = acc;
+    });
+    reduce_rows(B, h, dH, scratch, used);
+    double total = 0.0;
+    for (double x : sse) total += x;
+    return (double)(float)total;  // a float32 loss, as the two-pass path's: beyond its range it is inf
+}
+
+int ar_version() { return 5; }
 int ar_openmp() {
 #ifdef _OPENMP
     return 1;

@@ -34,6 +34,7 @@ What was measured to get here, and what was tried and rejected: docs/measurement
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -308,6 +309,28 @@ class Batch:
         )  # fmt: skip
         return dH, db
 
+    def decode_step_adam(
+        self, H: torch.Tensor, W: torch.Tensor, bias: torch.Tensor, M: torch.Tensor, V: torch.Tensor, mult: float, hp
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """The decoder's forward, backward and the Adam step of ``W`` in one pass, for an identity
+        output and the loss ``mult * sse`` (``sse``: the sum of squared errors at the batch's entries
+        against its values): returns ``dH`` (with the weights before the step), the bias gradient
+        and ``sse`` (summed in double, rounded to float32: inf where a float32 loss overflows, as on
+        the two-pass path); ``W``, ``M``, ``V`` are updated in place."""
+        lib = library()
+        H = _check_dense(H, "the hidden representation")
+        b = _check_dense(bias.detach(), "the bias")
+        h = W.shape[1]
+        nt = _threads()
+        dH = torch.empty(self.n_rows, h, dtype=torch.float32)
+        db = torch.empty(self.n_cols, dtype=torch.float32)
+        scratch = torch.empty(max(nt - 1, 0) * self.n_rows * h if nt > 1 else 1, dtype=torch.float32)
+        sse = lib.ar_decode_step_adam(
+            self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(self.cval), _p(W), _p(b), _p(H),
+            _p(M), _p(V), _p(dH), _p(db), _p(scratch), float(mult), *hp, nt,
+        )  # fmt: skip
+        return dH, db, float(sse)
+
     def column_sums(self, vals: torch.Tensor) -> torch.Tensor:
         """Per-column sums of entry values (CSR order): ``(n_cols,)``."""
         vals = _check_dense(vals, "the entry values")
@@ -465,18 +488,22 @@ class FusedAdam:
     float32, in fewer passes over the ``(n_in, h)`` weights: the decoder's backward updates each
     weight row right after reading it (``ar_decode_backward_adam``), and the encoder's weight
     gradient is summed per row and applied at once (``ar_encode_backward_adam``), so neither wide
-    gradient is ever written to memory, and the optimizer does not re-read them.  Per step, each wide
-    parameter is read or written 7 times instead of 9-10 (forward read, the unfused backward's gradient
-    write, and Adam's 7 float reads/writes).
+    gradient is ever written to memory, and the optimizer does not re-read them.  With an identity
+    output (AutoRec's, D2L's) the decoder's forward joins that pass too (``ar_decode_step_adam``:
+    each entry's output, error and gradient are computed where the backward needs them), so the
+    decoder weight is read once per step.  Per step, each wide parameter is read or written 7 times
+    (6 for the decoder's with the identity output) instead of 9-10 (forward read, the unfused
+    backward's gradient write, and Adam's 7 float reads/writes).
 
-    Use: :meth:`__call__` has :meth:`AutoRecNet.forward`'s signature and returns the batch's sum of
-    squared errors with a graph that ends at the decoder's outputs; after ``loss.backward()`` (and
-    the loss check), :meth:`step` runs the decoder pass, the backward of the hidden layers (their
-    gradients land in ``.grad`` as usual) and the encoder pass; the optimizer's ``step()`` then
-    updates every other parameter (the wide weights have no ``.grad``, so torch skips them).  The
-    wide weights' moments live in the optimizer's own state (``exp_avg``, ``exp_avg_sq``, ``step``),
-    so checkpoints and ``state_dict`` are those of plain Adam.  Rounding differs from torch's kernels
-    (``tests/test_scale_native.py`` compares the parameters after several steps)."""
+    Use: :meth:`train_step` runs one optimizer step's forward and backward for a batch and the wide
+    weights' Adam steps; the backward of the hidden layers leaves their gradients in ``.grad`` as
+    usual, and the optimizer's ``step()`` then updates every other parameter (the wide weights have
+    no ``.grad``, so torch skips them).  The wide weights' moments live in the optimizer's own state
+    (``exp_avg``, ``exp_avg_sq``, ``step``), so checkpoints and ``state_dict`` are those of plain
+    Adam.  Rounding differs from torch's kernels (``tests/test_scale_native.py`` compares the
+    parameters after several steps); the one-pass decoder gives bitwise the weights of the two-pass
+    one (one dot-product routine, the same gradient arithmetic); its loss is summed in double and
+    rounded to float32."""
 
     def __init__(self, net, opt: torch.optim.Optimizer):
         if not isinstance(opt, torch.optim.Adam):
@@ -492,7 +519,9 @@ class FusedAdam:
             raise ConfigError("fused_step needs the native kernels (the first layer stored transposed)")
         self.net, self.opt = net, opt
         self.w0, self.w1 = first.weight_t, net.layers[-1].weight
-        self._pending: tuple | None = None
+        #: the decoder's forward, backward and Adam step in one pass (identity output); ``False``:
+        #: the forward product first, then the fused backward + Adam pass
+        self.one_pass = net.activations[-1] == "identity"
 
     def _state(self, p: torch.Tensor) -> dict:
         st = self.opt.state[p]
@@ -502,48 +531,61 @@ class FusedAdam:
             st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return st
 
-    def __call__(
+    def train_step(
         self,
         crow: torch.Tensor,
         col: torch.Tensor,
         val: torch.Tensor,
         n_rows: int,
-        batch_rows: int | None = None,
-        offset: int = 0,
-        stride: int = 1,
-    ) -> torch.Tensor:
+        *,
+        mult: float,
+        check: Callable[[float], None],
+    ) -> tuple[float, float]:
+        """One step on a CSR batch for the loss ``mult * sse`` (``sse``: the batch's sum of squared
+        errors at its observed entries, as :meth:`AutoRecNet.forward`): the wide weights take their
+        Adam step, the other parameters get their ``.grad``.  ``check(loss)`` is called with the
+        batch's loss before the encoder's pass (before any weight moves on the two-pass decoder; after
+        the decoder's one-pass update, which a failing check leaves behind: the fit stops there).
+        Returns ``(loss, sse)``."""
         net = self.net
-        drop = drop_batch(n_rows, batch_rows, offset, stride)
         first, last = net.layers[0], net.layers[-1]
         with record_function("native::batch"):
             batch = Batch(crow, col, val, n_rows, net.n_in)
         with record_function("native::encode"):
             z0 = batch.spmm(batch.val, self.w0.detach()).requires_grad_(True)
-        hid = net.hidden_tail(z0 + first.bias, drop)
+        hid = net.hidden_tail(z0 + first.bias, drop_batch(n_rows))
         hd = hid.detach().contiguous()
-        with record_function("native::decode"):
-            z = batch.sddmm(hd, self.w1.detach(), last.bias.detach()).requires_grad_(True)
-        sse = ((net.output(z) - batch.val) ** 2).sum()
-        self._pending = (batch, z0, hid, hd, z)
-        return sse
-
-    def step(self) -> None:
-        """The fused passes of the batch of the last call (after ``loss.backward()``)."""
-        if self._pending is None:
-            raise RuntimeError("FusedAdam.step() without a forward call before it")
-        batch, z0, hid, hd, z = self._pending
-        self._pending = None
-        if z.grad is None:
-            raise RuntimeError("FusedAdam.step(): loss.backward() has not reached the decoder outputs")
-        last = self.net.layers[-1]
-        st1 = self._state(self.w1)
         group = self.opt.param_groups[0]
-        with torch.no_grad(), record_function("native::decode_backward_adam"):
-            dH, db = batch.decode_backward_adam(
-                z.grad, self.w1, hd, st1["exp_avg"], st1["exp_avg_sq"], adam_hyper(group, st1)
-            )
+        st1 = self._state(self.w1)
+        if self.one_pass:
+            with torch.no_grad(), record_function("native::decode_step_adam"):
+                dH, db, sse_v = batch.decode_step_adam(
+                    hd, self.w1, last.bias, st1["exp_avg"], st1["exp_avg_sq"], mult, adam_hyper(group, st1)
+                )
+            loss_v = sse_v * mult
+            check(loss_v)
+        else:
+            with record_function("native::decode"):
+                z = batch.sddmm(hd, self.w1.detach(), last.bias.detach()).requires_grad_(True)
+            sse = ((net.output(z) - batch.val) ** 2).sum()
+            loss = sse * mult
+            loss.backward()
+            loss_v, sse_v = torch.stack([loss.detach(), sse.detach()]).tolist()
+            check(loss_v)
+            with torch.no_grad(), record_function("native::decode_backward_adam"):
+                dH, db = batch.decode_backward_adam(
+                    _grad(z, "decoder outputs"), self.w1, hd, st1["exp_avg"], st1["exp_avg_sq"], adam_hyper(group, st1)
+                )
         last.bias.grad = db if last.bias.grad is None else last.bias.grad + db
         hid.backward(dH)
         st0 = self._state(self.w0)
         with torch.no_grad(), record_function("native::encode_backward_adam"):
-            batch.encode_backward_adam(z0.grad, self.w0, st0["exp_avg"], st0["exp_avg_sq"], adam_hyper(group, st0))
+            dZ = _grad(z0, "encoder outputs")
+            batch.encode_backward_adam(dZ, self.w0, st0["exp_avg"], st0["exp_avg_sq"], adam_hyper(group, st0))
+        return loss_v, sse_v
+
+
+def _grad(t: torch.Tensor, what: str) -> torch.Tensor:
+    if t.grad is None:  # the network's graph does not connect them (a bug, not a user error)
+        raise RuntimeError(f"FusedAdam.train_step: the backward did not reach the {what}")
+    return t.grad

@@ -116,6 +116,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ar_decode_backward_adam.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
     lib.ar_decode_backward_adam.argtypes += [*adam, cint]
     lib.ar_decode_backward_adam.restype = None
+    # B, N, h, colptr, crow, cv, W, bias, H, M, V, dH, db, scratch, mult, Adam, threads -> sum of e^2
+    lib.ar_decode_step_adam.argtypes = [i64, i64, i64, *[ptr] * 11, dbl, *adam, cint]
+    lib.ar_decode_step_adam.restype = dbl
 
 
 def _build() -> tuple[ctypes.CDLL | None, str | None]:
