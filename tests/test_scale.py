@@ -702,3 +702,7 @@ def test_traffic_model_of_the_fused_adam_step():
     assert a["total"] - b["total"] == w.steps_per_epoch * 4 * 4 * outer
     assert a["observed entries"] == b["observed entries"]
     assert b["weight reads"] == w.steps_per_epoch * 4 * outer
+    # the one-pass decoder (identity output): the decoder weight's forward read is gone
+    c = sc.epoch_traffic_bytes(w, "sparse", fused=True, one_pass_decoder=True)
+    assert b["total"] - c["total"] == w.steps_per_epoch * 4 * s[-2] * s[-1]
+    assert c["weight reads"] == w.steps_per_epoch * 4 * s[0] * s[1]

@@ -147,7 +147,9 @@ def flop_formula(w: Workload, path: str) -> str:
     return "4 rows n_in h_1 + sum_middle 6 rows a b + 6 rows h_L n_in"
 
 
-def epoch_traffic_bytes(w: Workload, path: str, optimizer: str = "adam", fused: bool = False) -> dict[str, int]:
+def epoch_traffic_bytes(
+    w: Workload, path: str, optimizer: str = "adam", fused: bool = False, one_pass_decoder: bool = False
+) -> dict[str, int]:
     """A lower bound on the main-memory traffic of one training epoch, by part (bytes).
 
     Per optimizer step, on both paths: Adam reads the weight, gradient and both moments and writes
@@ -163,7 +165,9 @@ def epoch_traffic_bytes(w: Workload, path: str, optimizer: str = "adam", fused: 
     ``fused`` (Adam fused into the wide weights' gradient passes, ``extra.fused_step``): the first and
     last layers' weights are read once by the forward pass and then read and written, with both
     moments, by the pass that computes their gradient and applies Adam (6 float32 per parameter, no
-    gradient written or re-read).
+    gradient written or re-read).  ``one_pass_decoder`` (fused, identity output: the decoder's forward
+    joins its gradient + Adam pass): the last layer's weight is not read by a separate forward pass
+    (5 float32 per parameter of the decoder's).
     """
     per_param = {"adam": 7, "sgd": 3}.get(optimizer, 7)
     s = w.sizes
@@ -174,7 +178,7 @@ def epoch_traffic_bytes(w: Workload, path: str, optimizer: str = "adam", fused: 
         out = {
             "optimizer": steps * F32 * (6 * outer + per_param * inner),
             "gradient writes": steps * F32 * inner,
-            "weight reads": steps * F32 * outer,
+            "weight reads": steps * F32 * (s[0] * s[1] if one_pass_decoder else outer),
         }
     else:
         out = {

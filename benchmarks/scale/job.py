@@ -234,7 +234,12 @@ class ScaleJob(Worker):
             n_params=w_run.n_params,
             steps_per_epoch=w_run.steps_per_epoch,
             traffic_bytes_per_epoch=sc.epoch_traffic_bytes(
-                w_run, row.path, str(row.model.get("optimizer", "adam")), fused=row.kernel == "native-fused"
+                w_run,
+                row.path,
+                str(row.model.get("optimizer", "adam")),
+                fused=row.kernel == "native-fused",
+                one_pass_decoder=row.kernel == "native-fused"
+                and row.model.get("output_activation", "identity") == "identity",
             ),
         )
 
