@@ -21,6 +21,15 @@ def native():
     return nat
 
 
+@pytest.fixture(params=[1, 2, 3])
+def threads(request):
+    """torch's thread count (the kernels use it) for the test, restored after it."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(old)
+
+
 def _random_batch(rng, n_rows=37, n_cols=53, density=0.15, empty_rows=(3, 10), empty_cols=(0, 7, 52)):
     mask = rng.random((n_rows, n_cols)) < density
     mask[list(empty_rows), :] = False
@@ -32,35 +41,27 @@ def _random_batch(rng, n_rows=37, n_cols=53, density=0.15, empty_rows=(3, 10), e
     return mask, vals, torch.from_numpy(indptr), torch.from_numpy(cols), torch.from_numpy(data)
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_kernels_match_dense_reference(native, rng, threads):
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        mask, dense, crow, col, val = _random_batch(rng)
-        n_rows, n_cols = dense.shape
-        b = native.Batch(crow, col, val, n_rows, n_cols)
-        assert b.nnz == int(mask.sum())
-        X = torch.from_numpy(dense)
-        M = torch.from_numpy(mask.astype(np.float32))
-        W = torch.randn(n_cols, 19, dtype=torch.float32)
-        H = torch.randn(n_rows, 19, dtype=torch.float32)
-        g = torch.randn(b.nnz, dtype=torch.float32)
-        G = torch.zeros(n_rows, n_cols)
-        G[torch.from_numpy(mask)] = g  # row-major boolean order == CSR order
-        torch.testing.assert_close(b.spmm(val, W), X @ W, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(b.spmm_rows(val, W), X @ W, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(b.spmm_t(val, H), X.t() @ H, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(b.sddmm(H, W), (H @ W.t())[torch.from_numpy(mask)], rtol=1e-5, atol=1e-5)
-        dH, dW, db = b.decode_backward(g, W, H)
-        assert db is None
-        torch.testing.assert_close(dH, G @ W, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(dW, G.t() @ H, rtol=1e-5, atol=1e-5)
-        # columns without entries get an all-zero gradient row (written, not left uninitialised)
-        assert torch.all(b.spmm_t(val, H)[[0, 7, 52]] == 0)
-        del M
-    finally:
-        torch.set_num_threads(old)
+    mask, dense, crow, col, val = _random_batch(rng)
+    n_rows, n_cols = dense.shape
+    b = native.Batch(crow, col, val, n_rows, n_cols)
+    assert b.nnz == int(mask.sum())
+    X = torch.from_numpy(dense)
+    W = torch.randn(n_cols, 19, dtype=torch.float32)
+    H = torch.randn(n_rows, 19, dtype=torch.float32)
+    g = torch.randn(b.nnz, dtype=torch.float32)
+    G = torch.zeros(n_rows, n_cols)
+    G[torch.from_numpy(mask)] = g  # row-major boolean order == CSR order
+    torch.testing.assert_close(b.spmm(val, W), X @ W, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.spmm_rows(val, W), X @ W, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.spmm_t(val, H), X.t() @ H, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.sddmm(H, W), (H @ W.t())[torch.from_numpy(mask)], rtol=1e-5, atol=1e-5)
+    dH, dW, db = b.decode_backward(g, W, H)
+    assert db is None
+    torch.testing.assert_close(dH, G @ W, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dW, G.t() @ H, rtol=1e-5, atol=1e-5)
+    # columns without entries get an all-zero gradient row (written, not left uninitialised)
+    assert torch.all(b.spmm_t(val, H)[[0, 7, 52]] == 0)
 
 
 def test_batch_rejects_bad_structure(native):
@@ -325,51 +326,45 @@ def _adam_reference(p: torch.Tensor, grads: list[torch.Tensor], lr=0.01, wd=0.1,
     return q.detach(), st["exp_avg"], st["exp_avg_sq"]
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_fused_adam_kernels_match_gradients_plus_torch_adam(native, rng, threads):
     """ar_encode_backward_adam / ar_decode_backward_adam: the reference gradients (dense products)
     followed by torch's Adam, step after step, including the rows of columns without entries."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        mask, dense, crow, col, val = _random_batch(rng)
-        n_rows, n_cols = dense.shape
-        b = native.Batch(crow, col, val, n_rows, n_cols)
-        X, Mk = torch.from_numpy(dense), torch.from_numpy(mask)
-        W0, W1 = torch.randn(n_cols, 19), torch.randn(n_cols, 19)
-        lr, wd, betas, eps = 0.01, 0.1, (0.9, 0.999), 1e-8
-        opt = torch.optim.Adam([torch.nn.Parameter(W0.clone()), torch.nn.Parameter(W1.clone())], lr=lr, weight_decay=wd)
-        group = opt.param_groups[0]
-        w0, w1 = W0.clone(), W1.clone()
-        m0, v0, m1, v1 = (torch.zeros_like(W0) for _ in range(4))
-        st0 = {"step": torch.tensor(0.0)}
-        st1 = {"step": torch.tensor(0.0)}
-        g0s, g1s = [], []
-        ref1 = W1.clone()
-        for _ in range(3):
-            dZ = torch.randn(n_rows, 19)
-            H = torch.randn(n_rows, 19)
-            g = torch.randn(b.nnz)
-            G = torch.zeros(n_rows, n_cols)
-            G[Mk] = g
-            g0s.append(X.t() @ dZ)
-            g1s.append(G.t() @ H)
-            b.encode_backward_adam(dZ, w0, m0, v0, native.adam_hyper(group, st0))
-            dH, db = b.decode_backward_adam(g, w1, H, m1, v1, native.adam_hyper(group, st1))
-            torch.testing.assert_close(dH, G @ ref1, rtol=1e-5, atol=1e-5)  # with the weights before the step
-            torch.testing.assert_close(db, G.sum(0), rtol=1e-5, atol=1e-5)
-            ref1, _, _ = _adam_reference(W1, g1s, lr, wd)
-        assert betas == tuple(opt.param_groups[0]["betas"]) and eps == opt.param_groups[0]["eps"]
-        for w, m, v, W, gs in ((w0, m0, v0, W0, g0s), (w1, m1, v1, W1, g1s)):
-            rw, rm, rv = _adam_reference(W, gs, lr, wd)
-            # the gradients' summation order differs from the dense products': rounding only
-            torch.testing.assert_close(m, rm, rtol=1e-4, atol=1e-5)
-            torch.testing.assert_close(v, rv, rtol=1e-4, atol=1e-5)
-            torch.testing.assert_close(w, rw, rtol=1e-5, atol=1e-5)
-            # the empty columns' rows moved too (weight decay and momentum), as torch's Adam moves them
-            assert not torch.equal(w[[0, 7, 52]], W[[0, 7, 52]])
-    finally:
-        torch.set_num_threads(old)
+    mask, dense, crow, col, val = _random_batch(rng)
+    n_rows, n_cols = dense.shape
+    b = native.Batch(crow, col, val, n_rows, n_cols)
+    X, Mk = torch.from_numpy(dense), torch.from_numpy(mask)
+    W0, W1 = torch.randn(n_cols, 19), torch.randn(n_cols, 19)
+    lr, wd, betas, eps = 0.01, 0.1, (0.9, 0.999), 1e-8
+    opt = torch.optim.Adam([torch.nn.Parameter(W0.clone()), torch.nn.Parameter(W1.clone())], lr=lr, weight_decay=wd)
+    group = opt.param_groups[0]
+    w0, w1 = W0.clone(), W1.clone()
+    m0, v0, m1, v1 = (torch.zeros_like(W0) for _ in range(4))
+    st0 = {"step": torch.tensor(0.0)}
+    st1 = {"step": torch.tensor(0.0)}
+    g0s, g1s = [], []
+    ref1 = W1.clone()
+    for _ in range(3):
+        dZ = torch.randn(n_rows, 19)
+        H = torch.randn(n_rows, 19)
+        g = torch.randn(b.nnz)
+        G = torch.zeros(n_rows, n_cols)
+        G[Mk] = g
+        g0s.append(X.t() @ dZ)
+        g1s.append(G.t() @ H)
+        b.encode_backward_adam(dZ, w0, m0, v0, native.adam_hyper(group, st0))
+        dH, db = b.decode_backward_adam(g, w1, H, m1, v1, native.adam_hyper(group, st1))
+        torch.testing.assert_close(dH, G @ ref1, rtol=1e-5, atol=1e-5)  # with the weights before the step
+        torch.testing.assert_close(db, G.sum(0), rtol=1e-5, atol=1e-5)
+        ref1, _, _ = _adam_reference(W1, g1s, lr, wd)
+    assert betas == tuple(opt.param_groups[0]["betas"]) and eps == opt.param_groups[0]["eps"]
+    for w, m, v, W, gs in ((w0, m0, v0, W0, g0s), (w1, m1, v1, W1, g1s)):
+        rw, rm, rv = _adam_reference(W, gs, lr, wd)
+        # the gradients' summation order differs from the dense products': rounding only
+        torch.testing.assert_close(m, rm, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(v, rv, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(w, rw, rtol=1e-5, atol=1e-5)
+        # the empty columns' rows moved too (weight decay and momentum), as torch's Adam moves them
+        assert not torch.equal(w[[0, 7, 52]], W[[0, 7, 52]])
 
 
 def _fit_fused(train, fused_step, **cfg):
@@ -446,32 +441,26 @@ def _native_net():
     return AutoRecNet([10, 4, 10], ["sigmoid", "identity"], 0.0, "sparse", kernel="native")
 
 
-def _fused_steps(native, one_pass: bool, batches, output: str, threads: int, mult=0.5):
-    """A deep native net after FusedAdam.train_step on each batch (one or two decoder passes), and
-    the returned (loss, sse) per step."""
+def _fused_steps(native, one_pass: bool, batches, mult=0.5):
+    """A deep native net (identity output) and its optimizer after FusedAdam.train_step on each batch
+    (one or two decoder passes), and the returned (loss, sse) per step."""
     from autorec.models.autorec.torch.net import AutoRecNet
 
     torch.manual_seed(0)
-    net = AutoRecNet([53, 16, 8, 53], ["sigmoid", "relu", output], 0.1, "sparse", kernel="native")
+    net = AutoRecNet([53, 16, 8, 53], ["sigmoid", "relu", "identity"], 0.1, "sparse", kernel="native")
     opt = torch.optim.Adam(net.parameters(), lr=0.01, weight_decay=1e-3)
     fused = native.FusedAdam(net, opt)
     fused.one_pass = one_pass
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
     losses, checked = [], []
-    try:
-        for crow, col, val, n_rows in batches:
-            opt.zero_grad(set_to_none=True)
-            torch.manual_seed(len(losses))  # the same dropout masks in both runs
-            losses.append(fused.train_step(crow, col, val, n_rows, mult=mult, check=checked.append))
-            opt.step()
-    finally:
-        torch.set_num_threads(old)
+    for crow, col, val, n_rows in batches:
+        opt.zero_grad(set_to_none=True)
+        torch.manual_seed(len(losses))  # the same dropout masks in both runs
+        losses.append(fused.train_step(crow, col, val, n_rows, mult=mult, check=checked.append))
+        opt.step()
     assert [loss for loss, _ in losses] == checked  # every step's loss went through the check
-    return net, losses
+    return net, opt, losses
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_one_pass_decoder_step_equals_two_passes_bitwise(native, rng, threads):
     """With an identity output, ar_decode_step_adam (forward, backward and Adam in one pass) leaves
     bitwise the weights and moments of the forward product + fused backward (one dot-product
@@ -480,13 +469,14 @@ def test_one_pass_decoder_step_equals_two_passes_bitwise(native, rng, threads):
     for _ in range(4):
         _, dense, crow, col, val = _random_batch(rng)
         batches.append((crow, col, val, dense.shape[0]))
-    a, la = _fused_steps(native, False, batches, "identity", threads)
-    b, lb = _fused_steps(native, True, batches, "identity", threads)
+    a, opt_a, la = _fused_steps(native, False, batches)
+    b, opt_b, lb = _fused_steps(native, True, batches)
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         assert torch.equal(pa, pb), name
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt_a.state[pa][key], opt_b.state[pb][key]), (name, key)
     np.testing.assert_allclose(np.array(lb), np.array(la), rtol=1e-6)
-    assert native.FusedAdam(a, torch.optim.Adam(a.parameters())).one_pass  # identity output: the default
-    sig = _native_net()  # sigmoid hidden, identity output
+    sig = _native_net()  # sigmoid hidden, identity output: one pass by default
     assert native.FusedAdam(sig, torch.optim.Adam(sig.parameters())).one_pass
     from autorec.models.autorec.torch.net import AutoRecNet
 

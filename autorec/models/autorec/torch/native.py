@@ -223,6 +223,11 @@ class Batch:
     def _wide(self, h: int) -> torch.Tensor:
         return self.pool.take(self.n_cols, h) if self.pool is not None else torch.empty(self.n_cols, h)
 
+    def _scratch(self, h: int, nt: int) -> torch.Tensor:
+        """The per-thread partial ``(n_rows, h)`` blocks of threads 1..nt-1 (the kernels reduce them
+        into thread 0's output)."""
+        return torch.empty((nt - 1) * self.n_rows * h if nt > 1 else 1, dtype=torch.float32)
+
     def spmm(self, vals: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         """``S @ W`` with S this batch's pattern holding ``vals``: ``(n_rows, h)``."""
         lib = library()
@@ -231,7 +236,7 @@ class Batch:
         h = W.shape[1]
         nt = _threads()
         out = torch.empty(self.n_rows, h, dtype=torch.float32)
-        scratch = torch.empty(max(nt - 1, 0) * self.n_rows * h if nt > 1 else 1, dtype=torch.float32)
+        scratch = self._scratch(h, nt)
         lib.ar_spmm(
             self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(cv), _p(W), _p(out), _p(scratch), nt
         )
@@ -260,7 +265,7 @@ class Batch:
         dH = torch.empty(self.n_rows, h, dtype=torch.float32)
         dW = self._wide(h)
         db = torch.empty(self.n_cols, dtype=torch.float32) if with_bias else None
-        scratch = torch.empty(max(nt - 1, 0) * self.n_rows * h if nt > 1 else 1, dtype=torch.float32)
+        scratch = self._scratch(h, nt)
         lib.ar_decode_backward(
             self.n_rows,
             self.n_cols,
@@ -302,7 +307,7 @@ class Batch:
         nt = _threads()
         dH = torch.empty(self.n_rows, h, dtype=torch.float32)
         db = torch.empty(self.n_cols, dtype=torch.float32)
-        scratch = torch.empty(max(nt - 1, 0) * self.n_rows * h if nt > 1 else 1, dtype=torch.float32)
+        scratch = self._scratch(h, nt)
         lib.ar_decode_backward_adam(
             self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(self.cpos), _p(g), _p(W),
             _p(H), _p(M), _p(V), _p(dH), _p(db), _p(scratch), *hp, nt,
@@ -324,7 +329,7 @@ class Batch:
         nt = _threads()
         dH = torch.empty(self.n_rows, h, dtype=torch.float32)
         db = torch.empty(self.n_cols, dtype=torch.float32)
-        scratch = torch.empty(max(nt - 1, 0) * self.n_rows * h if nt > 1 else 1, dtype=torch.float32)
+        scratch = self._scratch(h, nt)
         sse = lib.ar_decode_step_adam(
             self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(self.cval), _p(W), _p(b), _p(H),
             _p(M), _p(V), _p(dH), _p(db), _p(scratch), float(mult), *hp, nt,
