@@ -12,19 +12,52 @@ SGD on ``sum (e^2 + reg(|p_u|^2 + |q_i|^2) + reg_bias(b_u^2 + b_i^2)) / 2`` with
 rating.  ``batch_size=1`` is exactly the sequential per-rating SGD (a Python loop over ratings,
 slow).  Ratings are visited in the shuffled order of :func:`autorec.models.batching.epoch_order`
 (scikit-surprise visits them unshuffled).
+
+An epoch runs either as the numpy loop below or as the same arithmetic in C++
+(``sgd_kernel.cpp``: one call per epoch, no per-batch Python); ``kernel`` chooses, and every
+choice gives bitwise the same factors, biases and losses.  ``auto`` (the default) takes the C++
+epoch where it compiles and reproduces the numpy loop bitwise on this machine's numpy (checked once
+per process on a small problem that exercises every code path), else the numpy loop; the fit
+records which ran (``FitInfo.extra["kernel"]``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
+from autorec.errors import ConfigError, DataError
 from autorec.interactions import Interactions
-from autorec.models.base import IterativeRecommender
+from autorec.models.base import FitInfo, IterativeRecommender, ProgressFn
 from autorec.models.batching import batches, epoch_order
-from autorec.models.config import IterativeConfig, nonnegative, param, positive
+from autorec.models.config import IterativeConfig, choice, nonnegative, param, positive
+from autorec.native_lib import NativeLibrary
 from baselines._numpy import FactorStateMixin
+
+KERNELS = ("auto", "native", "numpy")
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    i64, ptr, dbl = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
+    # n, batch, k, visit, users, items, ratings, n_users, n_items, P, Q, bu, bi, mu, lr, reg, lr_b,
+    # reg_b, biased, err
+    lib.mf_sgd_epoch.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, i64, i64, *[ptr] * 4, *[dbl] * 5]
+    lib.mf_sgd_epoch.argtypes += [ctypes.c_int, ptr]
+    lib.mf_sgd_epoch.restype = ctypes.c_int
+
+
+#: the C++ epoch; no fused multiply-add, no reassociation: the numpy loop's roundings
+NATIVE = NativeLibrary(
+    Path(__file__).with_name("sgd_kernel.cpp"),
+    "autorec_sgd",
+    (["-O3", "-march=native", "-ffp-contract=off"], ["-O2", "-ffp-contract=off"]),
+    _declare,
+)
 
 
 class ScatterPlan:
@@ -100,6 +133,22 @@ class BiasedMFSGDConfig(IterativeConfig):
     init_std: float = nonnegative(0.1, "std of the normal initial factors (surprise init_std_dev)")
     biased: bool = param(True, doc="use mu + b_u + b_i (False: p_u . q_i only)")
     shuffle: bool = param(True, doc="shuffle the ratings every epoch")
+    kernel: str = choice(
+        "auto",
+        KERNELS,
+        "how an epoch runs, same numbers either way: native (C++), numpy, or auto (native where it "
+        "reproduces numpy bitwise here, else numpy); not part of a run's identity",
+    )
+
+    EXECUTION: ClassVar[tuple[str, ...]] = (*IterativeConfig.EXECUTION, "kernel")
+    RESUME_MUTABLE: ClassVar[tuple[str, ...]] = (*IterativeConfig.RESUME_MUTABLE, "kernel")
+
+    def check(self) -> None:
+        if self.kernel == "native" and self.batch_size == 1:
+            raise ConfigError(
+                "biased-mf: kernel='native' needs batch_size >= 2 (batch_size=1 is the sequential "
+                "per-rating loop, whose dot product is BLAS's); use kernel='auto' or 'numpy'"
+            )
 
 
 class BiasedMFSGD(IterativeRecommender[BiasedMFSGDConfig]):
@@ -130,7 +179,17 @@ class BiasedMFSGD(IterativeRecommender[BiasedMFSGDConfig]):
     bi: np.ndarray
 
     def make_trainer(self, train: Interactions, valid: Interactions | None) -> _SGDEpochs:
-        return _SGDEpochs(self, train)
+        self._kernel, self._kernel_note = resolve_kernel(self.config)
+        return _SGDEpochs(self, train, native=self._kernel == "native")
+
+    def _fit(
+        self, train: Interactions, valid: Interactions | None, *, progress: ProgressFn | None = None, **options: Any
+    ) -> FitInfo:
+        info = super()._fit(train, valid, progress=progress, **options)
+        info.extra["kernel"] = self._kernel
+        if self._kernel_note:
+            info.extra["kernel_note"] = self._kernel_note
+        return info
 
     def estimate(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return self.mu + self.bu[users] + self.bi[items] + np.einsum("nk,nk->n", self.P[users], self.Q[items])
@@ -140,9 +199,10 @@ class _SGDEpochs(FactorStateMixin):
     """One pass over the ratings per epoch (the order drawn from ``(seed, epoch)``, so a resumed
     fit continues exactly); the factors and biases are the state."""
 
-    def __init__(self, model: BiasedMFSGD, train: Interactions) -> None:
+    def __init__(self, model: BiasedMFSGD, train: Interactions, *, native: bool = False) -> None:
         c = model.config
         self.m = model
+        self.native = native
         self.users = train.users.astype(np.int64)
         self.items = train.items.astype(np.int64)
         self.r = train.ratings.astype(np.float64)
@@ -161,12 +221,20 @@ class _SGDEpochs(FactorStateMixin):
             return self._epoch(epoch)
 
     def _epoch(self, epoch: int) -> dict:
+        c = self.m.config
+        order = epoch_order(len(self.r), c.seed, epoch - 1, shuffle=c.shuffle)
+        if c.batch_size == 1:
+            sq = self._sequential(self.users[order], self.items[order], self.r[order])
+        elif self.native:
+            sq = self._native(order)
+        else:
+            sq = self._minibatches(order)
+        return {"train_loss": sq / len(self.r)}
+
+    def _minibatches(self, order: np.ndarray) -> float:
+        """The numpy loop; the sum of squared errors."""
         m, c = self.m, self.m.config
         users, items, r = self.users, self.items, self.r
-        order = epoch_order(len(r), c.seed, epoch - 1, shuffle=c.shuffle)
-        if c.batch_size == 1:
-            sq = self._sequential(users[order], items[order], r[order])
-            return {"train_loss": sq / len(r)}
         lr, reg, lr_b, reg_b = c.lr, c.reg, self.lr_b, self.reg_b
         sq = 0.0
         for idx in batches(order, c.batch_size):
@@ -190,7 +258,32 @@ class _SGDEpochs(FactorStateMixin):
             step_q *= lr
             at_u.add(m.P, step_p)
             at_i.add(m.Q, step_q)
-        return {"train_loss": sq / len(r)}
+        return sq
+
+    def _native(self, order: np.ndarray) -> float:
+        """The same epoch in one C++ call (``sgd_kernel.cpp``); the squared errors are summed here,
+        batch by batch with numpy's ``e @ e``, as the numpy loop sums them."""
+        m, c = self.m, self.m.config
+        for name in ("P", "Q", "bu", "bi"):  # the kernel writes in place: C-contiguous float64 only
+            arr = getattr(m, name)
+            if arr.dtype != np.float64 or not arr.flags.c_contiguous or not arr.flags.writeable:
+                setattr(m, name, np.ascontiguousarray(arr, dtype=np.float64).copy())
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        err = np.empty(len(order))
+        rc = NATIVE.require("biased-mf kernel='native'", "use kernel='numpy'").mf_sgd_epoch(
+            len(order), c.batch_size, m.P.shape[1],
+            *(a.ctypes.data for a in (order, self.users, self.items, self.r)),
+            m.P.shape[0], m.Q.shape[0],
+            *(a.ctypes.data for a in (m.P, m.Q, m.bu, m.bi)),
+            m.mu, c.lr, c.reg, self.lr_b, self.reg_b, int(c.biased), err.ctypes.data,
+        )  # fmt: skip
+        if rc != 0:
+            raise DataError(f"biased-mf native epoch: a rating's user or item index is out of range (code {rc})")
+        sq = 0.0
+        for s in range(0, len(err), c.batch_size):
+            e = err[s : s + c.batch_size]
+            sq += float(e @ e)
+        return sq
 
     def _sequential(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> float:
         m, c = self.m, self.m.config
@@ -208,3 +301,67 @@ class _SGDEpochs(FactorStateMixin):
             Q[i] = qi + lr * (e * pu - reg * qi)
             P[u] = new_pu
         return sq
+
+
+# ---------------------------------------------------------------------- kernel choice
+def resolve_kernel(config: BiasedMFSGDConfig) -> tuple[str, str | None]:
+    """The epoch implementation a fit with ``config`` uses ("native" or "numpy") and, when
+    ``auto`` fell back to numpy, why.  ``native`` that cannot run here is a :class:`ConfigError`."""
+    if config.kernel == "numpy":
+        return "numpy", None
+    if config.kernel == "native":
+        NATIVE.require("biased-mf kernel='native'", "use kernel='numpy'")
+        return "native", None
+    if config.batch_size == 1:
+        return "numpy", None  # the sequential loop: numpy only
+    if not NATIVE.available():
+        return "numpy", f"native epoch unavailable: {NATIVE.unavailable_reason()}"
+    differs = native_differs()
+    if differs is not None:
+        return "numpy", f"native epoch differs from this numpy ({np.__version__}): {differs}"
+    return "native", None
+
+
+def random_ratings(rng: np.random.Generator, n_users: int, n_items: int, n: int) -> Interactions:
+    """``n`` uniformly random 1-5 ratings on ``n_users`` x ``n_items`` (pairs may repeat): with few
+    rows, every minibatch repeats users and items."""
+    return Interactions(
+        users=rng.integers(0, n_users, n).astype(np.int32),
+        items=rng.integers(0, n_items, n).astype(np.int32),
+        ratings=rng.integers(1, 6, n).astype(np.float32),
+        n_users=n_users,
+        n_items=n_items,
+        rating_scale=(1.0, 5.0),
+    )
+
+
+@functools.cache
+def native_differs() -> str | None:
+    """``None`` when the C++ epoch gives bitwise the numpy loop's factors, biases and loss on two
+    small problems that exercise every code path (tail dot products, rows repeated 1 to 300 times
+    in a batch: numpy's pairwise sums, with and without the biases, a short last batch); else what
+    differed.  Once per process."""
+    rng = np.random.default_rng(20261207)
+    cases = [
+        # (users, items, ratings, factors, batch, biased): 7 users x 5 items in batches of 97 ->
+        # rows repeated ~10-30 times; one user in batches of 300 -> a group of 300 (the recursive
+        # halving of numpy's pairwise sum); 60 x 80 in batches of 3 -> mostly single rows
+        (7, 5, 300, 37, 97, True),
+        (1, 3, 320, 5, 300, True),
+        (60, 80, 101, 8, 3, False),
+    ]
+    for n_users, n_items, n, k, batch, biased in cases:
+        train = random_ratings(rng, n_users, n_items, n)
+        fits = []
+        for native in (False, True):
+            model = BiasedMFSGD(factors=k, batch_size=batch, lr=0.05, reg=0.03, biased=biased, kernel="numpy")
+            trainer = _SGDEpochs(model, train, native=native)
+            losses = [trainer.train_epoch(epoch)["train_loss"] for epoch in (1, 2)]
+            fits.append((losses, *(getattr(model, a) for a in ("P", "Q", "bu", "bi"))))
+        (loss_a, *arrays_a), (loss_b, *arrays_b) = fits
+        for name, a, b in zip(("P", "Q", "bu", "bi"), arrays_a, arrays_b):
+            if not np.array_equal(a, b):
+                return f"{name} differs by up to {np.max(np.abs(a - b)):.3g} (factors {k}, batch {batch})"
+        if loss_a != loss_b:
+            return f"train loss {loss_b!r} vs numpy {loss_a!r} (factors {k}, batch {batch})"
+    return None

@@ -16,6 +16,7 @@ import pytest
 from autorec.errors import ConfigError, DataError, MissingDependencyError
 from autorec.interactions import Interactions
 from autorec.models import registry
+from baselines import sgd
 from baselines.als import RatingRows, solve_side
 from baselines.sgd import ScatterPlan, scatter_add
 from tests.conftest import has_module, needs_mxnet, needs_torch
@@ -216,6 +217,116 @@ def test_scatter_plan_is_shared_by_arrays_with_one_index(rng):
     plan.add(factors, np.ones((6, 2)))
     np.testing.assert_array_equal(bias, [3.0, 6.0, 0.0, 6.0])
     np.testing.assert_array_equal(factors[:, 0], [1.0, 2.0, 0.0, 3.0])
+
+
+# ----------------------------------------------------------------------- SGD: the C++ epoch
+@pytest.fixture
+def native_sgd():
+    """The C++ epoch, where it compiles and reproduces this numpy (else the test skips, saying why;
+    ``test_sgd_auto_kernel_follows_the_self_check`` covers that case)."""
+    if not sgd.NATIVE.available():
+        pytest.skip(f"native SGD epoch unavailable: {sgd.NATIVE.unavailable_reason()}")
+    differs = sgd.native_differs()
+    if differs is not None:
+        pytest.skip(f"native SGD epoch differs from numpy {np.__version__}: {differs}")
+    return sgd.NATIVE
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"factors": 450, "batch_size": 64},  # the tuned ML-100K shape
+        {"factors": 17, "batch_size": 250, "lr_bias": 0.03, "reg_bias": 0.2},  # groups > 8: pairwise sums
+        {"factors": 1, "batch_size": 2, "biased": False, "shuffle": False},
+        {"factors": 9, "batch_size": 33, "init_mean": 0.1},
+    ],
+)
+@pytest.mark.parametrize("source", ["learnable", "heavy-repeats"])
+def test_sgd_native_epoch_is_bitwise_the_numpy_loop(native_sgd, data, rng, params, source):
+    """Same factors, biases, train losses and validation RMSEs, to the bit, epoch after epoch."""
+    train, valid = (data.train, data.valid) if source == "learnable" else (sgd.random_ratings(rng, 9, 13, 700), None)
+    fits = {}
+    for kernel in ("numpy", "native"):
+        m = build("biased-mf", "numpy", lr=0.01, reg=0.05, epochs=4, patience=None, kernel=kernel, **params)
+        info = m.fit(train, valid)
+        assert info.extra["kernel"] == kernel
+        fits[kernel] = (m, info)
+    (a, ia), (b, ib) = fits["numpy"], fits["native"]
+    for name in ("P", "Q", "bu", "bi"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in ia.history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in ib.history]
+
+
+def test_sgd_auto_kernel_is_native_where_it_reproduces_numpy(native_sgd, data):
+    info = build("biased-mf", "numpy", factors=4, epochs=2).fit(data.train, data.valid)
+    assert info.extra["kernel"] == "native" and "kernel_note" not in info.extra
+    # batch_size=1 is the sequential loop (BLAS's dot product): numpy whatever the machine
+    info = build("biased-mf", "numpy", factors=4, epochs=1, batch_size=1).fit(data.train, data.valid)
+    assert info.extra["kernel"] == "numpy"
+
+
+def test_sgd_auto_kernel_follows_the_self_check(data, monkeypatch):
+    """Where the C++ epoch does not reproduce this numpy, auto trains with numpy and says why."""
+    monkeypatch.setattr(sgd, "native_differs", lambda: "P differs by up to 1e-16")
+    info = build("biased-mf", "numpy", factors=4, epochs=1).fit(data.train, data.valid)
+    if sgd.NATIVE.available():
+        assert info.extra["kernel"] == "numpy" and "P differs" in info.extra["kernel_note"]
+    else:
+        assert info.extra["kernel"] == "numpy" and "unavailable" in info.extra["kernel_note"]
+
+
+def test_sgd_self_check_catches_a_different_native_epoch(native_sgd, monkeypatch):
+    exact = sgd._SGDEpochs._native
+
+    def off_by_one_ulp(self, order):
+        sq = exact(self, order)
+        self.m.P[0, 0] = np.nextafter(self.m.P[0, 0], np.inf)
+        return sq
+
+    monkeypatch.setattr(sgd._SGDEpochs, "_native", off_by_one_ulp)
+    sgd.native_differs.cache_clear()
+    try:
+        assert "P differs" in (sgd.native_differs() or "")
+    finally:
+        monkeypatch.undo()
+        sgd.native_differs.cache_clear()
+    assert sgd.native_differs() is None
+
+
+def test_sgd_kernel_errors_name_the_problem(data, monkeypatch):
+    with pytest.raises(ConfigError, match="batch_size >= 2"):
+        build("biased-mf", "numpy", kernel="native", batch_size=1)
+    with pytest.raises(ConfigError, match="kernel"):
+        build("biased-mf", "numpy", kernel="fortran")
+    missing = sgd.NativeLibrary(sgd.NATIVE.source.with_name("missing.cpp"), "autorec_missing", [["-O2"]], sgd._declare)
+    monkeypatch.setattr(sgd, "NATIVE", missing)
+    with pytest.raises(ConfigError, match="kernel='native' is not available here: cannot read"):
+        build("biased-mf", "numpy", kernel="native", epochs=1).fit(data.train, data.valid)
+    info = build("biased-mf", "numpy", factors=4, epochs=1).fit(data.train, data.valid)  # auto: numpy, and why
+    assert info.extra["kernel"] == "numpy" and "cannot read" in info.extra["kernel_note"]
+
+
+def test_sgd_native_epoch_refuses_an_out_of_range_index(native_sgd, data):
+    m = build("biased-mf", "numpy", factors=4, epochs=1, kernel="native")
+    trainer = m.make_trainer(data.train, None)
+    trainer.items = trainer.items.copy()
+    trainer.items[5] = data.train.n_items  # one past the end
+    before = m.P.copy()
+    with pytest.raises(DataError, match="out of range"):
+        trainer.train_epoch(1)
+    assert np.array_equal(m.P, before)  # checked before anything moved
+
+
+def test_sgd_kernel_is_an_execution_setting_not_part_of_a_run_identity():
+    from benchmarks.harness.plan import resolve_model
+
+    def resolved(params):
+        return resolve_model("biased-mf", "numpy", params, seed=0, cold_start="global-mean", devices=("cpu",))
+
+    auto = resolved({"factors": 4})
+    assert "kernel" not in auto.params
+    assert resolved({"factors": 4, "kernel": "numpy"}).params == auto.params
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
