@@ -12,7 +12,9 @@ Rendle 2013; myfm by T. Ohtsuki).
 The features are myfm ``RelationBlock`` s: one row per user (``[one-hot | implicit items]``) and
 one per item (``[one-hot | implicit users]``), indexed by each rating's user and item, so the
 sampler never materialises a row per rating.  The prediction is the mean over the kept samples
-(``n_iter`` minus the burn-in), computed by myfm.  Deterministic given ``seed`` (myfm's sampler is
+(``n_iter`` minus the burn-in), computed by myfm, each call with blocks of only the users and items
+it asks about (myfm's cost per sample follows the block rows; a pair's prediction is bitwise the same),
+the train and validation pairs of a fit in one call.  Deterministic given ``seed`` (myfm's sampler is
 single-threaded and seeded).  myfm draws a tqdm progress bar unconditionally (0.3.6 and 0.4.0 have
 no option to turn it off), so the sampler runs with ``sys.stderr`` sent to a discarded buffer.
 
@@ -130,6 +132,8 @@ class BayesianMF(Recommender[BayesConfig]):
     user_features: sp.csr_matrix
     item_features: sp.csr_matrix
     fm: Any
+    #: (users, items, predictions) computed alongside the fit (the validation pairs)
+    _kept: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...] = ()
 
     @classmethod
     def require(cls) -> None:
@@ -145,6 +149,7 @@ class BayesianMF(Recommender[BayesConfig]):
         t0 = time.perf_counter()
         self.user_features, self.item_features = relation_features(train, self.implicit)
         blocks = self._blocks(train.users, train.items)
+        self._kept = ()
         self.fm = myfm.MyFMGibbsRegressor(
             rank=c.rank,
             init_stdev=c.init_stdev,
@@ -171,7 +176,17 @@ class BayesianMF(Recommender[BayesConfig]):
                 group_shapes=self._group_shapes(train) if c.grouped else None,
                 callback=record,
             )
-        err = train.ratings.astype(np.float64) - self.fm.predict(None, blocks)
+        # the train predictions (for the train loss) and the validation ones in one pass over the
+        # samples; the validation ones are kept for evaluate(valid)
+        n = len(train)
+        pairs = [(train.users, train.items)]
+        if valid is not None:
+            warm = ~self.cold_mask(valid.users, valid.items)
+            pairs.append((valid.users[warm].astype(np.int64), valid.items[warm].astype(np.int64)))
+        mean = self._posterior_mean(np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]))
+        if valid is not None:
+            self._kept = ((pairs[1][0], pairs[1][1], mean[n:]),)
+        err = train.ratings.astype(np.float64) - mean[:n]
         return one_shot_info(
             self,
             valid,
@@ -183,7 +198,25 @@ class BayesianMF(Recommender[BayesConfig]):
         )
 
     def estimate(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return np.asarray(self.fm.predict(None, self._blocks(users, items)), dtype=np.float64)
+        for kept_users, kept_items, mean in self._kept:
+            if np.array_equal(kept_users, users) and np.array_equal(kept_items, items):
+                return mean.copy()
+        return self._posterior_mean(users, items)
+
+    def _posterior_mean(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """myfm's prediction (the mean over the kept samples) for each (user, item) pair, with relation
+        blocks of only the users and items asked about: myfm computes each block row's terms for
+        every sample and each pair from its own rows, so a pair's prediction is bitwise the same
+        whatever else is in the call, and the cost per sample follows the rows asked about."""
+        with _quiet_myfm_import():
+            from myfm import RelationBlock
+        user_rows, user_at = np.unique(np.asarray(users, dtype=np.int64), return_inverse=True)
+        item_rows, item_at = np.unique(np.asarray(items, dtype=np.int64), return_inverse=True)
+        blocks = [
+            RelationBlock(user_at.tolist(), self.user_features[user_rows]),
+            RelationBlock(item_at.tolist(), self.item_features[item_rows]),
+        ]
+        return np.asarray(self.fm.predict(None, blocks), dtype=np.float64)
 
     def _blocks(self, users: np.ndarray, items: np.ndarray) -> list:
         with _quiet_myfm_import():

@@ -58,6 +58,33 @@ def test_same_seed_same_predictions_other_seed_others(data, name):
     assert not np.allclose(a, c)
 
 
+@needs_myfm
+@pytest.mark.parametrize("name", MODELS)
+def test_predictions_are_myfms_whatever_else_is_in_the_call(data, name):
+    """Relation blocks of only the rows asked about, the train and validation pairs predicted in one
+    call, the validation predictions kept for evaluate(valid): every number bitwise myfm's own
+    prediction with the full blocks, pair by pair."""
+    m = build(name, **FAST)
+    info = m.fit(data.train, data.valid)
+
+    def full_blocks(users, items):
+        return np.asarray(m.fm.predict(None, m._blocks(users, items)), dtype=np.float64)
+
+    err = data.train.ratings.astype(np.float64) - full_blocks(data.train.users, data.train.items)
+    assert info.history[0]["train_loss"] == float(err @ err / len(err))
+    warm = ~m.cold_mask(data.valid.users, data.valid.items)
+    vu, vi = data.valid.users[warm], data.valid.items[warm]
+    assert len(m._kept) == 1 and np.array_equal(m.estimate(vu, vi), full_blocks(vu, vi))
+    tu, ti = data.test.users, data.test.items
+    assert np.array_equal(m.estimate(tu, ti), full_blocks(tu, ti))
+    assert np.array_equal(m.estimate(tu[:3], ti[:3]), full_blocks(tu, ti)[:3])  # a few rows alone
+    t = data.train
+    keep = np.arange(len(t)) % 5 != 0
+    m.fit(Interactions(t.users[keep], t.items[keep], t.ratings[keep], t.n_users, t.n_items, t.rating_scale))
+    assert m._kept == ()  # a new fit forgets the old chain's predictions
+    assert np.array_equal(m.estimate(vu, vi), full_blocks(vu, vi))
+
+
 def test_implicit_features_are_the_normalised_train_sets():
     # user 0 rated items 0, 2; user 1 rated item 2; user 2 and item 1 have no train rating
     train = Interactions(
