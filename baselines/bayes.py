@@ -143,13 +143,13 @@ class BayesianMF(Recommender[BayesConfig]):
     def _fit(
         self, train: Interactions, valid: Interactions | None, *, progress: ProgressFn | None = None, **options: Any
     ) -> FitInfo:
+        self._kept = ()  # first: a fit that fails leaves nothing of an earlier one behind
         with _quiet_myfm_import():
             import myfm
         c = self.config
         t0 = time.perf_counter()
         self.user_features, self.item_features = relation_features(train, self.implicit)
         blocks = self._blocks(train.users, train.items)
-        self._kept = ()
         self.fm = myfm.MyFMGibbsRegressor(
             rank=c.rank,
             init_stdev=c.init_stdev,

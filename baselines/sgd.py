@@ -44,9 +44,9 @@ KERNELS = ("auto", "native", "numpy")
 
 def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr, dbl = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
-    # n, batch, k, visit, users, items, ratings, n_users, n_items, P, Q, bu, bi, mu, lr, reg, lr_b,
-    # reg_b, biased, err
-    lib.mf_sgd_epoch.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, i64, i64, *[ptr] * 4, *[dbl] * 5]
+    # n, batch, k, visit, n_ratings, users, items, ratings, n_users, n_items, P, Q, bu, bi, mu, lr,
+    # reg, lr_b, reg_b, biased, err
+    lib.mf_sgd_epoch.argtypes = [i64, i64, i64, ptr, i64, ptr, ptr, ptr, i64, i64, *[ptr] * 4, *[dbl] * 5]
     lib.mf_sgd_epoch.argtypes += [ctypes.c_int, ptr]
     lib.mf_sgd_epoch.restype = ctypes.c_int
 
@@ -137,7 +137,8 @@ class BiasedMFSGDConfig(IterativeConfig):
         "auto",
         KERNELS,
         "how an epoch runs, same numbers either way: native (C++), numpy, or auto (native where it "
-        "reproduces numpy bitwise here, else numpy); not part of a run's identity",
+        "reproduces numpy bitwise here, else numpy); an execution setting: no part of a run's identity, "
+        "and a sweep cannot set it (its runs use auto)",
     )
 
     EXECUTION: ClassVar[tuple[str, ...]] = (*IterativeConfig.EXECUTION, "kernel")
@@ -268,17 +269,25 @@ class _SGDEpochs(FactorStateMixin):
             arr = getattr(m, name)
             if arr.dtype != np.float64 or not arr.flags.c_contiguous or not arr.flags.writeable:
                 setattr(m, name, np.ascontiguousarray(arr, dtype=np.float64).copy())
+        n_users, k = m.P.shape
+        if m.Q.ndim != 2 or m.Q.shape[1] != k or m.bu.shape != (n_users,) or m.bi.shape != (m.Q.shape[0],):
+            raise DataError(
+                f"biased-mf: inconsistent factor shapes P {m.P.shape}, Q {m.Q.shape}, bu {m.bu.shape}, "
+                f"bi {m.bi.shape} (a corrupt checkpoint?)"
+            )
         order = np.ascontiguousarray(order, dtype=np.int64)
         err = np.empty(len(order))
         rc = NATIVE.require("biased-mf kernel='native'", "use kernel='numpy'").mf_sgd_epoch(
-            len(order), c.batch_size, m.P.shape[1],
-            *(a.ctypes.data for a in (order, self.users, self.items, self.r)),
-            m.P.shape[0], m.Q.shape[0],
+            len(order), c.batch_size, k, order.ctypes.data, len(self.r),
+            *(a.ctypes.data for a in (self.users, self.items, self.r)),
+            n_users, m.Q.shape[0],
             *(a.ctypes.data for a in (m.P, m.Q, m.bu, m.bi)),
             m.mu, c.lr, c.reg, self.lr_b, self.reg_b, int(c.biased), err.ctypes.data,
         )  # fmt: skip
-        if rc != 0:
-            raise DataError(f"biased-mf native epoch: a rating's user or item index is out of range (code {rc})")
+        if rc == 1:
+            raise DataError("biased-mf native epoch: a rating's user or item index is out of range (nothing updated)")
+        if rc == 2:
+            raise MemoryError(f"biased-mf native epoch: no memory for batch_size {c.batch_size} x {k} factors")
         sq = 0.0
         for s in range(0, len(err), c.batch_size):
             e = err[s : s + c.batch_size]
@@ -306,11 +315,18 @@ class _SGDEpochs(FactorStateMixin):
 # ---------------------------------------------------------------------- kernel choice
 def resolve_kernel(config: BiasedMFSGDConfig) -> tuple[str, str | None]:
     """The epoch implementation a fit with ``config`` uses ("native" or "numpy") and, when
-    ``auto`` fell back to numpy, why.  ``native`` that cannot run here is a :class:`ConfigError`."""
+    ``auto`` fell back to numpy, why.  ``native`` that cannot run here, or does not reproduce this
+    numpy (:func:`native_differs`), is a :class:`ConfigError`."""
     if config.kernel == "numpy":
         return "numpy", None
     if config.kernel == "native":
         NATIVE.require("biased-mf kernel='native'", "use kernel='numpy'")
+        differs = native_differs()
+        if differs is not None:
+            raise ConfigError(
+                f"biased-mf: kernel='native' does not reproduce this numpy ({np.__version__}) here: {differs}; "
+                "use kernel='numpy' or 'auto'"
+            )
         return "native", None
     if config.batch_size == 1:
         return "numpy", None  # the sequential loop: numpy only
@@ -337,7 +353,7 @@ def random_ratings(rng: np.random.Generator, n_users: int, n_items: int, n: int)
 
 @functools.cache
 def native_differs() -> str | None:
-    """``None`` when the C++ epoch gives bitwise the numpy loop's factors, biases and loss on two
+    """``None`` when the C++ epoch gives bitwise the numpy loop's factors, biases and loss on three
     small problems that exercise every code path (tail dot products, rows repeated 1 to 300 times
     in a batch: numpy's pairwise sums, with and without the biases, a short last batch); else what
     differed.  Once per process."""
@@ -354,7 +370,16 @@ def native_differs() -> str | None:
         train = random_ratings(rng, n_users, n_items, n)
         fits = []
         for native in (False, True):
-            model = BiasedMFSGD(factors=k, batch_size=batch, lr=0.05, reg=0.03, biased=biased, kernel="numpy")
+            model = BiasedMFSGD(
+                factors=k,
+                batch_size=batch,
+                lr=0.05,
+                reg=0.03,
+                lr_bias=0.04,
+                reg_bias=0.02,
+                biased=biased,
+                kernel="numpy",
+            )
             trainer = _SGDEpochs(model, train, native=native)
             losses = [trainer.train_epoch(epoch)["train_loss"] for epoch in (1, 2)]
             fits.append((losses, *(getattr(model, a) for a in ("P", "Q", "bu", "bi"))))

@@ -16,6 +16,7 @@
 // of every fit and falls back to numpy when they fail on that machine's numpy.
 
 #include <algorithm>
+#include <stdexcept>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -141,23 +142,16 @@ void scatter_values(const int64_t* rows, int64_t m, const double* vals, double* 
     }
 }
 
-}  // namespace
-
-extern "C" {
-
-// One epoch: the ratings in `visit` order (n of them), minibatches of `batch`; P (n_users, k),
-// Q (n_items, k), bu, bi updated in place; err (n) receives every rating's error in visiting order.
-// Returns 0, or 1 when an index is out of range (nothing updated then).
-int mf_sgd_epoch(int64_t n, int64_t batch, int64_t k, const int64_t* visit, const int64_t* users,
-                 const int64_t* items, const double* ratings, int64_t n_users, int64_t n_items, double* P,
-                 double* Q, double* bu, double* bi, double mu, double lr, double reg, double lr_b, double reg_b,
-                 int biased, double* err) {
-    for (int64_t t = 0; t < n; ++t) {
-        int64_t j = visit[t];
-        if (j < 0 || users[j] < 0 || users[j] >= n_users || items[j] < 0 || items[j] >= n_items) return 1;
-    }
+// the epoch itself (indexes checked by the caller); allocates everything before its first update
+// and throws std::bad_alloc (or std::length_error) when it cannot
+void epoch(int64_t n, int64_t batch, int64_t k, const int64_t* visit, const int64_t* users, const int64_t* items,
+           const double* ratings, double* P, double* Q, double* bu, double* bi, double mu, double lr, double reg,
+           double lr_b, double reg_b, int biased, double* err) {
     std::vector<int64_t> u(batch), it(batch), by_u, by_i;
     std::vector<double> step_p(batch * k), step_q(batch * k), vals(batch), rest;
+    by_u.reserve(batch);  // every allocation before the first update: none in the loop
+    by_i.reserve(batch);
+    rest.reserve(batch * k);
     for (int64_t s = 0; s < n; s += batch) {
         const int64_t m = std::min(batch, n - s);
         double* e = err + s;
@@ -197,6 +191,31 @@ int mf_sgd_epoch(int64_t n, int64_t batch, int64_t k, const int64_t* visit, cons
         }
         scatter_rows(u.data(), m, k, step_p.data(), P, by_u, rest);
         scatter_rows(it.data(), m, k, step_q.data(), Q, by_i, rest);
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+// One epoch: the ratings (n_ratings of them) in `visit` order (n positions), minibatches of
+// `batch`; P (n_users, k), Q (n_items, k), bu (n_users), bi (n_items) updated in place; err (n)
+// receives every rating's error in visiting order.  Returns 0; 1 when an index is out of range, 2
+// when the scratch memory cannot be allocated (nothing updated in either case).
+int mf_sgd_epoch(int64_t n, int64_t batch, int64_t k, const int64_t* visit, int64_t n_ratings, const int64_t* users,
+                 const int64_t* items, const double* ratings, int64_t n_users, int64_t n_items, double* P,
+                 double* Q, double* bu, double* bi, double mu, double lr, double reg, double lr_b, double reg_b,
+                 int biased, double* err) {
+    for (int64_t t = 0; t < n; ++t) {
+        int64_t j = visit[t];
+        if (j < 0 || j >= n_ratings || users[j] < 0 || users[j] >= n_users || items[j] < 0 || items[j] >= n_items)
+            return 1;
+    }
+    batch = std::max<int64_t>(1, std::min(batch, n));  // a batch larger than the epoch needs no more room
+    try {
+        epoch(n, batch, k, visit, users, items, ratings, P, Q, bu, bi, mu, lr, reg, lr_b, reg_b, biased, err);
+    } catch (const std::exception&) {  // out of memory: never across the C boundary
+        return 2;
     }
     return 0;
 }

@@ -65,7 +65,17 @@ def test_predictions_are_myfms_whatever_else_is_in_the_call(data, name):
     call, the validation predictions kept for evaluate(valid): every number bitwise myfm's own
     prediction with the full blocks, pair by pair."""
     m = build(name, **FAST)
+    calls = []
+    posterior_mean = m._posterior_mean
+
+    def counted(users, items):
+        calls.append(len(users))
+        return posterior_mean(users, items)
+
+    m._posterior_mean = counted
     info = m.fit(data.train, data.valid)
+    m.evaluate(data.valid)  # kept by the fit: no myfm call
+    assert calls == [len(data.train) + int((~m.cold_mask(data.valid.users, data.valid.items)).sum())]
 
     def full_blocks(users, items):
         return np.asarray(m.fm.predict(None, m._blocks(users, items)), dtype=np.float64)

@@ -162,10 +162,6 @@ def reference(tmp_path_factory):
     return state
 
 
-def _default_sigint() -> None:  # in the child, between fork and exec
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_sweep_resumes_to_the_same_results(tmp_path, sig, reference):
     spec = _spec(tmp_path, SLOW_SPEC)
@@ -173,8 +169,11 @@ def test_killed_sweep_resumes_to_the_same_results(tmp_path, sig, reference):
     out = tmp_path / "killed"
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     # SIGINT at its default in the sweep even when these tests run as a background job (a shell
-    # without job control starts those with SIGINT ignored, and Python then keeps ignoring it)
-    proc = subprocess.Popen(_sweep_cmd(spec, out), env=env, cwd=tmp_path, preexec_fn=_default_sigint, **pipes)
+    # without job control starts those with SIGINT ignored, and Python then keeps ignoring it): a
+    # small interpreter resets it and execs the sweep in its place (same process)
+    reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    cmd = [sys.executable, "-c", reset, *_sweep_cmd(spec, out)]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, **pipes)
     _wait_for_files(out, 2, proc)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)

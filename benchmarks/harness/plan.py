@@ -174,7 +174,12 @@ def resolve_model(
             flag = HARNESS_FLAGS.get(key, key)
             raise ConfigError(f"parameter {key!r} of model {model!r} is set by the run ({flag}), not by --set / params")
     for key in cfg_cls.EXECUTION:
-        given.pop(key, None)
+        if key in given:
+            how = " (--threads)" if key == "threads" else ""
+            raise ConfigError(
+                f"parameter {key!r} of model {model!r} is an execution setting (the same numbers whatever its "
+                f"value, so no part of a run's identity): the run sets it{how}, not --set / params"
+            )
     given.update(seed=seed, cold_start=cold_start)
     if "devices" in cfg_cls.field_names():
         given["devices"] = list(devices)
