@@ -217,6 +217,11 @@ class Bench:
 
             if not native.available():
                 pytest.skip(f"native kernels unavailable: {native.unavailable_reason()}")
+        if params.get("kernel") == "native":  # biased-mf's C++ epoch
+            from baselines import sgd
+
+            if not sgd.NATIVE.available():
+                pytest.skip(f"native SGD epoch unavailable: {sgd.NATIVE.unavailable_reason()}")
         return ref
 
     def run(
