@@ -132,8 +132,8 @@ class BayesianMF(Recommender[BayesConfig]):
     user_features: sp.csr_matrix
     item_features: sp.csr_matrix
     fm: Any
-    #: (users, items, predictions) computed alongside the fit (the validation pairs)
-    _kept: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...] = ()
+    #: (users, items, predictions) of the validation pairs, predicted alongside the fit
+    _kept: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def require(cls) -> None:
@@ -143,7 +143,7 @@ class BayesianMF(Recommender[BayesConfig]):
     def _fit(
         self, train: Interactions, valid: Interactions | None, *, progress: ProgressFn | None = None, **options: Any
     ) -> FitInfo:
-        self._kept = ()  # first: a fit that fails leaves nothing of an earlier one behind
+        self._kept = None  # first: a fit that fails leaves nothing of an earlier one behind
         with _quiet_myfm_import():
             import myfm
         c = self.config
@@ -179,13 +179,14 @@ class BayesianMF(Recommender[BayesConfig]):
         # the train predictions (for the train loss) and the validation ones in one pass over the
         # samples; the validation ones are kept for evaluate(valid)
         n = len(train)
-        pairs = [(train.users, train.items)]
+        users, items = train.users, train.items
         if valid is not None:
             warm = ~self.cold_mask(valid.users, valid.items)
-            pairs.append((valid.users[warm].astype(np.int64), valid.items[warm].astype(np.int64)))
-        mean = self._posterior_mean(np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]))
+            vu, vi = valid.users[warm], valid.items[warm]
+            users, items = np.concatenate([users, vu]), np.concatenate([items, vi])
+        mean = self._posterior_mean(users, items)
         if valid is not None:
-            self._kept = ((pairs[1][0], pairs[1][1], mean[n:]),)
+            self._kept = (vu, vi, mean[n:])
         err = train.ratings.astype(np.float64) - mean[:n]
         return one_shot_info(
             self,
@@ -198,7 +199,8 @@ class BayesianMF(Recommender[BayesConfig]):
         )
 
     def estimate(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        for kept_users, kept_items, mean in self._kept:
+        if self._kept is not None:
+            kept_users, kept_items, mean = self._kept
             if np.array_equal(kept_users, users) and np.array_equal(kept_items, items):
                 return mean.copy()
         return self._posterior_mean(users, items)

@@ -17,7 +17,7 @@ An epoch runs either as the numpy loop below or as the same arithmetic in C++
 (``sgd_kernel.cpp``: one call per epoch, no per-batch Python); ``kernel`` chooses, and every
 choice gives bitwise the same factors, biases and losses.  ``auto`` (the default) takes the C++
 epoch where it compiles and reproduces the numpy loop bitwise on this machine's numpy (checked once
-per process on a small problem that exercises every code path), else the numpy loop; the fit
+per process on three small problems that exercise every code path), else the numpy loop; the fit
 records which ran (``FitInfo.extra["kernel"]``).
 """
 
@@ -268,7 +268,7 @@ class _SGDEpochs(FactorStateMixin):
         for name in ("P", "Q", "bu", "bi"):  # the kernel writes in place: C-contiguous float64 only
             arr = getattr(m, name)
             if arr.dtype != np.float64 or not arr.flags.c_contiguous or not arr.flags.writeable:
-                setattr(m, name, np.ascontiguousarray(arr, dtype=np.float64).copy())
+                setattr(m, name, np.array(arr, dtype=np.float64, order="C"))
         n_users, k = m.P.shape
         if m.Q.ndim != 2 or m.Q.shape[1] != k or m.bu.shape != (n_users,) or m.bi.shape != (m.Q.shape[0],):
             raise DataError(

@@ -12,46 +12,30 @@
 // where a sum over the ratings of one row in one batch is numpy's np.add.reduceat of them in batch
 // order: the first value plus the pairwise sum (numpy's pairwise_sum) of the others.
 //
-// The Python side (baselines/sgd.py) checks these claims against its numpy loop on the first batch
-// of every fit and falls back to numpy when they fail on that machine's numpy.
+// The Python side (baselines/sgd.py, native_differs) checks these claims against its numpy loop once
+// per process, on three small problems that exercise every path here, and trains with numpy where
+// they fail on that machine's numpy.
 
 #include <algorithm>
-#include <stdexcept>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 namespace {
 
 // numpy >= 1.22's einsum "nk,nk->n" on contiguous float64 rows (sum_of_products_contig_contig_
-// outstride0_two, baseline SSE2 build): two lanes, four vectors per step chained from the last,
-// a zero-padded tail vector, the lanes added, then added to the zeroed output.
-inline double einsum_dot(const double* a, const double* b, int64_t n) {
-    double acc0 = 0.0, acc1 = 0.0;
+// outstride0_two, baseline SSE2 build) of NP row pairs a[p] . b[p]: per pair two lanes, four
+// vectors per step chained from the last, a zero-padded tail vector, the lanes added, then added to
+// the zeroed output.  NP > 1 keeps NP independent dependency chains in flight (the same operations
+// per pair).
+template <int NP>
+inline void einsum_dots(const double* const a[NP], const double* const b[NP], int64_t n, double out[NP]) {
+    double acc0[NP], acc1[NP];
+    for (int p = 0; p < NP; ++p) acc0[p] = acc1[p] = 0.0;
     int64_t i = 0;
     for (; n - i >= 8; i += 8) {
-        double x0 = a[i + 6] * b[i + 6] + acc0, x1 = a[i + 7] * b[i + 7] + acc1;
-        x0 = a[i + 4] * b[i + 4] + x0;
-        x1 = a[i + 5] * b[i + 5] + x1;
-        x0 = a[i + 2] * b[i + 2] + x0;
-        x1 = a[i + 3] * b[i + 3] + x1;
-        acc0 = a[i] * b[i] + x0;
-        acc1 = a[i + 1] * b[i + 1] + x1;
-    }
-    for (; i < n; i += 2) {
-        acc0 = a[i] * b[i] + acc0;
-        acc1 = (i + 1 < n) ? a[i + 1] * b[i + 1] + acc1 : acc1 + 0.0;
-    }
-    return 0.0 + (acc0 + acc1);
-}
-
-// einsum_dot of four independent row pairs at once (the same operations per pair; four
-// dependency chains in flight instead of one)
-inline void einsum_dot4(const double* const a[4], const double* const b[4], int64_t n, double out[4]) {
-    double acc0[4] = {0.0, 0.0, 0.0, 0.0}, acc1[4] = {0.0, 0.0, 0.0, 0.0};
-    int64_t i = 0;
-    for (; n - i >= 8; i += 8) {
-        for (int p = 0; p < 4; ++p) {
+        for (int p = 0; p < NP; ++p) {
             const double* x = a[p] + i;
             const double* y = b[p] + i;
             double x0 = x[6] * y[6] + acc0[p], x1 = x[7] * y[7] + acc1[p];
@@ -64,12 +48,12 @@ inline void einsum_dot4(const double* const a[4], const double* const b[4], int6
         }
     }
     for (; i < n; i += 2) {
-        for (int p = 0; p < 4; ++p) {
+        for (int p = 0; p < NP; ++p) {
             acc0[p] = a[p][i] * b[p][i] + acc0[p];
             acc1[p] = (i + 1 < n) ? a[p][i + 1] * b[p][i + 1] + acc1[p] : acc1[p] + 0.0;
         }
     }
-    for (int p = 0; p < 4; ++p) out[p] = 0.0 + (acc0[p] + acc1[p]);
+    for (int p = 0; p < NP; ++p) out[p] = 0.0 + (acc0[p] + acc1[p]);
 }
 
 // numpy's pairwise_sum of x[0], x[stride], ..., x[(n-1) stride] (n >= 1)
@@ -102,7 +86,8 @@ void group_by(const int64_t* rows, int64_t m, std::vector<int64_t>& order) {
     std::stable_sort(order.begin(), order.end(), [rows](int64_t a, int64_t b) { return rows[a] < rows[b]; });
 }
 
-// target[row] += the group sums of `step` (m rows of k values) by `rows`: first + pairwise(rest)
+// target[row] += the group sums of `step` (m rows of k values; k = 1: the biases) by `rows`:
+// first + pairwise(rest)
 void scatter_rows(const int64_t* rows, int64_t m, int64_t k, const double* step, double* target,
                   const std::vector<int64_t>& order, std::vector<double>& rest) {
     for (int64_t g = 0; g < m;) {
@@ -123,32 +108,14 @@ void scatter_rows(const int64_t* rows, int64_t m, int64_t k, const double* step,
     }
 }
 
-// the same for one value per batch position (the biases)
-void scatter_values(const int64_t* rows, int64_t m, const double* vals, double* target,
-                    const std::vector<int64_t>& order, std::vector<double>& rest) {
-    for (int64_t g = 0; g < m;) {
-        int64_t row = rows[order[g]], end = g + 1;
-        while (end < m && rows[order[end]] == row) ++end;
-        double first = vals[order[g]];
-        if (end - g == 1) {
-            target[row] = target[row] + first;
-        } else {
-            int64_t n_rest = end - g - 1;
-            rest.resize(n_rest);
-            for (int64_t j = 0; j < n_rest; ++j) rest[j] = vals[order[g + 1 + j]];
-            target[row] = target[row] + (first + pairwise(rest.data(), n_rest, 1));
-        }
-        g = end;
-    }
-}
-
 // the epoch itself (indexes checked by the caller); allocates everything before its first update
 // and throws std::bad_alloc (or std::length_error) when it cannot
 void epoch(int64_t n, int64_t batch, int64_t k, const int64_t* visit, const int64_t* users, const int64_t* items,
            const double* ratings, double* P, double* Q, double* bu, double* bi, double mu, double lr, double reg,
            double lr_b, double reg_b, int biased, double* err) {
     std::vector<int64_t> u(batch), it(batch), by_u, by_i;
-    std::vector<double> step_p(batch * k), step_q(batch * k), vals(batch), rest;
+    std::vector<double> step_p(batch * k), step_q(batch * k), vals(batch), dots(batch), rest;
+    double* dot = dots.data();
     by_u.reserve(batch);  // every allocation before the first update: none in the loop
     by_i.reserve(batch);
     rest.reserve(batch * k);
@@ -163,20 +130,21 @@ void epoch(int64_t n, int64_t batch, int64_t k, const int64_t* visit, const int6
         for (; t + 4 <= m; t += 4) {
             const double* a[4] = {P + u[t] * k, P + u[t + 1] * k, P + u[t + 2] * k, P + u[t + 3] * k};
             const double* b[4] = {Q + it[t] * k, Q + it[t + 1] * k, Q + it[t + 2] * k, Q + it[t + 3] * k};
-            double dot[4];
-            einsum_dot4(a, b, k, dot);
-            for (int p = 0; p < 4; ++p)
-                e[t + p] = ratings[visit[s + t + p]] - (((mu + bu[u[t + p]]) + bi[it[t + p]]) + dot[p]);
+            einsum_dots<4>(a, b, k, dot + t);
         }
-        for (; t < m; ++t)
-            e[t] = ratings[visit[s + t]] - (((mu + bu[u[t]]) + bi[it[t]]) + einsum_dot(P + u[t] * k, Q + it[t] * k, k));
+        for (; t < m; ++t) {
+            const double* a[1] = {P + u[t] * k};
+            const double* b[1] = {Q + it[t] * k};
+            einsum_dots<1>(a, b, k, dot + t);
+        }
+        for (t = 0; t < m; ++t) e[t] = ratings[visit[s + t]] - (((mu + bu[u[t]]) + bi[it[t]]) + dot[t]);
         group_by(u.data(), m, by_u);
         group_by(it.data(), m, by_i);
         if (biased) {
             for (int64_t t = 0; t < m; ++t) vals[t] = lr_b * (e[t] - reg_b * bu[u[t]]);
-            scatter_values(u.data(), m, vals.data(), bu, by_u, rest);
+            scatter_rows(u.data(), m, 1, vals.data(), bu, by_u, rest);
             for (int64_t t = 0; t < m; ++t) vals[t] = lr_b * (e[t] - reg_b * bi[it[t]]);
-            scatter_values(it.data(), m, vals.data(), bi, by_i, rest);
+            scatter_rows(it.data(), m, 1, vals.data(), bi, by_i, rest);
         }
         for (int64_t t = 0; t < m; ++t) {
             const double* pu = P + u[t] * k;

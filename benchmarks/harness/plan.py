@@ -43,7 +43,7 @@ from benchmarks.harness.data import (
 from benchmarks.record import DataRef, RunIdentity, RunRecord, SplitRef
 
 #: the option that sets each harness-controlled config field
-HARNESS_FLAGS = {"seed": "--seeds", "cold_start": "--cold-start", "devices": "--devices"}
+HARNESS_FLAGS = {"seed": "--seeds", "cold_start": "--cold-start", "devices": "--devices", "threads": "--threads"}
 
 
 class PlanError(ConfigError):
@@ -175,7 +175,7 @@ def resolve_model(
             raise ConfigError(f"parameter {key!r} of model {model!r} is set by the run ({flag}), not by --set / params")
     for key in cfg_cls.EXECUTION:
         if key in given:
-            how = " (--threads)" if key == "threads" else ""
+            how = f" ({HARNESS_FLAGS[key]})" if key in HARNESS_FLAGS else ""
             raise ConfigError(
                 f"parameter {key!r} of model {model!r} is an execution setting (the same numbers whatever its "
                 f"value, so no part of a run's identity): the run sets it{how}, not --set / params"
