@@ -39,7 +39,7 @@ import scipy.sparse as sp
 from autorec.interactions import Interactions
 from autorec.models.base import FitInfo, ProgressFn, Recommender
 from autorec.models.config import ModelConfig, nonnegative, param, positive
-from baselines._oneshot import one_shot_info
+from baselines._oneshot import mean_squared_error, one_shot_info
 
 
 @contextlib.contextmanager
@@ -113,6 +113,7 @@ class BayesianMF(Recommender[BayesConfig]):
     name = "bayesian-mf"
     family = "mf"
     backend = "myfm"
+    train_pass = True
     requires = (("myfm", "bayes"),)
     Config = BayesConfig
     # Rank 8-128 (log scale): the sampler integrates the regularisation out, so large ranks overfit
@@ -141,7 +142,13 @@ class BayesianMF(Recommender[BayesConfig]):
             super().require()
 
     def _fit(
-        self, train: Interactions, valid: Interactions | None, *, progress: ProgressFn | None = None, **options: Any
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        *,
+        progress: ProgressFn | None = None,
+        score_train: bool = True,
+        **options: Any,
     ) -> FitInfo:
         self._kept = None  # first: a fit that fails leaves nothing of an earlier one behind
         with _quiet_myfm_import():
@@ -178,20 +185,19 @@ class BayesianMF(Recommender[BayesConfig]):
             )
         # the train predictions (for the train loss) and the validation ones in one pass over the
         # samples; the validation ones are kept for evaluate(valid)
-        n = len(train)
-        users, items = train.users, train.items
+        n = len(train) if score_train else 0
+        users, items = train.users[:n], train.items[:n]
         if valid is not None:
             warm = ~self.cold_mask(valid.users, valid.items)
             vu, vi = valid.users[warm], valid.items[warm]
             users, items = np.concatenate([users, vu]), np.concatenate([items, vi])
-        mean = self._posterior_mean(users, items)
+        mean = self._posterior_mean(users, items) if len(users) else np.zeros(0)
         if valid is not None:
             self._kept = (vu, vi, mean[n:])
-        err = train.ratings.astype(np.float64) - mean[:n]
         return one_shot_info(
             self,
             valid,
-            train_loss=float(err @ err / len(err)),
+            train_loss=mean_squared_error(train.ratings, mean[:n]) if score_train else None,
             started=t0,
             progress=progress,
             n_kept_samples=c.n_kept(),

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from autorec.interactions import Interactions
 from autorec.models.base import FitInfo, ProgressFn, Recommender
 from autorec.models.config import ModelConfig, nonnegative, param, positive
-from baselines._oneshot import one_shot_info
+from baselines._oneshot import mean_squared_error, one_shot_info
 
 
 def trainset_from(train: Interactions) -> Any:
@@ -103,6 +103,7 @@ class _SurpriseModel(Recommender[SurpriseConfig]):
     family = "mf"
     backend = "surprise"
     requires = (("surprise", "surprise"),)
+    train_pass = True
     ALGO: ClassVar[str] = ""
     algo: Any
     trainset: Any
@@ -114,7 +115,13 @@ class _SurpriseModel(Recommender[SurpriseConfig]):
         return kw
 
     def _fit(
-        self, train: Interactions, valid: Interactions | None, *, progress: ProgressFn | None = None, **options: Any
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        *,
+        progress: ProgressFn | None = None,
+        score_train: bool = True,
+        **options: Any,
     ) -> FitInfo:
         import surprise
 
@@ -130,8 +137,8 @@ class _SurpriseModel(Recommender[SurpriseConfig]):
             self.inner_u[int(self.trainset.to_raw_uid(inner))] = inner
         for inner in self.trainset.all_items():
             self.inner_i[int(self.trainset.to_raw_iid(inner))] = inner
-        err = train.ratings.astype(np.float64) - self.estimate(train.users, train.items)
-        return one_shot_info(self, valid, train_loss=float(err @ err / len(err)), started=t0, progress=progress)
+        loss = mean_squared_error(train.ratings, self.estimate(train.users, train.items)) if score_train else None
+        return one_shot_info(self, valid, train_loss=loss, started=t0, progress=progress)
 
     def estimate(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """surprise's own ``estimate``, pair by pair."""

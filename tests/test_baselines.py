@@ -498,6 +498,23 @@ def test_surprise_svd_equals_direct_call(data):
 
 
 @needs_surprise
+def test_surprise_score_train_false_skips_only_the_train_loss(data):
+    scored, skipped = build("surprise-svd", seed=5, n_epochs=3), build("surprise-svd", seed=5, n_epochs=3)
+    a, b = scored.fit(data.train, data.valid), skipped.fit(data.train, data.valid, score_train=False)
+    assert a.history[0]["train_loss"] > 0 and b.history[0]["train_loss"] is None
+    assert a.history[0]["valid_rmse"] == b.history[0]["valid_rmse"]
+    tu, ti = data.test.users, data.test.items
+    assert np.array_equal(scored.predict(tu, ti), skipped.predict(tu, ti))
+
+
+def test_score_train_reaches_only_the_models_with_a_train_pass(data):
+    """Iterative models record the train loss their epochs computed whatever ``score_train`` says."""
+    model = build("bias-only", epochs=3)
+    info = model.fit(data.train, score_train=False)
+    assert all(row["train_loss"] > 0 for row in info.history)
+
+
+@needs_surprise
 def test_surprise_svdpp_equals_direct_call(data):
     import surprise
 

@@ -95,6 +95,33 @@ def test_predictions_are_myfms_whatever_else_is_in_the_call(data, name):
     assert np.array_equal(m.estimate(vu, vi), full_blocks(vu, vi))
 
 
+@needs_myfm
+@pytest.mark.parametrize("name", MODELS)
+def test_score_train_false_skips_the_train_pass_and_nothing_else(data, name):
+    """``fit(score_train=False)`` (a refit, a tuning trial): no myfm call over the train pairs, the
+    history's train loss None, every prediction and the validation score bitwise the same."""
+    scored = build(name, **FAST)
+    scored_info = scored.fit(data.train, data.valid)
+    m = build(name, **FAST)
+    calls = []
+    posterior_mean = m._posterior_mean
+
+    def counted(users, items):
+        calls.append(len(users))
+        return posterior_mean(users, items)
+
+    m._posterior_mean = counted
+    info = m.fit(data.train, data.valid, score_train=False)
+    assert calls == [int((~m.cold_mask(data.valid.users, data.valid.items)).sum())]  # the validation pairs only
+    assert info.history[0]["train_loss"] is None and scored_info.history[0]["train_loss"] > 0
+    assert info.history[0]["valid_rmse"] == scored_info.history[0]["valid_rmse"]
+    tu, ti = data.test.users, data.test.items
+    assert np.array_equal(m.predict(tu, ti), scored.predict(tu, ti))
+    calls.clear()
+    m.fit(data.train, score_train=False)
+    assert calls == [] and m._kept is None  # nothing to predict in the fit at all
+
+
 def test_implicit_features_are_the_normalised_train_sets():
     # user 0 rated items 0, 2; user 1 rated item 2; user 2 and item 1 have no train rating
     train = Interactions(

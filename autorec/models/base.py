@@ -101,6 +101,10 @@ class Recommender(ABC, Generic[C]):
     version: ClassVar[int] = 1
     #: importable modules the class needs and the pip extra that installs them
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: True where ``_fit`` scores the train part in a prediction pass of its own once the model is
+    #: fitted (the one-shot models); ``fit(score_train=False)`` skips that pass. Iterative models
+    #: get their train loss from the epochs themselves and always record it.
+    train_pass: ClassVar[bool] = False
 
     config: C
 
@@ -168,11 +172,17 @@ class Recommender(ABC, Generic[C]):
         valid: Interactions | None = None,
         *,
         progress: ProgressFn | None = None,
+        score_train: bool = True,
         **options: Any,
     ) -> FitInfo:
         """Learn from ``train``; ``valid`` (optional) drives early stopping and is scored per epoch.
-        ``options`` are the model's own (checkpoint / resume for iterative models)."""
+        ``score_train=False`` skips the separate prediction pass over ``train`` that a one-shot model
+        (:attr:`train_pass`) makes for its history's ``train_loss``, which is then None (a refit whose
+        history nobody reads); it changes nothing else. ``options`` are the model's own (checkpoint /
+        resume for iterative models)."""
         check_parts(self.label(), train, valid)
+        if self.train_pass:
+            options["score_train"] = bool(score_train)
         self.facts = TrainFacts.of(train)
         info = self._fit(train, valid if valid is not None and len(valid) else None, progress=progress, **options)
         self.fit_info = info

@@ -166,8 +166,9 @@ class Worker:
             self.emit(event="stage", stage="refitting")
             self.state["refit"] = self.refit(cls, ref, params, fit, d)
 
-    def fit(self, cls: Any, ref: Any, params: dict, train: Any, valid: Any, progress: Any = None):
-        """Fit as the model launches: in this process, or data-parallel (one process per device)."""
+    def fit(self, cls: Any, ref: Any, params: dict, train: Any, valid: Any, progress: Any = None, score_train=True):
+        """Fit as the model launches: in this process, or data-parallel (one process per device).
+        ``score_train=False``: a one-shot model skips scoring the train part (see ``Recommender.fit``)."""
 
         if self.plan.launcher == "ddp":
             nproc = len(self.plan.identity.devices)
@@ -179,18 +180,19 @@ class Worker:
         model = ref.build(params)
         env.set_threads(self.threads)  # constructing may import a framework lazily
         t0 = time.perf_counter()
-        info = model.fit(train, valid, progress=progress)
+        info = model.fit(train, valid, progress=progress, score_train=score_train)
         return model, info, time.perf_counter() - t0
 
     def refit(self, cls: Any, ref: Any, params: dict, fit: FitSummary, d: Any) -> Refit:
         """The same configuration on train + validation, no validation, for the selected number of
         epochs (the epoch whose weights the selected model holds; the model's own budget for a
-        one-shot model), scored once on test."""
+        one-shot model), scored once on test. Its history is not recorded, so a one-shot model skips
+        the pass over train that only its history's train loss needs."""
         epochs = None
         if "epochs" in cls.Config.field_names():
             epochs = int(fit.weights_epoch or fit.epochs_run)
             params = {**params, "epochs": epochs}
-        model, _info, seconds = self.fit(cls, ref, params, train_plus_valid(d), None)
+        model, _info, seconds = self.fit(cls, ref, params, train_plus_valid(d), None, score_train=False)
         test = model.evaluate(d.test)
         return Refit(epochs=epochs, test_rmse=test["rmse"], test_mae=test["mae"], fit_seconds=round(seconds, 4))
 

@@ -143,7 +143,8 @@ def _objective(spec: StudySpec, ref: registry.ModelRef, train: Interactions, val
         t0 = time.perf_counter()
         try:
             model = ref.build({**spec.fixed, **sampled, "seed": spec.seed, "cold_start": spec.cold_start})
-            info = model.fit(train, valid, progress=_pruning(trial, t0))
+            # a trial keeps the validation score only: one-shot models skip scoring the train part
+            info = model.fit(train, valid, progress=_pruning(trial, t0), score_train=False)
             scores = model.evaluate(valid)
             if not math.isfinite(scores["rmse"]):
                 raise FloatingPointError(f"validation RMSE is {scores['rmse']}")
