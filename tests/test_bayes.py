@@ -4,14 +4,16 @@ missing myfm names the extra that installs it."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
 import pytest
 
-from autorec.errors import ConfigError, MissingDependencyError
+from autorec.errors import ConfigError, DataError, MissingDependencyError
 from autorec.interactions import Interactions
 from autorec.models import registry
+from baselines import bayes
 from baselines.bayes import BayesConfig, BayesianMF, BayesianSVDpp, relation_features
 from tests.conftest import has_module
 from tests.synthetic_parts import learnable
@@ -194,3 +196,125 @@ def test_missing_myfm_names_the_bayes_extra(monkeypatch, cls):
     with pytest.raises(MissingDependencyError, match=r"pip install \.\[bayes\]") as err:
         cls()
     assert cls.name in str(err.value)
+
+
+# ----------------------------------------------------------------- the posterior mean in C++
+@pytest.fixture
+def native_fm():
+    """The C++ posterior mean.  It must compile where a compiler is found, and it must reproduce this
+    myfm: a difference fails the test (a regression, or a myfm of another operation order:
+    ``AUTOREC_FM_NATIVE_MAY_DIFFER=1`` turns that case into a skip, and ``auto`` then predicts with
+    myfm, see ``test_auto_kernel_follows_the_self_check``)."""
+    if not has_module("myfm"):
+        pytest.skip("myfm not installed (pip install .[bayes])")
+    if not bayes.NATIVE.available():
+        pytest.skip(f"native posterior mean unavailable: {bayes.NATIVE.unavailable_reason()}")
+    differs = bayes.native_differs()
+    if differs is not None:
+        message = f"the native posterior mean does not reproduce this myfm: {differs}"
+        if os.environ.get("AUTOREC_FM_NATIVE_MAY_DIFFER"):
+            pytest.skip(message)
+        pytest.fail(
+            f"{message} (a regression; or, with a myfm of another operation order, set "
+            "AUTOREC_FM_NATIVE_MAY_DIFFER=1: auto then predicts with myfm)"
+        )
+    return bayes.NATIVE
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize(
+    "params",
+    [{"rank": 4, "n_iter": 30}, {"rank": 1, "n_iter": 5, "burn_in": 0.0}, {"rank": 33, "n_iter": 9, "grouped": False}],
+)
+def test_native_posterior_mean_is_bitwise_myfms(native_fm, data, name, params):
+    """Every number of a fit, and every prediction, to the bit: train loss, validation RMSE, test
+    predictions (pairs repeated and in any order)."""
+    fits = {}
+    for kernel in ("myfm", "native"):
+        m = build(name, **params, kernel=kernel)
+        info = m.fit(data.train, data.valid)
+        assert info.extra["kernel"] == kernel
+        fits[kernel] = (m, info)
+    (a, ia), (b, ib) = fits["myfm"], fits["native"]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in ia.history] == [
+        {k: v for k, v in h.items() if k != "seconds"} for h in ib.history
+    ]
+    order = np.random.default_rng(1).permutation(np.r_[np.arange(len(data.test)), np.arange(20)])
+    tu, ti = data.test.users[order], data.test.items[order]
+    assert np.array_equal(a.predict(tu, ti), b.predict(tu, ti))
+
+
+def test_auto_kernel_is_native_where_it_reproduces_myfm(native_fm, data):
+    info = build("bayesian-svdpp", **FAST).fit(data.train, data.valid)
+    assert info.extra["kernel"] == "native" and "kernel_note" not in info.extra
+
+
+@needs_myfm
+def test_auto_kernel_follows_the_self_check(data, monkeypatch):
+    """Where the C++ posterior mean does not reproduce this myfm, auto predicts with myfm and says why."""
+    monkeypatch.setattr(bayes, "native_differs", lambda: "bayesian-svdpp: differs by up to 1e-16")
+    info = build("bayesian-svdpp", **FAST).fit(data.train, data.valid)
+    note = info.extra["kernel_note"]
+    assert info.extra["kernel"] == "myfm" and ("differs by up to" in note or "unavailable" in note)
+    with pytest.raises(ConfigError, match="does not reproduce this myfm|not available here"):
+        build("bayesian-svdpp", **FAST, kernel="native").fit(data.train)
+
+
+def test_self_check_catches_a_different_native_posterior_mean(native_fm, monkeypatch):
+    exact = bayes.native_posterior_mean
+
+    def one_ulp_off(samples, features, at):
+        out = exact(samples, features, at)
+        out[-1] = np.nextafter(out[-1], np.inf)
+        return out
+
+    monkeypatch.setattr(bayes, "native_posterior_mean", one_ulp_off)
+    bayes.native_differs.cache_clear()
+    try:
+        assert "differs by up to" in (bayes.native_differs() or "")
+    finally:
+        monkeypatch.undo()
+        bayes.native_differs.cache_clear()
+    assert bayes.native_differs() is None
+
+
+@needs_myfm
+def test_kernel_errors_name_the_problem(data, monkeypatch):
+    with pytest.raises(ConfigError, match="kernel"):
+        build("bayesian-mf", kernel="cuda")
+    missing = bayes.NativeLibrary(
+        bayes.NATIVE.source.with_name("missing.cpp"), "autorec_missing", [["-O2"]], bayes._declare
+    )
+    monkeypatch.setattr(bayes, "NATIVE", missing)
+    with pytest.raises(ConfigError, match="kernel='native' is not available here: cannot read"):
+        build("bayesian-mf", **FAST, kernel="native").fit(data.train)
+    info = build("bayesian-mf", **FAST).fit(data.train)  # auto: myfm, and why
+    assert info.extra["kernel"] == "myfm" and "cannot read" in info.extra["kernel_note"]
+
+
+def test_native_posterior_mean_refuses_inconsistent_input(native_fm, data):
+    m = build("bayesian-svdpp", **FAST, kernel="native")
+    m.fit(data.train)
+    samples = m.fm.predictor_.samples
+    users, items = np.array([0, 1]), np.array([2, 3])
+    features = [m.user_features[users], m.item_features[items]]
+    good = bayes.native_posterior_mean(samples, features, [np.arange(2), np.arange(2)])
+    assert np.array_equal(good, m._posterior_mean(users, items))
+    with pytest.raises(DataError, match="out of range"):
+        bayes.native_posterior_mean(samples, features, [np.array([0, 2]), np.arange(2)])
+    with pytest.raises(DataError, match="out of range"):
+        bayes.native_posterior_mean(samples, features, [np.array([0, -1]), np.arange(2)])
+    with pytest.raises(DataError, match="feature columns"):
+        bayes.native_posterior_mean(samples, [features[0], features[1][:, :-1]], [np.arange(2), np.arange(2)])
+
+
+def test_kernel_is_an_execution_setting():
+    """``kernel`` changes no number: not in a run's identity, and a spec or --set naming it is refused."""
+    from benchmarks.harness.plan import resolve_model
+
+    def resolved(params):
+        return resolve_model("bayesian-svdpp", None, params, seed=0, cold_start="global-mean", devices=("cpu",))
+
+    assert "kernel" not in resolved({"rank": 4}).params
+    with pytest.raises(ConfigError, match="execution setting.*not --set"):
+        resolved({"rank": 4, "kernel": "myfm"})
