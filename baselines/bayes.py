@@ -17,9 +17,10 @@ cost per sample follows the block rows; a pair's prediction is bitwise the same)
 validation pairs of a fit in one call.  That mean is myfm's arithmetic, run by myfm's ``predict`` or,
 about 3x faster, by the same operations in C++ (``fm_predict.cpp``); ``kernel`` chooses, ``auto``
 (the default) takes C++ where it compiles and reproduces this myfm bitwise (checked once per process
-on two small fits), and the fit records which ran (``FitInfo.extra["kernel"]``).  Deterministic given ``seed`` (myfm's sampler is
-single-threaded and seeded).  myfm draws a tqdm progress bar unconditionally (0.3.6 and 0.4.0 have
-no option to turn it off), so the sampler runs with ``sys.stderr`` sent to a discarded buffer.
+on two small fits), and the fit records which ran (``FitInfo.extra["kernel"]``).  Deterministic given
+``seed`` (myfm's sampler is single-threaded and seeded).  myfm draws a tqdm progress bar
+unconditionally (0.3.6 and 0.4.0 have no option to turn it off), so the sampler runs with
+``sys.stderr`` sent to a discarded buffer.
 
 Missing package -> :class:`~autorec.errors.MissingDependencyError` at construction, naming
 ``pip install .[bayes]`` (myfm, and setuptools < 81: myfm imports ``pkg_resources``).
@@ -59,6 +60,8 @@ def _quiet_myfm_import() -> Iterator[None]:
 
 
 KERNELS = ("auto", "native", "myfm")
+#: relation blocks the C++ posterior mean takes (kMaxBlocks in fm_predict.cpp)
+MAX_BLOCKS = 8
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -302,6 +305,8 @@ def native_posterior_mean(
     blocks' in the samples' ``w`` and ``V``), ``at[b][j]`` the row of pair ``j``.  Bitwise
     myfm's where :func:`native_differs` says so."""
     lib = NATIVE.require("bayesian kernel='native'", "use kernel='myfm'")
+    if not 1 <= len(at) <= MAX_BLOCKS:
+        raise DataError(f"posterior mean: {len(at)} relation blocks; the C++ kernel takes 1 to {MAX_BLOCKS}")
     n = len(at[0])
     first = samples[0]
     n_features, k = np.asarray(first.V).shape
@@ -343,10 +348,12 @@ def native_posterior_mean(
                 f"posterior mean: a sample's weights {w.shape} and factors {factors.shape} differ from the first's"
             )
         np.copyto(V, factors)
-        lib.fm_add_sample(
+        rc = lib.fm_add_sample(
             float(sample.w0), w.ctypes.data, V.ctypes.data, k, len(arrays), indptrs, index_ptrs, data_ptrs,
             rows.ctypes.data, offsets.ctypes.data, at_ptrs, n, scratch.ctypes.data, result.ctypes.data,
         )  # fmt: skip
+        if rc != 0:
+            raise DataError(f"posterior mean: {len(arrays)} relation blocks; the C++ kernel takes 1 to {MAX_BLOCKS}")
     result /= len(samples)
     return result
 

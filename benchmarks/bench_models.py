@@ -74,7 +74,8 @@ CASES = [
     Case("surprise-svd", "surprise", iterations={"n_epochs": 1}),
     Case("surprise-svdpp", "surprise", iterations={"n_epochs": 1}, heavy=SVDPP_HEAVY),
     Case("bayesian-mf", "myfm", iterations={"n_iter": 5}),
-    Case("bayesian-svdpp", "myfm", iterations={"n_iter": 5}),
+    Case("bayesian-svdpp", "myfm", {"kernel": "myfm"}, path="myfm-predict", iterations={"n_iter": 5}),
+    Case("bayesian-svdpp", "myfm", {"kernel": "native"}, path="native-predict", iterations={"n_iter": 5}),
 ] + [
     Case(name, backend, params, path=path)
     for name in ("i-autorec", "u-autorec")

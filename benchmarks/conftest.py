@@ -217,11 +217,12 @@ class Bench:
 
             if not native.available():
                 pytest.skip(f"native kernels unavailable: {native.unavailable_reason()}")
-        if params.get("kernel") == "native":  # biased-mf's C++ epoch
-            from baselines import sgd
+        if params.get("kernel") == "native":  # biased-mf's C++ epoch, the Bayesian C++ posterior mean
+            from baselines import bayes, sgd
 
-            if not sgd.NATIVE.available():
-                pytest.skip(f"native SGD epoch unavailable: {sgd.NATIVE.unavailable_reason()}")
+            lib = bayes.NATIVE if ref.backend == "myfm" else sgd.NATIVE
+            if not lib.available():
+                pytest.skip(f"native {lib.source.name} unavailable: {lib.unavailable_reason()}")
         return ref
 
     def run(

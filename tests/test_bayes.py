@@ -304,6 +304,8 @@ def test_native_posterior_mean_refuses_inconsistent_input(native_fm, data):
         bayes.native_posterior_mean(samples, features, [np.array([0, 2]), np.arange(2)])
     with pytest.raises(DataError, match="out of range"):
         bayes.native_posterior_mean(samples, features, [np.array([0, -1]), np.arange(2)])
+    with pytest.raises(DataError, match="9 relation blocks"):
+        bayes.native_posterior_mean(samples, [features[0]] * 9, [np.arange(2)] * 9)
     with pytest.raises(DataError, match="feature columns"):
         bayes.native_posterior_mean(samples, [features[0], features[1][:, :-1]], [np.arange(2), np.arange(2)])
 
