@@ -320,3 +320,17 @@ def test_kernel_is_an_execution_setting():
     assert "kernel" not in resolved({"rank": 4}).params
     with pytest.raises(ConfigError, match="execution setting.*not --set"):
         resolved({"rank": 4, "kernel": "myfm"})
+
+
+def test_a_self_check_that_cannot_run_means_myfm(monkeypatch):
+    def broken():
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(bayes, "_native_differs", broken)
+    bayes.native_differs.cache_clear()
+    try:
+        assert bayes.native_differs() == "the self-check failed: MemoryError: no room"
+        assert bayes.resolve_kernel(BayesConfig())[0] == "myfm"
+    finally:
+        monkeypatch.undo()
+        bayes.native_differs.cache_clear()

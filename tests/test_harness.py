@@ -256,26 +256,37 @@ def test_refit_on_train_plus_valid(tmp_path):
 
 def test_refit_skips_the_one_shot_train_pass(tmp_path):
     """The refit's history is not recorded, so it asks the fit not to score the train part (a
-    Bayesian SVD++ refit on ML-100K saved a myfm prediction over 80,000 pairs, about 7 s)."""
+    Bayesian SVD++ refit on ML-100K saved a myfm prediction over 80,000 pairs, about 7 s): through
+    the worker's own fit, down to the model's ``_fit``."""
+    import types
+
     from benchmarks.harness.worker import Worker
     from benchmarks.record import FitSummary
 
     plan = _plan(model="global-mean")
     d = harness.load_data(plan.dataset_ref(), SplitSpec.from_dict(plan.split_spec), seed=0, valid_ratio=0.05,
                           source=plan.source)  # fmt: skip
-    asked = {}
+    asked = []
 
-    class Spy:
-        def fit(self, cls, ref, params, train, valid, progress=None, score_train=True):
-            asked.update(valid=valid, score_train=score_train, n=len(train))
-            model = GlobalMean({})
-            model.fit(train, valid, score_train=score_train)
-            return model, model.fit_info, 0.0
+    class OneShot(GlobalMean):
+        train_pass = True  # a one-shot model with a train pass
 
+        def _fit(self, train, valid, *, progress=None, score_train=True, **options):
+            asked.append((len(train), valid, score_train))
+            return super()._fit(train, valid, progress=progress, **options)
+
+    class Ref:
+        def build(self, params):
+            return OneShot(params)
+
+    worker = types.SimpleNamespace(plan=types.SimpleNamespace(launcher="single"), threads=1)
+    worker.fit = lambda *args, **kw: Worker.fit(worker, *args, **kw)  # type: ignore[arg-type]
     fit = FitSummary(best_epoch=1, weights_epoch=1, epochs_run=1, history=())
-    refit = Worker.refit(Spy(), GlobalMean, None, {}, fit, d)  # type: ignore[arg-type]
-    assert asked == {"valid": None, "score_train": False, "n": len(d.train) + len(d.valid)}
+    refit = Worker.refit(worker, OneShot, Ref(), {}, fit, d)  # type: ignore[arg-type]
+    assert asked == [(len(d.train) + len(d.valid), None, False)]
     assert refit.epochs is None and refit.test_rmse > 0
+    Worker.fit(worker, OneShot, Ref(), {}, d.train, d.valid)  # type: ignore[arg-type]
+    assert asked[-1] == (len(d.train), d.valid, True)  # the selection fit scores train (its history is kept)
 
 
 @needs_torch

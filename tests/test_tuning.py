@@ -51,6 +51,22 @@ def test_score_is_the_validation_rmse_of_the_models_own_predict(data, tmp_path):
     assert set(r.best_params) == {"reg_user", "reg_item"}
 
 
+def test_trials_ask_one_shot_models_not_to_score_train(data, tmp_path, monkeypatch):
+    """A trial keeps the validation score only: its fit skips a one-shot model's train pass."""
+    from autorec.models.base import Recommender
+
+    asked = []
+    fit = Recommender.fit
+
+    def spy(self, *args, score_train=True, **kw):
+        asked.append(score_train)
+        return fit(self, *args, score_train=score_train, **kw)
+
+    monkeypatch.setattr(Recommender, "fit", spy)
+    tune(spec_for(tmp_path, "global-mean", name="spy"), data.train, data.valid, trials=1)
+    assert asked == [False]
+
+
 def test_pruning_on_the_per_epoch_validation_rmse(data, tmp_path):
     pruned = spec_for(tmp_path, name="pruned")
     r = tune(pruned, data.train, data.valid, trials=16)
