@@ -219,6 +219,36 @@ def run(
     }
 
 
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with every measurement of ``new``'s cases replaced by ``new``'s (``--update``: some
+    rows re-measured, e.g. after their code changed); refused unless both measured the same way
+    (dataset, cores, settings, target, and the same busy-neighbour counts for those cases).  Each
+    row's ratio compares settings measured together, so a re-measured row is judged on its own
+    measurements; ``updates`` says which rows and when."""
+    for key in ("dataset", "split", "cores", "settings", "target_ratio"):
+        if old.get(key) != new.get(key):
+            raise ValueError(f"cannot update: {key} differs ({old.get(key)!r} in the file, {new.get(key)!r} now)")
+    cases = [c["id"] for c in new["cases"]]
+    old_counts = sorted({m["neighbours"] for m in old["measurements"] if m["case"] in cases})
+    new_counts = sorted({m["neighbours"] for m in new["measurements"]})
+    if old_counts and old_counts != new_counts:
+        raise ValueError(f"cannot update: busy neighbours {new_counts} now, {old_counts} in the file")
+    known = [c["id"] for c in old["cases"]]
+    kept = [m for m in old["measurements"] if m["case"] not in cases]
+    update = {
+        "cases": cases,
+        "created_at": new["created_at"],
+        "wall_s": new["wall_s"],
+        "environment": new["environment"],
+    }
+    return {
+        **old,
+        "cases": old["cases"] + [c for c in new["cases"] if c["id"] not in known],
+        "measurements": kept + new["measurements"],
+        "updates": [*old.get("updates", []), update],
+    }
+
+
 # ---------------------------------------------------------------------- the table
 def summarise(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (neighbours, case): the median fit seconds of each setting, the best, and the
@@ -275,6 +305,12 @@ def render(doc: dict[str, Any]) -> str:
         "libgomp's workers spin a while, then sleep). `passive wait` sets `AUTOREC_OMP_WAIT_POLICY=passive` "
         "(workers sleep at once). The all-cores setting with the runtime's policy is what the suite did "
         f"before it chose the count. Target: `default` within {doc['target_ratio']}x of the row's best.",
+        *[
+            f"\nRe-measured on {u['created_at']} ({u['wall_s']:.0f} s) with `--update`, the same settings and "
+            f"neighbours: {', '.join(u['cases'])} (their rows are from that run; each row compares settings "
+            "measured together)."
+            for u in doc.get("updates", [])
+        ],
         "",
         "| busy neighbours | path | " + " | ".join(setting_ids) + " | default / best | target |",
         "|---|---|" + "---|" * len(setting_ids) + "---|---|",
@@ -320,6 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="folder holding the dataset (default: ../shared/data if present)")
     p.add_argument("--out", default="results", help="folder for contention.json and contention.md")
     p.add_argument("--render-only", action="store_true", help="render contention.md from contention.json")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="re-measure only --cases and replace their rows in the existing contention.json (same settings)",
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per measurement before it counts as failed")
     p.add_argument("--measure", metavar="CASE", help=argparse.SUPPRESS)  # the child's entry point
     p.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
@@ -348,7 +389,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--neighbours {args.neighbours!r}: comma-separated integers, e.g. 0,1")
     if args.repeats < 1 or min(counts) < 0:
         p.error("--repeats must be >= 1 and --neighbours >= 0")
+    raw = out / "contention.json"
+    previous = None
+    if args.update:
+        if not raw.is_file():
+            p.error(f"--update: {raw} does not exist: run the whole benchmark first (make bench-threads)")
+        previous = json.loads(raw.read_text())
+        from autorec.env import default_threads
+
+        planned = {
+            "dataset": args.dataset,
+            "settings": [vars(x) for x in settings(default_threads())],
+            "neighbours": sorted(set(counts)),
+        }
+        had = {
+            "dataset": previous.get("dataset"),
+            "settings": previous.get("settings"),
+            "neighbours": sorted({m["neighbours"] for m in previous.get("measurements", [])}),
+        }
+        for key, value in planned.items():
+            if had[key] != value:
+                p.error(f"--update: {key} would be {value!r}, the file has {had[key]!r}: measure everything instead")
     doc = run([by_id[c] for c in args.cases.split(",")], counts, args.repeats, args.dataset, data_dir, args.timeout)
+    if previous is not None:
+        try:
+            doc = merge(previous, doc)
+        except ValueError as exc:
+            print(f"error: {exc}; nothing written", file=sys.stderr)
+            return 2
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "contention.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1, default=str))

@@ -168,6 +168,38 @@ def test_render_only_needs_the_raw_file(tmp_path, capsys):
     assert "| 0 | b | - | - | 1.00 | 1.00 | met |" in (tmp_path / "contention.md").read_text()
 
 
+def test_update_replaces_only_the_remeasured_cases_rows():
+    old = _doc([_m(0, "a", "default", 5.0), _m(0, "a", "1 thread", 5.0), _m(0, "b", "default", 9.0)])
+    new = {**_doc([_m(0, "b", "default", 2.0), _m(0, "b", "1 thread", 2.5)]), "created_at": "2026-12-07T06:00:00+0000"}
+    new["cases"] = [{"id": "b"}]
+    merged = contention.merge(old, new)
+    assert sorted((m["case"], m["setting"], m["fit_s"]) for m in merged["measurements"]) == [
+        ("a", "1 thread", 5.0),
+        ("a", "default", 5.0),
+        ("b", "1 thread", 2.5),
+        ("b", "default", 2.0),
+    ]
+    assert merged["created_at"] == old["created_at"] and [c["id"] for c in merged["cases"]] == ["a", "b"]
+    assert merged["updates"][0]["cases"] == ["b"] and merged["updates"][0]["created_at"].startswith("2026-12-07")
+    text = contention.render(merged)
+    assert "Re-measured on 2026-12-07T06:00:00+0000" in text and "with `--update`" in text
+    assert "| 0 | b | 2.50 | - | 2.00 | 1.00 | met |" in text
+    with pytest.raises(ValueError, match="settings differs"):
+        contention.merge(old, {**new, "settings": [{"id": "1 thread"}]})
+    with pytest.raises(ValueError, match="busy neighbours"):
+        contention.merge(old, {**new, "measurements": [_m(1, "b", "default", 2.0)]})
+
+
+def test_update_needs_the_file_and_the_same_plan(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        contention.main(["--update", "--cases", "biased-mf-numpy", "--out", str(tmp_path)])
+    assert "make bench-threads" in capsys.readouterr().err
+    (tmp_path / "contention.json").write_text(json.dumps(_doc([_m(0, "b", "default", 1.0)])))
+    with pytest.raises(SystemExit):  # the file's settings are not this machine's: nothing is measured
+        contention.main(["--update", "--cases", "biased-mf-numpy", "--neighbours", "0", "--out", str(tmp_path)])
+    assert "--update: settings would be" in capsys.readouterr().err
+
+
 def test_bad_options_are_messages(capsys):
     for argv in (["--cases", "nope"], ["--neighbours", "one"], ["--repeats", "0"]):
         with pytest.raises(SystemExit):
