@@ -28,6 +28,10 @@ from autorec.errors import ConfigError
 
 ENV_KERNEL_DIR = "AUTOREC_KERNEL_DIR"
 
+#: flag sets of a kernel that must round as the code it replaces: no fused multiply-add (GCC would
+#: contract ``a * b + c`` under -march=native), no reassociation (no -ffast-math)
+EXACT_FLAGS = (["-O3", "-march=native", "-ffp-contract=off"], ["-O2", "-ffp-contract=off"])
+
 
 def kernel_dir() -> Path:
     """Where compiled kernels are cached: ``$AUTOREC_KERNEL_DIR``, else ``cache_dir("kernels")``."""
@@ -162,3 +166,37 @@ class NativeLibrary:
         if lib is None:
             raise ConfigError(f"{setting} is not available here: {self._reason}; install a C++ compiler or {instead}")
         return lib
+
+
+def resolve_exact(
+    kernel: str,
+    lib: NativeLibrary,
+    differs: Callable[[], str | None],
+    *,
+    fallback: str,
+    setting: str,
+    what: str,
+    reproduces: str,
+) -> tuple[str, str | None]:
+    """The implementation a fit uses where a C++ kernel (``lib``) reproduces another one bitwise
+    (``fallback``, e.g. "numpy") -- ``kernel`` is "native", ``fallback`` or "auto" -- and, when
+    ``auto`` fell back, why.  ``differs()`` is the once-per-process self-check (None: bitwise the
+    same).  "native" that cannot be built here, or that differs, is a :class:`ConfigError` naming
+    ``setting``; ``what`` names the kernel in notes ("native epoch"), ``reproduces`` what it must
+    reproduce ("this numpy (1.23.5)")."""
+    if kernel == fallback:
+        return fallback, None
+    if kernel == "native":
+        lib.require(setting, f"use kernel='{fallback}'")
+        found = differs()
+        if found is not None:
+            raise ConfigError(
+                f"{setting} does not reproduce {reproduces} here: {found}; use kernel='{fallback}' or 'auto'"
+            )
+        return "native", None
+    if not lib.available():
+        return fallback, f"{what} unavailable: {lib.unavailable_reason()}"
+    found = differs()
+    if found is not None:
+        return fallback, f"{what} differs from {reproduces}: {found}"
+    return "native", None

@@ -43,11 +43,11 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from autorec.errors import ConfigError, DataError
+from autorec.errors import DataError
 from autorec.interactions import Interactions
 from autorec.models.base import FitInfo, ProgressFn, Recommender
 from autorec.models.config import ModelConfig, choice, nonnegative, param, positive
-from autorec.native_lib import NativeLibrary
+from autorec.native_lib import EXACT_FLAGS, NativeLibrary, resolve_exact
 from baselines._oneshot import mean_squared_error, one_shot_info
 
 
@@ -72,12 +72,7 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 #: myfm's prediction of one sample in C++ (``fm_predict.cpp``): no fused multiply-add, myfm's order
-NATIVE = NativeLibrary(
-    Path(__file__).with_name("fm_predict.cpp"),
-    "autorec_fm_predict",
-    (["-O3", "-march=native", "-ffp-contract=off"], ["-O2", "-ffp-contract=off"]),
-    _declare,
-)
+NATIVE = NativeLibrary(Path(__file__).with_name("fm_predict.cpp"), "autorec_fm_predict", EXACT_FLAGS, _declare)
 
 
 def relation_features(train: Interactions, implicit: bool) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -362,23 +357,15 @@ def resolve_kernel(config: BayesConfig) -> tuple[str, str | None]:
     """How a fit with ``config`` computes its posterior mean ("native" or "myfm") and, when ``auto``
     fell back to myfm, why.  ``native`` that cannot run here, or does not reproduce this myfm
     (:func:`native_differs`), is a :class:`ConfigError`."""
-    if config.kernel == "myfm":
-        return "myfm", None
-    if config.kernel == "native":
-        NATIVE.require("bayesian kernel='native'", "use kernel='myfm'")
-        differs = native_differs()
-        if differs is not None:
-            raise ConfigError(
-                f"bayesian: kernel='native' does not reproduce this myfm's predictions here: {differs}; "
-                "use kernel='myfm' or 'auto'"
-            )
-        return "native", None
-    if not NATIVE.available():
-        return "myfm", f"native posterior mean unavailable: {NATIVE.unavailable_reason()}"
-    differs = native_differs()
-    if differs is not None:
-        return "myfm", f"native posterior mean differs from this myfm: {differs}"
-    return "native", None
+    return resolve_exact(
+        config.kernel,
+        NATIVE,
+        lambda: native_differs(),  # looked up at call time (tests replace it)
+        fallback="myfm",
+        setting="bayesian kernel='native'",
+        what="native posterior mean",
+        reproduces="this myfm's predictions",
+    )
 
 
 @functools.cache

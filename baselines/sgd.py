@@ -36,7 +36,7 @@ from autorec.interactions import Interactions
 from autorec.models.base import FitInfo, IterativeRecommender, ProgressFn
 from autorec.models.batching import batches, epoch_order
 from autorec.models.config import IterativeConfig, choice, nonnegative, param, positive
-from autorec.native_lib import NativeLibrary
+from autorec.native_lib import EXACT_FLAGS, NativeLibrary, resolve_exact
 from baselines._numpy import FactorStateMixin
 
 KERNELS = ("auto", "native", "numpy")
@@ -52,12 +52,7 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 #: the C++ epoch; no fused multiply-add, no reassociation: the numpy loop's roundings
-NATIVE = NativeLibrary(
-    Path(__file__).with_name("sgd_kernel.cpp"),
-    "autorec_sgd",
-    (["-O3", "-march=native", "-ffp-contract=off"], ["-O2", "-ffp-contract=off"]),
-    _declare,
-)
+NATIVE = NativeLibrary(Path(__file__).with_name("sgd_kernel.cpp"), "autorec_sgd", EXACT_FLAGS, _declare)
 
 
 class ScatterPlan:
@@ -317,25 +312,17 @@ def resolve_kernel(config: BiasedMFSGDConfig) -> tuple[str, str | None]:
     """The epoch implementation a fit with ``config`` uses ("native" or "numpy") and, when
     ``auto`` fell back to numpy, why.  ``native`` that cannot run here, or does not reproduce this
     numpy (:func:`native_differs`), is a :class:`ConfigError`."""
-    if config.kernel == "numpy":
-        return "numpy", None
-    if config.kernel == "native":
-        NATIVE.require("biased-mf kernel='native'", "use kernel='numpy'")
-        differs = native_differs()
-        if differs is not None:
-            raise ConfigError(
-                f"biased-mf: kernel='native' does not reproduce this numpy ({np.__version__}) here: {differs}; "
-                "use kernel='numpy' or 'auto'"
-            )
-        return "native", None
-    if config.batch_size == 1:
+    if config.kernel == "auto" and config.batch_size == 1:
         return "numpy", None  # the sequential loop: numpy only
-    if not NATIVE.available():
-        return "numpy", f"native epoch unavailable: {NATIVE.unavailable_reason()}"
-    differs = native_differs()
-    if differs is not None:
-        return "numpy", f"native epoch differs from this numpy ({np.__version__}): {differs}"
-    return "native", None
+    return resolve_exact(
+        config.kernel,
+        NATIVE,
+        lambda: native_differs(),  # looked up at call time (tests replace it)
+        fallback="numpy",
+        setting="biased-mf kernel='native'",
+        what="native epoch",
+        reproduces=f"this numpy ({np.__version__})",
+    )
 
 
 def random_ratings(rng: np.random.Generator, n_users: int, n_items: int, n: int) -> Interactions:

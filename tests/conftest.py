@@ -65,6 +65,21 @@ needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch not installed (pip
 needs_mxnet = pytest.mark.skipif(not HAS_MXNET, reason="mxnet not installed (pip install .[mxnet])")
 
 
+def exact_native(lib, differs, *, may_differ: str, reproduces: str):
+    """A C++ kernel (``lib``) that must reproduce ``reproduces`` bitwise: skipped where it cannot be
+    built; where its self-check (``differs()``) finds a difference the test FAILS (a regression), or,
+    with ``$may_differ=1`` set (a library build of another operation order), skips."""
+    if not lib.available():
+        pytest.skip(f"native {lib.source.name} unavailable: {lib.unavailable_reason()}")
+    found = differs()
+    if found is not None:
+        message = f"{lib.source.name} does not reproduce {reproduces}: {found}"
+        if os.environ.get(may_differ):
+            pytest.skip(message)
+        pytest.fail(f"{message} (a regression; or, with a build of another operation order, set {may_differ}=1)")
+    return lib
+
+
 def _cuda_available() -> bool:
     if not HAS_TORCH:
         return False

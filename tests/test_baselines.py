@@ -7,7 +7,6 @@ search spaces are valid configurations, and optional frameworks stay optional.""
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 
@@ -20,7 +19,7 @@ from autorec.models import registry
 from baselines import sgd
 from baselines.als import RatingRows, solve_side
 from baselines.sgd import ScatterPlan, scatter_add
-from tests.conftest import has_module, needs_mxnet, needs_torch
+from tests.conftest import exact_native, has_module, needs_mxnet, needs_torch
 from tests.synthetic_parts import learnable
 
 needs_surprise = pytest.mark.skipif(not has_module("surprise"), reason="scikit-surprise not installed")
@@ -223,22 +222,15 @@ def test_scatter_plan_is_shared_by_arrays_with_one_index(rng):
 # ----------------------------------------------------------------------- SGD: the C++ epoch
 @pytest.fixture
 def native_sgd():
-    """The C++ epoch.  It must compile where a compiler is found, and it must reproduce this numpy:
-    a difference fails the test (a regression, or a numpy whose einsum / pairwise-sum order differs:
-    ``AUTOREC_SGD_NATIVE_MAY_DIFFER=1`` turns that case into a skip, and ``auto`` then trains with
+    """The C++ epoch: it must compile where a compiler is found and reproduce this numpy (else the
+    test fails; ``AUTOREC_SGD_NATIVE_MAY_DIFFER=1`` makes that a skip, and ``auto`` then trains with
     numpy, see ``test_sgd_auto_kernel_follows_the_self_check``)."""
-    if not sgd.NATIVE.available():
-        pytest.skip(f"native SGD epoch unavailable: {sgd.NATIVE.unavailable_reason()}")
-    differs = sgd.native_differs()
-    if differs is not None:
-        message = f"the native SGD epoch does not reproduce numpy {np.__version__}: {differs}"
-        if os.environ.get("AUTOREC_SGD_NATIVE_MAY_DIFFER"):
-            pytest.skip(message)
-        pytest.fail(
-            f"{message} (a regression; or, with a numpy build of another operation order, set "
-            "AUTOREC_SGD_NATIVE_MAY_DIFFER=1: auto then trains with numpy)"
-        )
-    return sgd.NATIVE
+    return exact_native(
+        sgd.NATIVE,
+        sgd.native_differs,
+        may_differ="AUTOREC_SGD_NATIVE_MAY_DIFFER",
+        reproduces=f"numpy {np.__version__}",
+    )
 
 
 @pytest.mark.parametrize(

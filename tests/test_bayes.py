@@ -4,7 +4,6 @@ missing myfm names the extra that installs it."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
@@ -15,7 +14,7 @@ from autorec.interactions import Interactions
 from autorec.models import registry
 from baselines import bayes
 from baselines.bayes import BayesConfig, BayesianMF, BayesianSVDpp, relation_features
-from tests.conftest import has_module
+from tests.conftest import exact_native, has_module
 from tests.synthetic_parts import learnable
 
 needs_myfm = pytest.mark.skipif(not has_module("myfm"), reason="myfm not installed (pip install .[bayes])")
@@ -30,6 +29,19 @@ def data():
 
 def build(name, **params):
     return registry.get(name).build(params)
+
+
+def count_posterior_means(model) -> list[int]:
+    """The number of pairs of each posterior-mean computation ``model`` makes from now on."""
+    calls: list[int] = []
+    posterior_mean = model._posterior_mean
+
+    def counted(users, items):
+        calls.append(len(users))
+        return posterior_mean(users, items)
+
+    model._posterior_mean = counted
+    return calls
 
 
 @needs_myfm
@@ -67,14 +79,7 @@ def test_predictions_are_myfms_whatever_else_is_in_the_call(data, name):
     call, the validation predictions kept for evaluate(valid): every number bitwise myfm's own
     prediction with the full blocks, pair by pair."""
     m = build(name, **FAST)
-    calls = []
-    posterior_mean = m._posterior_mean
-
-    def counted(users, items):
-        calls.append(len(users))
-        return posterior_mean(users, items)
-
-    m._posterior_mean = counted
+    calls = count_posterior_means(m)
     info = m.fit(data.train, data.valid)
     m.evaluate(data.valid)  # kept by the fit: no myfm call
     assert calls == [len(data.train) + int((~m.cold_mask(data.valid.users, data.valid.items)).sum())]
@@ -105,14 +110,7 @@ def test_score_train_false_skips_the_train_pass_and_nothing_else(data, name):
     scored = build(name, **FAST)
     scored_info = scored.fit(data.train, data.valid)
     m = build(name, **FAST)
-    calls = []
-    posterior_mean = m._posterior_mean
-
-    def counted(users, items):
-        calls.append(len(users))
-        return posterior_mean(users, items)
-
-    m._posterior_mean = counted
+    calls = count_posterior_means(m)
     info = m.fit(data.train, data.valid, score_train=False)
     assert calls == [int((~m.cold_mask(data.valid.users, data.valid.items)).sum())]  # the validation pairs only
     assert info.history[0]["train_loss"] is None and scored_info.history[0]["train_loss"] > 0
@@ -201,24 +199,14 @@ def test_missing_myfm_names_the_bayes_extra(monkeypatch, cls):
 # ----------------------------------------------------------------- the posterior mean in C++
 @pytest.fixture
 def native_fm():
-    """The C++ posterior mean.  It must compile where a compiler is found, and it must reproduce this
-    myfm: a difference fails the test (a regression, or a myfm of another operation order:
-    ``AUTOREC_FM_NATIVE_MAY_DIFFER=1`` turns that case into a skip, and ``auto`` then predicts with
-    myfm, see ``test_auto_kernel_follows_the_self_check``)."""
+    """The C++ posterior mean: it must compile where a compiler is found and reproduce this myfm
+    (else the test fails; ``AUTOREC_FM_NATIVE_MAY_DIFFER=1`` makes that a skip, and ``auto`` then
+    predicts with myfm, see ``test_auto_kernel_follows_the_self_check``)."""
     if not has_module("myfm"):
         pytest.skip("myfm not installed (pip install .[bayes])")
-    if not bayes.NATIVE.available():
-        pytest.skip(f"native posterior mean unavailable: {bayes.NATIVE.unavailable_reason()}")
-    differs = bayes.native_differs()
-    if differs is not None:
-        message = f"the native posterior mean does not reproduce this myfm: {differs}"
-        if os.environ.get("AUTOREC_FM_NATIVE_MAY_DIFFER"):
-            pytest.skip(message)
-        pytest.fail(
-            f"{message} (a regression; or, with a myfm of another operation order, set "
-            "AUTOREC_FM_NATIVE_MAY_DIFFER=1: auto then predicts with myfm)"
-        )
-    return bayes.NATIVE
+    return exact_native(
+        bayes.NATIVE, bayes.native_differs, may_differ="AUTOREC_FM_NATIVE_MAY_DIFFER", reproduces="this myfm"
+    )
 
 
 @pytest.mark.parametrize("name", MODELS)
