@@ -348,7 +348,7 @@ def native_posterior_mean(
             rows.ctypes.data, offsets.ctypes.data, at_ptrs, n, scratch.ctypes.data, result.ctypes.data,
         )  # fmt: skip
         if rc != 0:
-            raise DataError(f"posterior mean: {len(arrays)} relation blocks; the C++ kernel takes 1 to {MAX_BLOCKS}")
+            raise DataError(f"posterior mean: the C++ kernel refused the call (code {rc})")
     result /= len(samples)
     return result
 

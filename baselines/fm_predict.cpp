@@ -61,14 +61,8 @@ struct Terms {
 // additions, and the out-of-order core already overlaps consecutive pairs' chains (interleaving 2,
 // 4 or 8 pairs by hand was slower at the ML-100K shape).
 template <int NB>
-void pairs(const double* scratch, const int64_t* rows, const int64_t* const* at, int64_t k, double w0,
-           int64_t n, double* result, int64_t nb = NB) {
-  Terms blocks[kMaxBlocks];
-  const double* next = scratch;
-  for (int64_t b = 0; b < nb; ++b) {
-    blocks[b] = {next, next + rows[b], next + rows[b] * (1 + k)};
-    next += rows[b] * (1 + 2 * k);
-  }
+void pairs(const Terms* blocks, const int64_t* const* at, int64_t k, double w0, int64_t n, double* result,
+           int64_t nb = NB) {
   int64_t r[kMaxBlocks];
   for (int64_t j = 0; j < n; ++j) {
     double t = w0 + 0.0;
@@ -105,6 +99,7 @@ int fm_add_sample(double w0, const double* w, const double* V, int64_t k, int64_
                   const int64_t* const* at, int64_t n, double* scratch, double* result) {
   if (n_blocks < 1 || n_blocks > kMaxBlocks) return 1;
   // scratch layout per block: c (rows), a (rows x k), s (rows x k)
+  Terms blocks[kMaxBlocks];
   double* next = scratch;
   for (int64_t b = 0; b < n_blocks; ++b) {
     double* c = next;
@@ -112,11 +107,12 @@ int fm_add_sample(double w0, const double* w, const double* V, int64_t k, int64_
     double* s = a + rows[b] * k;
     next = s + rows[b] * k;
     block_terms(indptr[b], indices[b], data[b], rows[b], offsets[b], w, V, k, c, a, s);
+    blocks[b] = {c, a, s};
   }
   if (n_blocks == 2) {
-    pairs<2>(scratch, rows, at, k, w0, n, result);
+    pairs<2>(blocks, at, k, w0, n, result);
   } else {
-    pairs<0>(scratch, rows, at, k, w0, n, result, n_blocks);
+    pairs<0>(blocks, at, k, w0, n, result, n_blocks);
   }
   return 0;
 }

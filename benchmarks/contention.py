@@ -219,20 +219,36 @@ def run(
     }
 
 
+def update_conflict(
+    old: dict[str, Any], *, dataset: str, settings: list[dict[str, Any]], neighbours: Sequence[int]
+) -> str | None:
+    """Why rows measured on ``dataset`` with ``settings`` beside ``neighbours`` busy neighbours
+    cannot replace rows of ``old`` (``--update``), or None when they can: the same dataset, thread
+    settings (so the same cores) and busy-neighbour counts as the file's."""
+    for key, now in (("dataset", dataset), ("settings", settings)):
+        if old.get(key) != now:
+            return f"{key} differs ({old.get(key)!r} in the file, {now!r} now)"
+    had, now_counts = sorted({m["neighbours"] for m in old["measurements"]}), sorted(set(neighbours))
+    if had != now_counts:
+        return f"busy neighbours {now_counts} now, {had} in the file"
+    return None
+
+
 def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``old`` with every measurement of ``new``'s cases replaced by ``new``'s (``--update``: some
-    rows re-measured, e.g. after their code changed); refused unless both measured the same way
-    (dataset, cores, settings, target, and the same busy-neighbour counts for those cases).  Each
-    row's ratio compares settings measured together, so a re-measured row is judged on its own
-    measurements; ``updates`` says which rows and when."""
-    for key in ("dataset", "split", "cores", "settings", "target_ratio"):
-        if old.get(key) != new.get(key):
-            raise ValueError(f"cannot update: {key} differs ({old.get(key)!r} in the file, {new.get(key)!r} now)")
+    rows re-measured, e.g. after their code changed); refused (``ValueError``) where
+    :func:`update_conflict` says they were not measured the same way.  Each row's ratio compares
+    settings measured together, so a re-measured row is judged on its own measurements;
+    ``updates`` says which rows and when."""
+    why = update_conflict(
+        old,
+        dataset=new["dataset"],
+        settings=new["settings"],
+        neighbours=[m["neighbours"] for m in new["measurements"]],
+    )
+    if why is not None:
+        raise ValueError(f"cannot update: {why}")
     cases = [c["id"] for c in new["cases"]]
-    old_counts = sorted({m["neighbours"] for m in old["measurements"] if m["case"] in cases})
-    new_counts = sorted({m["neighbours"] for m in new["measurements"]})
-    if old_counts and old_counts != new_counts:
-        raise ValueError(f"cannot update: busy neighbours {new_counts} now, {old_counts} in the file")
     known = [c["id"] for c in old["cases"]]
     kept = [m for m in old["measurements"] if m["case"] not in cases]
     update = {
@@ -397,19 +413,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = json.loads(raw.read_text())
         from autorec.env import default_threads
 
-        planned = {
-            "dataset": args.dataset,
-            "settings": [vars(x) for x in settings(default_threads())],
-            "neighbours": sorted(set(counts)),
-        }
-        had = {
-            "dataset": previous.get("dataset"),
-            "settings": previous.get("settings"),
-            "neighbours": sorted({m["neighbours"] for m in previous.get("measurements", [])}),
-        }
-        for key, value in planned.items():
-            if had[key] != value:
-                p.error(f"--update: {key} would be {value!r}, the file has {had[key]!r}: measure everything instead")
+        why = update_conflict(
+            previous,
+            dataset=args.dataset,
+            settings=[vars(x) for x in settings(default_threads())],
+            neighbours=counts,
+        )
+        if why is not None:
+            p.error(f"--update: {why}: measure everything instead")
     doc = run([by_id[c] for c in args.cases.split(",")], counts, args.repeats, args.dataset, data_dir, args.timeout)
     if previous is not None:
         try:

@@ -197,7 +197,7 @@ def test_update_needs_the_file_and_the_same_plan(tmp_path, capsys):
     (tmp_path / "contention.json").write_text(json.dumps(_doc([_m(0, "b", "default", 1.0)])))
     with pytest.raises(SystemExit):  # the file's settings are not this machine's: nothing is measured
         contention.main(["--update", "--cases", "biased-mf-numpy", "--neighbours", "0", "--out", str(tmp_path)])
-    assert "--update: settings would be" in capsys.readouterr().err
+    assert "--update: settings differs" in capsys.readouterr().err
 
 
 def test_bad_options_are_messages(capsys):

@@ -166,7 +166,9 @@ class Worker:
             self.emit(event="stage", stage="refitting")
             self.state["refit"] = self.refit(cls, ref, params, fit, d)
 
-    def fit(self, cls: Any, ref: Any, params: dict, train: Any, valid: Any, progress: Any = None, score_train=True):
+    def fit(
+        self, cls: Any, ref: Any, params: dict, train: Any, valid: Any, progress: Any = None, score_train: bool = True
+    ):
         """Fit as the model launches: in this process, or data-parallel (one process per device).
         ``score_train=False``: a one-shot model skips scoring the train part (see ``Recommender.fit``)."""
 
