@@ -36,7 +36,7 @@ from autorec import env as hostenv
 from autorec.errors import ConfigError
 from autorec.jsonio import dumps
 from benchmarks import record
-from benchmarks.harness import store
+from benchmarks.harness import store, zygote
 from benchmarks.harness.plan import RunPlan
 from benchmarks.record import Conditions, ErrorInfo, Memory, RunRecord
 
@@ -181,18 +181,32 @@ def launch(
         env["PYTHONUNBUFFERED"] = "1"
         log_path = tmp / "worker.log"
         cmd = [sys.executable, "-m", "benchmarks.harness.worker", str(tmp / "job.json")]
+        # one-thread runs only: BLAS and OpenMP runtimes start their pools at import when allowed
+        # more threads, and a process with threads is not forked
+        use = job is None and not verbose and threads == 1 and zygote.enabled()
+        modules = zygote.preload_for(plan) if use else None
+        zyg = zygote.pool().get(modules, env) if modules else None
         with open(log_path, "wb") as log:
             try:
-                proc = subprocess.Popen(
-                    cmd,
-                    env=env,
-                    cwd=os.getcwd(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=None if verbose else log,
-                    stderr=None if verbose else log,
-                    pass_fds=(wfd,),
-                    preexec_fn=_set_pdeathsig,
-                )
+                proc: Any = None
+                if zyg is not None:
+                    try:
+                        proc = zyg.start(tmp / "job.json", wfd, log.fileno())
+                    except zygote.ZygoteError as exc:  # a fresh worker instead
+                        log.write(f"note: {exc}; this run starts a fresh worker\n".encode())
+                        log.flush()
+                        zyg = None
+                if proc is None:
+                    proc = subprocess.Popen(
+                        cmd,
+                        env=env,
+                        cwd=os.getcwd(),
+                        stdin=subprocess.DEVNULL,
+                        stdout=None if verbose else log,
+                        stderr=None if verbose else log,
+                        pass_fds=(wfd,),
+                        preexec_fn=_set_pdeathsig,
+                    )
             finally:
                 os.close(wfd)
             with _ACTIVE_LOCK:
@@ -201,7 +215,11 @@ def launch(
             reader = threading.Thread(target=_read_events, args=(events, on_event), daemon=True)
             reader.start()
             try:
-                status, rusage, timed_out = _wait(proc, plan.timeout_s)
+                if zyg is not None:
+                    status, maxrss_kb, timed_out = _wait_forked(proc, plan.timeout_s)
+                else:
+                    status, rusage, timed_out = _wait(proc, plan.timeout_s)
+                    maxrss_kb = rusage.ru_maxrss
             finally:
                 with _ACTIVE_LOCK:
                     _ACTIVE.pop(proc.pid, None)
@@ -214,7 +232,7 @@ def launch(
             raise Interrupted(f"{plan.describe()}: interrupted")
         rec = store.read_if_valid(result) if result.is_file() else None
         if rec is None or rec.run_id != plan.run_id:
-            rec = _crash_record(plan, timed_out, sig, code, _log_tail(log_path), rusage.ru_maxrss / 1024.0)
+            rec = _crash_record(plan, timed_out, sig, code, _log_tail(log_path), maxrss_kb / 1024.0)
     load_after = hostenv.load_average()
     conditions = Conditions(
         threads=threads,
@@ -303,8 +321,36 @@ def _wait(proc: subprocess.Popen, timeout_s: float | None):
         raise
 
 
+def _wait_forked(run: zygote.RunHandle, timeout_s: float | None) -> tuple[int, int, bool]:
+    """:func:`_wait` for a run forked by a zygote (which reaps it and reports): (status, peak RSS
+    in kB, timed_out)."""
+    deadline = None if timeout_s is None else time.monotonic() + float(timeout_s)
+    timed_out = False
+    try:
+        while True:
+            try:
+                status, maxrss_kb = run.result(0.5)
+                return status, maxrss_kb, timed_out
+            except TimeoutError:
+                pass
+            except zygote.ZygoteError:  # the zygote died (and the run with it): a crash record
+                run.kill()
+                return signal.SIGKILL, 0, timed_out  # a wait status: killed by SIGKILL
+            if deadline is not None and not timed_out and time.monotonic() > deadline:
+                timed_out = True
+                run.kill()
+    except KeyboardInterrupt:
+        run.send_signal(signal.SIGTERM)
+        try:
+            run.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            run.kill()
+        run.zygote.close()  # its report of this run is never read: a later run gets a new zygote
+        raise
+
+
 # the workers this process started and that still run, so an interrupt can stop them
-_ACTIVE: dict[int, subprocess.Popen] = {}
+_ACTIVE: dict[int, Any] = {}  # subprocess.Popen or zygote.RunHandle
 _ACTIVE_LOCK = threading.Lock()
 
 

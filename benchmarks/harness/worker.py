@@ -40,6 +40,13 @@ MEASURED = (
     "VmHWM (peak RSS since exec) of this run's fresh worker process, or the largest peak among its "
     "children (DDP ranks) if larger"
 )
+MEASURED_FORKED = (
+    "VmHWM of this run's worker process, forked from a zygote that had imported {modules} (the peak "
+    "counts that process's import-time peak, as a fresh worker's counts its own imports), or the "
+    "largest peak among its children (DDP ranks) if larger"
+)
+#: set in a run forked by a zygote: the modules the zygote had imported (:mod:`.zygote`)
+FORKED_FROM: tuple[str, ...] | None = None
 Emit = Callable[..., None]
 
 
@@ -238,7 +245,7 @@ class Worker:
             peak_rss=max(self_peak, children or 0.0),
             self_peak_rss=self_peak,
             children_peak_rss=children,
-            measured=MEASURED,
+            measured=MEASURED if FORKED_FROM is None else MEASURED_FORKED.format(modules=", ".join(FORKED_FROM)),
             **self.memory,
         )
         return self.plan.record(
@@ -263,7 +270,9 @@ def job_class(kind: str) -> type[Worker]:
     return getattr(importlib.import_module(module), name)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, events_fd: int | None = None) -> int:
+    """Run the job file ``argv[0]``; ``events_fd``: the events pipe when it is not the job's
+    ``events_fd`` (a run forked by a zygote, :mod:`benchmarks.harness.zygote`)."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print(
@@ -272,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job = json.loads(Path(argv[0]).read_text())
     plan = record.from_plain(RunPlan, job["plan"])
-    events = os.fdopen(int(job["events_fd"]), "w", buffering=1)
+    events = os.fdopen(int(job["events_fd"] if events_fd is None else events_fd), "w", buffering=1)
 
     def emit(**ev: Any) -> None:
 

@@ -1,0 +1,339 @@
+"""Workers forked from a process that has already imported the run's framework (a *zygote*).
+
+A fresh ``python -m benchmarks.harness.worker`` spends about 0.3 s importing the harness and then
+its framework: torch 1.2-1.6 s plus ``torch._dynamo``, which the first ``torch.optim`` call imports
+(1.1 s: sympy and pandas come with it), MXNet about 2 s, myfm 0.5 s.  The ML-100K main job starts 54
+workers, so that is about 80 s of its CPU time on 2 cores.  A zygote is a process of the same
+interpreter, environment and working directory as a worker would have, started once per job slot and
+framework, that imports the worker and the framework and then waits; each run is a ``fork`` of it
+that runs the job exactly as ``python -m benchmarks.harness.worker JOB.json`` would, in a process of
+its own that ends with the run.  The zygote never computes anything, so no state of one run reaches
+another, and it is single-threaded when it forks (nothing it imports starts a thread; checked at
+start).  What differs from an ``exec``'d worker: the run's peak RSS (VmHWM) also counts the zygote's
+import-time peak, which a fresh worker reaches itself when it imports the same modules (the record's
+``memory.measured`` says which); and the ``worker`` timing no longer contains those imports.
+
+Protocol (a Unix socket pair; the launcher keeps one end, the zygote inherits the other): the zygote
+writes ``{"ready": true, "threads": N}`` (or ``{"ready": false, "error": ...}``) once imported; per
+run the launcher sends ``{"job": PATH, "cwd": DIR}`` with two file descriptors (the events pipe's
+write end, the run's log), the zygote forks and answers ``{"pid": PID}``, reaps the child with
+``wait4`` and answers ``{"status": S, "maxrss_kb": K}``.  The child dies with the zygote and the
+zygote with the launcher thread that started it (``PR_SET_PDEATHSIG``).
+
+Used by :func:`benchmarks.harness.launch.launch` for single-process runs on one thread (not DDP, not
+scale rows; with more threads, BLAS and OpenMP start thread pools at import) unless
+``AUTOREC_FRESH_WORKERS=1``; a zygote that cannot start (an import fails) makes the launcher
+fall back to a fresh worker for that framework, with the reason in the worker log.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+ENV_FRESH = "AUTOREC_FRESH_WORKERS"
+#: modules a zygote of a backend imports besides the model's own module (which imports its
+#: framework): torch.optim imports torch._dynamo at the first optimizer
+EXTRA_PRELOAD = {"torch": ("torch._dynamo",)}
+BASE_PRELOAD = ("benchmarks.harness.worker",)
+_MSG = 65536
+
+
+def enabled() -> bool:
+    """Zygotes are used unless ``AUTOREC_FRESH_WORKERS`` is set to a true value."""
+    return os.environ.get(ENV_FRESH, "").strip().lower() not in ("1", "true", "yes", "on")
+
+
+def _set_pdeathsig() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # pragma: no cover - not Linux / no glibc
+        pass
+
+
+def _send(sock: socket.socket, obj: dict, fds: list[int] | None = None) -> None:
+    data = (json.dumps(obj) + "\n").encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.sendall(data)
+
+
+class _Lines:
+    """Newline-delimited JSON messages from a socket (with the file descriptors that came along)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buf, self.fds = sock, b"", []
+
+    def read(self, timeout: float | None = None) -> dict | None:
+        """The next message, ``None`` at end of stream; :class:`TimeoutError` after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.sock.settimeout(left)
+            else:
+                self.sock.settimeout(None)
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, _MSG, 4)  # TimeoutError (socket.timeout)
+            self.fds.extend(fds)
+            if not data:
+                return None
+            self.buf += data
+        line, _, self.buf = self.buf.partition(b"\n")
+        return json.loads(line)
+
+    def take_fds(self) -> list[int]:
+        fds, self.fds = self.fds, []
+        return fds
+
+
+# ====================================================================== the zygote process
+def _serve(sock: socket.socket, modules: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt reaches the run; the zygote reports it
+    try:
+        for name in modules:
+            importlib.import_module(name)
+        threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
+        if threads != 1:  # forking a multi-threaded process is unsafe: refuse, the launcher falls back
+            raise RuntimeError(f"{threads} threads after importing {modules}: not forking")
+    except BaseException as exc:
+        _send(sock, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    _send(sock, {"ready": True, "threads": 1})
+    lines = _Lines(sock)
+    while True:
+        req = lines.read()
+        if req is None:
+            return 0
+        events_fd, log_fd = lines.take_fds()
+        pid = os.fork()
+        if pid == 0:  # the run
+            code = 1
+            try:
+                sock.close()
+                _set_pdeathsig()
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                os.dup2(log_fd, 1)
+                os.dup2(log_fd, 2)
+                os.close(log_fd)
+                os.chdir(req["cwd"])
+                from benchmarks.harness import worker
+
+                worker.FORKED_FROM = tuple(modules)
+                sys.argv = [worker.__file__, req["job"]]
+                code = worker.main([req["job"]], events_fd=events_fd)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        os.close(events_fd)
+        os.close(log_fd)
+        _send(sock, {"pid": pid})
+        _, status, rusage = os.wait4(pid, 0)
+        _send(sock, {"status": status, "maxrss_kb": rusage.ru_maxrss})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 1:
+        print("usage: python -m benchmarks.harness.zygote FD [MODULE ...]  (internal)", file=sys.stderr)
+        return 2
+    sock = socket.socket(fileno=int(argv[0]))
+    return _serve(sock, list(argv[1:]))
+
+
+# ====================================================================== the launcher's side
+class ZygoteError(RuntimeError):
+    """A zygote could not start or stopped answering."""
+
+
+class RunHandle:
+    """A run forked by a zygote: what :func:`benchmarks.harness.launch.launch` needs of a process."""
+
+    def __init__(self, zygote: Zygote, pid: int) -> None:
+        self.zygote, self.pid = zygote, pid
+
+    def send_signal(self, sig: int) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def result(self, timeout: float | None = None) -> tuple[int, int]:
+        """``(wait status, peak RSS in kB)`` once the run ends (the zygote reaped it);
+        :class:`TimeoutError` after ``timeout`` s.  Only the launching thread calls this."""
+        return self.zygote.result(timeout)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until the run's process is gone (any thread); ``subprocess.TimeoutExpired`` after
+        ``timeout`` s (as ``Popen.wait``, for :func:`~benchmarks.harness.launch.terminate_active`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"run {self.pid}", timeout or 0.0)
+            time.sleep(0.05)
+
+
+class Zygote:
+    """One zygote process (see the module docstring): :meth:`start` forks a run in it."""
+
+    def __init__(self, modules: tuple[str, ...], env: dict[str, str], timeout: float = 120.0) -> None:
+        self.modules = modules
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        cmd = [sys.executable, "-m", "benchmarks.harness.zygote", str(theirs.fileno()), *modules]
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=os.getcwd(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # the runs write to their own logs; import failures come as a message
+            stderr=subprocess.DEVNULL,
+            pass_fds=(theirs.fileno(),),
+            preexec_fn=_set_pdeathsig,
+        )
+        theirs.close()
+        self.sock, self.lines = ours, _Lines(ours)
+        self.busy = False
+        try:
+            msg = self.lines.read(timeout)
+        except TimeoutError:
+            msg = {"ready": False, "error": f"no answer in {timeout:g} s"}
+        if not msg or not msg.get("ready"):
+            self.close()
+            why = (msg or {}).get("error", "it exited")
+            raise ZygoteError(f"the zygote importing {', '.join(modules)} did not start: {why}")
+
+    def start(self, job: Path, events_fd: int, log_fd: int) -> RunHandle:
+        if self.busy:
+            raise ZygoteError("this zygote already runs a job")
+        try:
+            _send(self.sock, {"job": str(job), "cwd": os.getcwd()}, [events_fd, log_fd])
+            msg = self.lines.read(60.0)
+        except (OSError, TimeoutError) as exc:
+            self.close()
+            raise ZygoteError(f"the zygote did not fork the run: {exc}") from exc
+        if not msg or "pid" not in msg:
+            self.close()
+            raise ZygoteError("the zygote did not fork the run (it exited)")
+        self.busy = True
+        return RunHandle(self, int(msg["pid"]))
+
+    def result(self, timeout: float | None) -> tuple[int, int]:
+        msg = self.lines.read(timeout)
+        self.busy = False
+        if msg is None or "status" not in msg:
+            self.close()
+            raise ZygoteError("the zygote exited while the run was going on")
+        return int(msg["status"]), int(msg.get("maxrss_kb", 0))
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class ZygotePool:
+    """This thread's zygotes, one per set of modules (a framework), started when first needed; a set
+    whose zygote failed to start is remembered (``failed``) and launched fresh from then on."""
+
+    def __init__(self) -> None:
+        self.zygotes: dict[tuple, Zygote] = {}
+        self.failed: dict[tuple, str] = {}
+
+    def get(self, modules: tuple[str, ...], env: dict[str, str]) -> Zygote | None:
+        key = self._key(modules, env)
+        z = self.zygotes.get(key)
+        if z is not None and not z.alive():
+            z.close()
+            z = None
+            del self.zygotes[key]
+        if z is None and key not in self.failed:
+            try:
+                z = self.zygotes[key] = Zygote(modules, env)
+            except (ZygoteError, OSError) as exc:
+                self.failed[key] = str(exc)
+                print(f"note: {exc}; its runs start fresh workers", file=sys.stderr)
+        return z
+
+    def why_not(self, modules: tuple[str, ...], env: dict[str, str]) -> str | None:
+        return self.failed.get(self._key(modules, env))
+
+    @staticmethod
+    def _key(modules: tuple[str, ...], env: dict[str, str]) -> tuple:
+        # the working directory too: a fresh worker finds modules there (sys.path[0]), a zygote where
+        # it started
+        return (modules, os.getcwd(), tuple(sorted(env.items())))
+
+    def close(self) -> None:
+        for z in self.zygotes.values():
+            z.close()
+        self.zygotes.clear()
+
+
+_LOCAL = threading.local()
+
+
+def pool() -> ZygotePool:
+    """The calling thread's pool (zygotes die with the thread that started them)."""
+    p = getattr(_LOCAL, "pool", None)
+    if p is None:
+        p = _LOCAL.pool = ZygotePool()
+    return p
+
+
+def preload_for(plan: Any) -> tuple[str, ...] | None:
+    """The modules a zygote for ``plan`` imports, or None when the plan runs in a fresh worker (data
+    parallel runs start processes of their own)."""
+    if getattr(plan, "launcher", "single") != "single":
+        return None
+    from autorec.models import registry
+
+    ident = plan.identity
+    try:
+        ref = registry.get(ident.model, ident.backend)
+    except Exception:  # an unknown model fails in the worker, with its message
+        return None
+    module = ref.target.partition(":")[0]
+    return (*BASE_PRELOAD, module, *EXTRA_PRELOAD.get(ref.backend, ()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
