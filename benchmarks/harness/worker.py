@@ -41,9 +41,9 @@ MEASURED = (
     "children (DDP ranks) if larger"
 )
 MEASURED_FORKED = (
-    "VmHWM of this run's worker process, forked from a zygote that had imported {modules} (the peak "
-    "counts that process's import-time peak, as a fresh worker's counts its own imports), or the "
-    "largest peak among its children (DDP ranks) if larger"
+    "VmHWM (peak RSS since fork) of this run's worker process, forked from a zygote that had imported "
+    "{modules}: it counts the memory the run inherits and touches, not the import-time peak a fresh "
+    "worker goes through; or the largest peak among its children (DDP ranks) if larger"
 )
 #: set in a run forked by a zygote: the modules the zygote had imported (:mod:`.zygote`)
 FORKED_FROM: tuple[str, ...] | None = None

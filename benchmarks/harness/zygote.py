@@ -9,9 +9,11 @@ framework, that imports the worker and the framework and then waits; each run is
 that runs the job exactly as ``python -m benchmarks.harness.worker JOB.json`` would, in a process of
 its own that ends with the run.  The zygote never computes anything, so no state of one run reaches
 another, and it is single-threaded when it forks (nothing it imports starts a thread; checked at
-start).  What differs from an ``exec``'d worker: the run's peak RSS (VmHWM) also counts the zygote's
-import-time peak, which a fresh worker reaches itself when it imports the same modules (the record's
-``memory.measured`` says which); and the ``worker`` timing no longer contains those imports.
+start).  What differs from an ``exec``'d worker: the run's peak RSS (VmHWM) starts from the memory
+it inherits (the imported modules' heap; library code only once the run touches it), not from the
+import-time peak a fresh worker goes through, so it is its own and about 10-70 MB below a fresh
+worker's on the main job (the record's ``memory.measured`` says which); and the ``worker`` timing no
+longer contains those imports.
 
 Protocol (a Unix socket pair; the launcher keeps one end, the zygote inherits the other): the zygote
 writes ``{"ready": true, "threads": N}`` (or ``{"ready": false, "error": ...}``) once imported; per
