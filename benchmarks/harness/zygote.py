@@ -15,6 +15,9 @@ import-time peak a fresh worker goes through, so it is its own and about 10-70 M
 worker's on the main job (the record's ``memory.measured`` says which); and the ``worker`` timing no
 longer contains those imports.
 
+Memory: a sweep keeps its zygotes until its job slots end, one per model module and slot (the main
+job: 9 per slot, 60-330 MB RSS each, much of it shared library pages).
+
 Protocol (a Unix socket pair; the launcher keeps one end, the zygote inherits the other): the zygote
 writes ``{"ready": true, "threads": N}`` (or ``{"ready": false, "error": ...}``) once imported; per
 run the launcher sends ``{"job": PATH, "cwd": DIR}`` with two file descriptors (the events pipe's
@@ -117,6 +120,7 @@ def _serve(sock: socket.socket, modules: list[str]) -> int:
         return 1
     _send(sock, {"ready": True, "threads": 1})
     lines = _Lines(sock)
+    zygote_pid = os.getpid()
     while True:
         req = lines.read()
         if req is None:
@@ -128,6 +132,8 @@ def _serve(sock: socket.socket, modules: list[str]) -> int:
             try:
                 sock.close()
                 _set_pdeathsig()
+                if os.getppid() != zygote_pid:  # the zygote died before the line above: do not run orphaned
+                    os._exit(1)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 os.dup2(log_fd, 1)
                 os.dup2(log_fd, 2)
