@@ -141,8 +141,9 @@ class Timing:
 
 @dataclass(frozen=True)
 class Memory:
-    """Megabytes.  ``peak_rss``: peak RSS of the run's own worker process (VmHWM since exec), or of
-    its largest child (a DDP rank) if larger."""
+    """Megabytes.  ``peak_rss``: peak RSS of the run's own worker process (VmHWM since exec, or
+    since fork for a run forked from a zygote: ``measured`` says which), or of its largest child (a
+    DDP rank) if larger."""
 
     peak_rss: float | None = None
     self_peak_rss: float | None = None

@@ -6,14 +6,16 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import signal
 import sys
 import threading
+import time
 
 import pytest
 
 from benchmarks import harness
 from benchmarks.harness import zygote
-from tests.test_harness_helpers import SYN, TOY, execute1
+from tests.test_harness_helpers import REPO, SYN, TOY, execute1
 
 needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
 
@@ -152,3 +154,83 @@ def test_peak_rss_of_a_forked_run_is_its_own(tmp_path):
     assert big.peak_rss - small.peak_rss > 120  # a run's peak does not carry over to the next run
     small_again = execute1(_plan(model=TOY, seed=2), out).memory
     assert small_again.peak_rss is not None and small_again.peak_rss < small.peak_rss + 20
+
+
+def _run_in_thread(plan, out):
+    box: dict = {}
+
+    def go() -> None:
+        try:
+            box["rec"] = execute1(plan, out)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            box["exc"] = exc
+        finally:
+            box["pool"] = list(zygote.pool().zygotes.values())
+
+    t = threading.Thread(target=go)
+    t.start()
+    return t, box
+
+
+def _active_run(timeout: float = 20.0):
+    from benchmarks.harness import launch
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with launch._ACTIVE_LOCK:
+            runs = [p for p in launch._ACTIVE.values() if isinstance(p, zygote.RunHandle)]
+        if runs:
+            return runs[0]
+        time.sleep(0.05)
+    raise AssertionError("no forked run started")
+
+
+def test_sigterm_to_a_forked_run_is_an_interrupt_and_the_zygote_ignores_it(tmp_path):
+    t, box = _run_in_thread(_plan(model=TOY, params={"mode": "sleep", "sleep": 5.0}), tmp_path / "raw")
+    run = _active_run()
+    os.kill(run.zygote.proc.pid, signal.SIGTERM)  # as a process-group SIGTERM would reach it
+    time.sleep(1.5)  # the run has imported the toy model and is sleeping in its first epoch
+    run.send_signal(signal.SIGTERM)
+    t.join(30)
+    assert isinstance(box.get("exc"), harness.Interrupted), box
+    assert not harness.raw_files(tmp_path / "raw")  # an interrupted run records nothing
+
+
+def test_a_zygote_dying_mid_run_gives_a_failure_record_that_says_so(tmp_path):
+    t, box = _run_in_thread(_plan(model=TOY, params={"mode": "sleep", "sleep": 20.0}), tmp_path / "raw")
+    run = _active_run()
+    time.sleep(0.5)
+    run.zygote.proc.kill()
+    t.join(30)
+    rec = box["rec"]
+    assert rec.status == "failed" and rec.error is not None and "zygote failed" in rec.error.message
+    assert rec.memory.peak_rss is None
+
+
+def test_exit_codes_as_the_interpreter_maps_them(capsys):
+    assert zygote._exit_code(SystemExit(None)) == 0 and zygote._exit_code(SystemExit(4)) == 4
+    assert zygote._exit_code(SystemExit("bad job")) == 1 and "bad job" in capsys.readouterr().err
+
+
+def test_gpu_and_data_parallel_plans_are_not_forked():
+    from types import SimpleNamespace
+
+    ident = SimpleNamespace(model="i-autorec", backend="torch", devices=["cpu"])
+    assert zygote.preload_for(SimpleNamespace(launcher="single", identity=ident)) is not None
+    assert zygote.preload_for(SimpleNamespace(launcher="ddp", identity=ident)) is None
+    gpu = SimpleNamespace(model="i-autorec", backend="torch", devices=["cuda:0"])
+    assert zygote.preload_for(SimpleNamespace(launcher="single", identity=gpu)) is None
+
+
+def test_pool_limit_and_a_new_commit_start_new_zygotes(tmp_path, monkeypatch):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = zygote.ZygotePool(limit=1)
+    a = p.get(("benchmarks.harness.worker",), env)
+    assert a is not None and p.get(("benchmarks.harness.worker",), env) is a  # reused
+    b = p.get(("benchmarks.harness.worker", "baselines.simple"), env)
+    assert b is not None and b is not a and list(p.zygotes.values()) == [b]
+    a.proc.wait(10)  # the least recently used one was closed
+    monkeypatch.setattr(zygote, "_head", lambda: "another-commit")
+    c = p.get(("benchmarks.harness.worker", "baselines.simple"), env)
+    assert c is not None and c is not b
+    p.close()

@@ -168,24 +168,24 @@ def launch(
     busy_before = hostenv.busy_cores(0.2)  # instantaneous: the load average still counts a run just ended
     load_before = hostenv.load_average()
     t0 = time.perf_counter()
+    env = {**(env_defaults or {}), **os.environ}
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)  # set explicitly for every run, recorded in its environment
+    env["PYTHONUNBUFFERED"] = "1"
+    # one-thread runs only: BLAS and OpenMP runtimes start their pools at import when allowed more
+    # threads, and a process with threads is not forked
+    use = job is None and not verbose and threads == 1 and zygote.enabled()
+    modules = zygote.preload_for(plan) if use else None
+    zyg = zygote.pool().get(modules, env) if modules else None  # before the pipe: nothing to leak
     with tempfile.TemporaryDirectory(prefix="autorec-run-") as tmp:
         tmp = Path(tmp)
         rfd, wfd = os.pipe()
         result = tmp / "record.json"
         spec = {"plan": plan, "threads": threads, "result": str(result), "events_fd": wfd, **(job or {})}
         (tmp / "job.json").write_text(dumps(spec))
-        env = {**(env_defaults or {}), **os.environ}
-        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[var] = str(threads)  # set explicitly for every run, recorded in its environment
-        env["PYTHONUNBUFFERED"] = "1"
         log_path = tmp / "worker.log"
         cmd = [sys.executable, "-m", "benchmarks.harness.worker", str(tmp / "job.json")]
-        # one-thread runs only: BLAS and OpenMP runtimes start their pools at import when allowed
-        # more threads, and a process with threads is not forked
-        use = job is None and not verbose and threads == 1 and zygote.enabled()
-        modules = zygote.preload_for(plan) if use else None
-        zyg = zygote.pool().get(modules, env) if modules else None
         with open(log_path, "wb") as log:
             try:
                 proc: Any = None
@@ -215,8 +215,12 @@ def launch(
             reader = threading.Thread(target=_read_events, args=(events, on_event), daemon=True)
             reader.start()
             try:
+                note = None
                 if zyg is not None:
-                    status, maxrss_kb, timed_out = _wait_forked(proc, plan.timeout_s)
+                    status, maxrss_kb, timed_out, note = _wait_forked(proc, plan.timeout_s)
+                    if note:
+                        log.write(f"\n{note}\n".encode())
+                        log.flush()
                 else:
                     status, rusage, timed_out = _wait(proc, plan.timeout_s)
                     maxrss_kb = rusage.ru_maxrss
@@ -232,7 +236,15 @@ def launch(
             raise Interrupted(f"{plan.describe()}: interrupted")
         rec = store.read_if_valid(result) if result.is_file() else None
         if rec is None or rec.run_id != plan.run_id:
-            rec = _crash_record(plan, timed_out, sig, code, _log_tail(log_path), maxrss_kb / 1024.0)
+            rec = _crash_record(
+                plan,
+                timed_out,
+                sig,
+                code,
+                _log_tail(log_path),
+                None if maxrss_kb is None else maxrss_kb / 1024.0,
+                note,
+            )
     load_after = hostenv.load_average()
     conditions = Conditions(
         threads=threads,
@@ -247,9 +259,20 @@ def launch(
     return dataclasses.replace(rec, timing=timing, conditions=conditions), seconds
 
 
-def _crash_record(plan: RunPlan, timed_out: bool, sig: int | None, code: int, log: str, maxrss_mb: float) -> RunRecord:
-    """The failure record of a worker that left none."""
-    if timed_out:
+def _crash_record(
+    plan: RunPlan,
+    timed_out: bool,
+    sig: int | None,
+    code: int,
+    log: str,
+    maxrss_mb: float | None,
+    note: str | None = None,
+) -> RunRecord:
+    """The failure record of a worker that left none (``note``: why, where the launcher knows better
+    than the exit status; ``maxrss_mb`` None where nothing reaped the worker for us)."""
+    if note:
+        why = note
+    elif timed_out:
         why = f"the run exceeded its timeout of {plan.timeout_s:g} s and was killed"
     elif sig is not None:
         why = f"the worker was killed by signal {signal.Signals(sig).name}" + (
@@ -257,11 +280,14 @@ def _crash_record(plan: RunPlan, timed_out: bool, sig: int | None, code: int, lo
         )
     else:
         why = f"the worker exited with status {code} without writing a record"
-    memory = Memory(
-        peak_rss=round(maxrss_mb, 1),
-        measured="ru_maxrss of the worker from wait4 (the worker did not report; on Linux this can "
-        "include the parent's RSS at fork time)",
-    )
+    if maxrss_mb is None:
+        memory = Memory(peak_rss=None, measured="not known: the worker did not report, and its zygote failed")
+    else:
+        memory = Memory(
+            peak_rss=round(maxrss_mb, 1),
+            measured="ru_maxrss of the worker from wait4 (the worker did not report; on Linux this can "
+            "include the parent's RSS at fork time)",
+        )
     return plan.record("failed", error=ErrorInfo(type="WorkerCrashed", message=why, traceback=log), memory=memory)
 
 
@@ -321,31 +347,34 @@ def _wait(proc: subprocess.Popen, timeout_s: float | None):
         raise
 
 
-def _wait_forked(run: zygote.RunHandle, timeout_s: float | None) -> tuple[int, int, bool]:
-    """:func:`_wait` for a run forked by a zygote (which reaps it and reports): (status, peak RSS
-    in kB, timed_out)."""
+def _wait_forked(run: zygote.RunHandle, timeout_s: float | None) -> tuple[int, int | None, bool, str | None]:
+    """:func:`_wait` for a run forked by a zygote (which reaps it and reports): (status, peak RSS in
+    kB or None, timed_out, a note for the log when the zygote itself failed)."""
     deadline = None if timeout_s is None else time.monotonic() + float(timeout_s)
     timed_out = False
     try:
         while True:
             try:
                 status, maxrss_kb = run.result(0.5)
-                return status, maxrss_kb, timed_out
+                return status, maxrss_kb, timed_out, None
             except TimeoutError:
                 pass
-            except zygote.ZygoteError:  # the zygote died (and the run with it): a crash record
+            except zygote.ZygoteError as exc:  # the zygote died, and the run with it (PR_SET_PDEATHSIG)
                 run.kill()
-                return signal.SIGKILL, 0, timed_out  # a wait status: killed by SIGKILL
+                run.close()
+                why = f"the run's zygote failed while the run was going on: {exc}"
+                return signal.SIGKILL, None, timed_out, why  # SIGKILL: a wait status "killed by SIGKILL"
             if deadline is not None and not timed_out and time.monotonic() > deadline:
                 timed_out = True
                 run.kill()
-    except KeyboardInterrupt:
+    except BaseException:  # interrupted: stop the run; its zygote's report is never read
         run.send_signal(signal.SIGTERM)
         try:
             run.wait(timeout=5)
         except subprocess.TimeoutExpired:
             run.kill()
-        run.zygote.close()  # its report of this run is never read: a later run gets a new zygote
+        run.close()
+        run.zygote.close()
         raise
 
 

@@ -43,7 +43,7 @@ MEASURED = (
 MEASURED_FORKED = (
     "VmHWM (peak RSS since fork) of this run's worker process, forked from a zygote that had imported "
     "{modules}: it counts the memory the run inherits and touches, not the import-time peak a fresh "
-    "worker goes through; or the largest peak among its children (DDP ranks) if larger"
+    "worker goes through"
 )
 #: set in a run forked by a zygote: the modules the zygote had imported (:mod:`.zygote`)
 FORKED_FROM: tuple[str, ...] | None = None

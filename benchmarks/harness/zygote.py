@@ -37,6 +37,7 @@ import ctypes
 import importlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_FRESH = "AUTOREC_FRESH_WORKERS"
+REPO = Path(__file__).resolve().parents[2]
 #: modules a zygote of a backend imports besides the model's own module (which imports its
 #: framework): torch.optim imports torch._dynamo at the first optimizer
 EXTRA_PRELOAD = {"torch": ("torch._dynamo",)}
@@ -107,8 +109,48 @@ class _Lines:
 
 
 # ====================================================================== the zygote process
+#: signals the zygote ignores (a process-group SIGINT / SIGTERM / SIGHUP reaches its run, which
+#: handles it as a fresh worker would: status 130, no record); the run gets them back
+_IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    """The status the interpreter would exit with for ``exc`` (printing its message, as it does)."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _run(req: dict, events_fd: int, log_fd: int, modules: list[str], zygote_pid: int) -> int:
+    """The forked run: the worker's ``main`` on the job, as ``python -m benchmarks.harness.worker``."""
+    _set_pdeathsig()
+    if os.getppid() != zygote_pid:  # the zygote died before the line above: do not run orphaned
+        return 1
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the worker installs its own handler
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    os.chdir(req["cwd"])
+    from benchmarks.harness import worker
+
+    worker.FORKED_FROM = tuple(modules)
+    sys.argv = [worker.__file__, req["job"]]
+    try:
+        return worker.main([req["job"]], events_fd=events_fd)
+    except KeyboardInterrupt:  # outside the worker's own handling: interrupted, as a fresh worker
+        return 130
+    except SystemExit as exc:
+        return _exit_code(exc)
+
+
 def _serve(sock: socket.socket, modules: list[str]) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt reaches the run; the zygote reports it
+    for sig in _IGNORED:
+        signal.signal(sig, signal.SIG_IGN)
     try:
         for name in modules:
             importlib.import_module(name)
@@ -131,21 +173,7 @@ def _serve(sock: socket.socket, modules: list[str]) -> int:
             code = 1
             try:
                 sock.close()
-                _set_pdeathsig()
-                if os.getppid() != zygote_pid:  # the zygote died before the line above: do not run orphaned
-                    os._exit(1)
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                os.dup2(log_fd, 1)
-                os.dup2(log_fd, 2)
-                os.close(log_fd)
-                os.chdir(req["cwd"])
-                from benchmarks.harness import worker
-
-                worker.FORKED_FROM = tuple(modules)
-                sys.argv = [worker.__file__, req["job"]]
-                code = worker.main([req["job"]], events_fd=events_fd)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
+                code = _run(req, events_fd, log_fd, modules, zygote_pid)
             except BaseException:
                 traceback.print_exc()
                 code = 1
@@ -153,11 +181,17 @@ def _serve(sock: socket.socket, modules: list[str]) -> int:
                 try:
                     sys.stdout.flush()
                     sys.stderr.flush()
+                    ctypes.CDLL(None).fflush(None)  # C stdio of native code, which os._exit skips
                 finally:
                     os._exit(code)
         os.close(events_fd)
         os.close(log_fd)
-        _send(sock, {"pid": pid})
+        pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else -1
+        if pidfd >= 0:  # the launcher signals the run through it: never a recycled pid
+            _send(sock, {"pid": pid}, [pidfd])
+            os.close(pidfd)
+        else:  # pragma: no cover - Linux < 5.3
+            _send(sock, {"pid": pid})
         _, status, rusage = os.wait4(pid, 0)
         _send(sock, {"status": status, "maxrss_kb": rusage.ru_maxrss})
 
@@ -177,15 +211,19 @@ class ZygoteError(RuntimeError):
 
 
 class RunHandle:
-    """A run forked by a zygote: what :func:`benchmarks.harness.launch.launch` needs of a process."""
+    """A run forked by a zygote: what :func:`benchmarks.harness.launch.launch` needs of a process.
+    Signals go through a pidfd where the kernel has them (never to a recycled pid)."""
 
-    def __init__(self, zygote: Zygote, pid: int) -> None:
-        self.zygote, self.pid = zygote, pid
+    def __init__(self, zygote: Zygote, pid: int, pidfd: int | None) -> None:
+        self.zygote, self.pid, self.pidfd = zygote, pid, pidfd
 
     def send_signal(self, sig: int) -> None:
         try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            else:  # pragma: no cover - Linux < 5.3
+                os.kill(self.pid, sig)
+        except (ProcessLookupError, OSError):
             pass
 
     def kill(self) -> None:
@@ -194,20 +232,37 @@ class RunHandle:
     def result(self, timeout: float | None = None) -> tuple[int, int]:
         """``(wait status, peak RSS in kB)`` once the run ends (the zygote reaped it);
         :class:`TimeoutError` after ``timeout`` s.  Only the launching thread calls this."""
-        return self.zygote.result(timeout)
+        out = self.zygote.result(timeout)
+        self.close()
+        return out
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait until the run's process is gone (any thread); ``subprocess.TimeoutExpired`` after
         ``timeout`` s (as ``Popen.wait``, for :func:`~benchmarks.harness.launch.terminate_active`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                return
+            if self.pidfd is not None:
+                try:
+                    if select.select([self.pidfd], [], [], 0.05)[0]:  # readable: it has ended
+                        return
+                except (OSError, ValueError):  # closed: the launching thread has its status
+                    return
+            else:  # pragma: no cover - Linux < 5.3
+                try:
+                    os.kill(self.pid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.05)
             if deadline is not None and time.monotonic() > deadline:
                 raise subprocess.TimeoutExpired(f"run {self.pid}", timeout or 0.0)
-            time.sleep(0.05)
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            try:
+                os.close(self.pidfd)
+            except OSError:
+                pass
+            self.pidfd = None
 
 
 class Zygote:
@@ -232,30 +287,48 @@ class Zygote:
         self.busy = False
         try:
             msg = self.lines.read(timeout)
-        except TimeoutError:
-            msg = {"ready": False, "error": f"no answer in {timeout:g} s"}
+        except BaseException as exc:
+            self.close()
+            if not isinstance(exc, (OSError, ValueError)):  # TimeoutError is an OSError
+                raise
+            msg = {"ready": False, "error": f"no answer ({type(exc).__name__}: {exc})"}
         if not msg or not msg.get("ready"):
             self.close()
             why = (msg or {}).get("error", "it exited")
             raise ZygoteError(f"the zygote importing {', '.join(modules)} did not start: {why}")
 
     def start(self, job: Path, events_fd: int, log_fd: int) -> RunHandle:
+        """Fork a run of ``job``; :class:`ZygoteError` (and the zygote closed) when that fails.  Any
+        other interruption also closes the zygote: no message of it is left unread."""
         if self.busy:
             raise ZygoteError("this zygote already runs a job")
         try:
             _send(self.sock, {"job": str(job), "cwd": os.getcwd()}, [events_fd, log_fd])
             msg = self.lines.read(60.0)
-        except (OSError, TimeoutError) as exc:
+        except BaseException as exc:
             self.close()
-            raise ZygoteError(f"the zygote did not fork the run: {exc}") from exc
+            if isinstance(exc, (OSError, ValueError)):
+                raise ZygoteError(f"the zygote did not fork the run: {exc}") from exc
+            raise
+        fds = self.lines.take_fds()
         if not msg or "pid" not in msg:
+            for fd in fds:
+                os.close(fd)
             self.close()
             raise ZygoteError("the zygote did not fork the run (it exited)")
         self.busy = True
-        return RunHandle(self, int(msg["pid"]))
+        return RunHandle(self, int(msg["pid"]), fds[0] if fds else None)
 
     def result(self, timeout: float | None) -> tuple[int, int]:
-        msg = self.lines.read(timeout)
+        """The running job's ``(status, peak RSS kB)``; :class:`TimeoutError` while it runs,
+        :class:`ZygoteError` (the zygote closed) when the zygote is gone or garbled its answer."""
+        try:
+            msg = self.lines.read(timeout)
+        except TimeoutError:
+            raise
+        except (OSError, ValueError) as exc:
+            self.close()
+            raise ZygoteError(f"the zygote stopped answering: {exc}") from exc
         self.busy = False
         if msg is None or "status" not in msg:
             self.close()
@@ -263,7 +336,7 @@ class Zygote:
         return int(msg["status"]), int(msg.get("maxrss_kb", 0))
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.proc.poll() is None and self.sock.fileno() >= 0
 
     def close(self) -> None:
         try:
@@ -279,26 +352,35 @@ class Zygote:
 
 
 class ZygotePool:
-    """This thread's zygotes, one per set of modules (a framework), started when first needed; a set
-    whose zygote failed to start is remembered (``failed``) and launched fresh from then on."""
+    """This thread's zygotes, one per set of modules (a model's module and framework), started when
+    first needed, at most ``limit`` of them (the least recently used is closed); a set whose zygote
+    failed to start is remembered (``failed``) and launched fresh from then on.  The key also holds
+    the working directory (a fresh worker finds modules there, a zygote where it started), the
+    environment and the code's git state (a zygote runs the code it imported: a commit or checkout
+    during a sweep gets a new one; uncommitted edits are not seen: set AUTOREC_FRESH_WORKERS=1 to edit
+    the code a running sweep uses)."""
 
-    def __init__(self) -> None:
-        self.zygotes: dict[tuple, Zygote] = {}
+    def __init__(self, limit: int = 12) -> None:
+        self.zygotes: dict[tuple, Zygote] = {}  # in order of last use
         self.failed: dict[tuple, str] = {}
+        self.limit = limit
 
     def get(self, modules: tuple[str, ...], env: dict[str, str]) -> Zygote | None:
         key = self._key(modules, env)
-        z = self.zygotes.get(key)
-        if z is not None and not z.alive():
+        z = self.zygotes.pop(key, None)
+        if z is not None and (not z.alive() or z.busy):  # dead, or left busy by an exception path
             z.close()
             z = None
-            del self.zygotes[key]
         if z is None and key not in self.failed:
+            while len(self.zygotes) >= self.limit:
+                self.zygotes.pop(next(iter(self.zygotes))).close()
             try:
-                z = self.zygotes[key] = Zygote(modules, env)
+                z = Zygote(modules, env)
             except (ZygoteError, OSError) as exc:
                 self.failed[key] = str(exc)
                 print(f"note: {exc}; its runs start fresh workers", file=sys.stderr)
+        if z is not None:
+            self.zygotes[key] = z
         return z
 
     def why_not(self, modules: tuple[str, ...], env: dict[str, str]) -> str | None:
@@ -306,14 +388,21 @@ class ZygotePool:
 
     @staticmethod
     def _key(modules: tuple[str, ...], env: dict[str, str]) -> tuple:
-        # the working directory too: a fresh worker finds modules there (sys.path[0]), a zygote where
-        # it started
-        return (modules, os.getcwd(), tuple(sorted(env.items())))
+        return (modules, os.getcwd(), tuple(sorted(env.items())), _head())
 
     def close(self) -> None:
         for z in self.zygotes.values():
             z.close()
         self.zygotes.clear()
+
+
+def _head() -> str | None:
+    """The repository's checked-out commit (``git rev-parse HEAD``, a few ms), None outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=REPO)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 _LOCAL = threading.local()
@@ -328,9 +417,11 @@ def pool() -> ZygotePool:
 
 
 def preload_for(plan: Any) -> tuple[str, ...] | None:
-    """The modules a zygote for ``plan`` imports, or None when the plan runs in a fresh worker (data
-    parallel runs start processes of their own)."""
+    """The modules a zygote for ``plan`` imports, or None when the plan runs in a fresh worker: data
+    parallel runs start processes of their own, and a GPU runtime must not be forked."""
     if getattr(plan, "launcher", "single") != "single":
+        return None
+    if any(not str(d).startswith("cpu") for d in plan.identity.devices):
         return None
     from autorec.models import registry
 
