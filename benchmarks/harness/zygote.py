@@ -11,24 +11,25 @@ its own that ends with the run.  The zygote never computes anything, so no state
 another, and it is single-threaded when it forks (nothing it imports starts a thread; checked at
 start).  What differs from an ``exec``'d worker: the run's peak RSS (VmHWM) starts from the memory
 it inherits (the imported modules' heap; library code only once the run touches it), not from the
-import-time peak a fresh worker goes through, so it is its own and about 10-70 MB below a fresh
-worker's on the main job (the record's ``memory.measured`` says which); and the ``worker`` timing no
-longer contains those imports.
+import-time peak a fresh worker goes through, so it is its own (on the main job -73 to +13 MB against
+a fresh worker's; the record's ``memory.measured`` says which); and the ``worker`` timing no longer
+contains those imports (nor, for torch, the first fit the ``torch._dynamo`` import).
 
-Memory: a sweep keeps its zygotes until its job slots end, one per model module and slot (the main
-job: 9 per slot, 60-330 MB RSS each, much of it shared library pages).
+Memory: a sweep keeps its zygotes until its job slots end, one per model module and slot, at most 12
+per slot (the main job: 9 per slot, 60-330 MB RSS each, much of it shared library pages).
 
 Protocol (a Unix socket pair; the launcher keeps one end, the zygote inherits the other): the zygote
 writes ``{"ready": true, "threads": N}`` (or ``{"ready": false, "error": ...}``) once imported; per
 run the launcher sends ``{"job": PATH, "cwd": DIR}`` with two file descriptors (the events pipe's
-write end, the run's log), the zygote forks and answers ``{"pid": PID}``, reaps the child with
-``wait4`` and answers ``{"status": S, "maxrss_kb": K}``.  The child dies with the zygote and the
+write end, the run's log), the zygote forks and answers ``{"pid": PID}`` with a pidfd of the run (the
+launcher signals through it), reaps the child with ``wait4`` and answers ``{"status": S, "maxrss_kb":
+K}``.  The child dies with the zygote and the
 zygote with the launcher thread that started it (``PR_SET_PDEATHSIG``).
 
-Used by :func:`benchmarks.harness.launch.launch` for single-process runs on one thread (not DDP, not
-scale rows; with more threads, BLAS and OpenMP start thread pools at import) unless
-``AUTOREC_FRESH_WORKERS=1``; a zygote that cannot start (an import fails) makes the launcher
-fall back to a fresh worker for that framework, with the reason in the worker log.
+Used by :func:`benchmarks.harness.launch.launch` for single-process CPU runs on one thread (not DDP,
+not GPU devices, not scale rows; with more threads, BLAS and OpenMP start thread pools at import)
+unless ``AUTOREC_FRESH_WORKERS=1``; a zygote that cannot start (an import fails) makes the launcher
+fall back to fresh workers for that module set, with a note on stderr.
 """
 
 from __future__ import annotations
