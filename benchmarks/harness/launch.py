@@ -17,7 +17,6 @@ folder) implements the same ``map``: plans, workers, records and claims stay as 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import ctypes
 import dataclasses
 import json
 import os
@@ -291,12 +290,7 @@ def _crash_record(
     return plan.record("failed", error=ErrorInfo(type="WorkerCrashed", message=why, traceback=log), memory=memory)
 
 
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the parent (a SIGKILLed sweep)
-    except OSError:  # pragma: no cover - not Linux / no glibc
-        pass
+_set_pdeathsig = zygote.set_pdeathsig  # one definition; benchmarks.contention uses it too
 
 
 def _log_tail(path: Path, n: int = 4000) -> str:

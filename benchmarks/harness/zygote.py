@@ -19,7 +19,7 @@ Memory: a sweep keeps its zygotes until its job slots end, one per model module 
 per slot (the main job: 9 per slot, 60-330 MB RSS each, much of it shared library pages).
 
 Protocol (a Unix socket pair; the launcher keeps one end, the zygote inherits the other): the zygote
-writes ``{"ready": true, "threads": N}`` (or ``{"ready": false, "error": ...}``) once imported; per
+writes ``{"ready": true}`` (or ``{"ready": false, "error": ...}``) once imported; per
 run the launcher sends ``{"job": PATH, "cwd": DIR}`` with two file descriptors (the events pipe's
 write end, the run's log), the zygote forks and answers ``{"pid": PID}`` with a pidfd of the run (the
 launcher signals through it), reaps the child with ``wait4`` and answers ``{"status": S, "maxrss_kb":
@@ -63,7 +63,9 @@ def enabled() -> bool:
     return os.environ.get(ENV_FRESH, "").strip().lower() not in ("1", "true", "yes", "on")
 
 
-def _set_pdeathsig() -> None:
+def set_pdeathsig() -> None:
+    """Die with the parent thread (PR_SET_PDEATHSIG, SIGKILL): a killed sweep takes its workers along.
+    Runs in a child after fork (before exec, as a ``preexec_fn``)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -127,7 +129,7 @@ def _exit_code(exc: SystemExit) -> int:
 
 def _run(req: dict, events_fd: int, log_fd: int, modules: list[str], zygote_pid: int) -> int:
     """The forked run: the worker's ``main`` on the job, as ``python -m benchmarks.harness.worker``."""
-    _set_pdeathsig()
+    set_pdeathsig()
     if os.getppid() != zygote_pid:  # the zygote died before the line above: do not run orphaned
         return 1
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -161,7 +163,7 @@ def _serve(sock: socket.socket, modules: list[str]) -> int:
     except BaseException as exc:
         _send(sock, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
         return 1
-    _send(sock, {"ready": True, "threads": 1})
+    _send(sock, {"ready": True})
     lines = _Lines(sock)
     zygote_pid = os.getpid()
     while True:
@@ -270,7 +272,6 @@ class Zygote:
     """One zygote process (see the module docstring): :meth:`start` forks a run in it."""
 
     def __init__(self, modules: tuple[str, ...], env: dict[str, str], timeout: float = 120.0) -> None:
-        self.modules = modules
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         cmd = [sys.executable, "-m", "benchmarks.harness.zygote", str(theirs.fileno()), *modules]
         self.proc = subprocess.Popen(
@@ -281,7 +282,7 @@ class Zygote:
             stdout=subprocess.DEVNULL,  # the runs write to their own logs; import failures come as a message
             stderr=subprocess.DEVNULL,
             pass_fds=(theirs.fileno(),),
-            preexec_fn=_set_pdeathsig,
+            preexec_fn=set_pdeathsig,
         )
         theirs.close()
         self.sock, self.lines = ours, _Lines(ours)
@@ -383,9 +384,6 @@ class ZygotePool:
         if z is not None:
             self.zygotes[key] = z
         return z
-
-    def why_not(self, modules: tuple[str, ...], env: dict[str, str]) -> str | None:
-        return self.failed.get(self._key(modules, env))
 
     @staticmethod
     def _key(modules: tuple[str, ...], env: dict[str, str]) -> tuple:
