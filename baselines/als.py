@@ -166,15 +166,22 @@ class ALS(IterativeRecommender[ALSConfig]):
 
     def objective(self, train: Interactions) -> float:
         """The regularised objective J of the current factors on ``train``."""
-        c = self.config
         u = train.users.astype(np.int64)
         i = train.items.astype(np.int64)
         err = train.ratings.astype(np.float64) - self.estimate(u, i)
-        if c.weighted_reg:
-            wu = np.bincount(u, minlength=len(self.bu)).astype(np.float64)
-            wi = np.bincount(i, minlength=len(self.bi)).astype(np.float64)
-        else:
-            wu, wi = np.ones(len(self.bu)), np.ones(len(self.bi))
+        return self.objective_of(err, *self.penalty_weights(u, i))
+
+    def penalty_weights(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The weights ``w_u``, ``w_i`` of the penalty for the ratings ``(users, items)``."""
+        if self.config.weighted_reg:
+            wu = np.bincount(users, minlength=len(self.bu)).astype(np.float64)
+            wi = np.bincount(items, minlength=len(self.bi)).astype(np.float64)
+            return wu, wi
+        return np.ones(len(self.bu)), np.ones(len(self.bi))
+
+    def objective_of(self, err: np.ndarray, wu: np.ndarray, wi: np.ndarray) -> float:
+        """J from the residuals ``err`` of the train ratings and the penalty weights."""
+        c = self.config
         penalty = wu @ (c.reg * np.einsum("uk,uk->u", self.P, self.P) + c.reg_bias * self.bu**2) + wi @ (
             c.reg * np.einsum("ik,ik->i", self.Q, self.Q) + c.reg_bias * self.bi**2
         )
@@ -201,12 +208,13 @@ class _ALSSweeps(FactorStateMixin):
         model.bi = np.zeros(train.n_items)
         self.by_user = RatingRows(self.users, self.items, self.r, train.n_users, c.factors + 1, c.chunk_mb)
         self.by_item = RatingRows(self.items, self.users, self.r, train.n_items, c.factors + 1, c.chunk_mb)
+        self.weights = model.penalty_weights(self.users, self.items)
 
     def train_epoch(self, epoch: int) -> dict:
         m, c = self.m, self.m.config
         m.P, m.bu = solve_side(self.by_user, m.Q, m.bi, m.mu, c.reg, c.reg_bias, c.weighted_reg)
-        obj_half = m.objective(self.train)
+        obj_half = m.objective_of(self.r - m.estimate(self.users, self.items), *self.weights)
         m.Q, m.bi = solve_side(self.by_item, m.P, m.bu, m.mu, c.reg, c.reg_bias, c.weighted_reg)
-        obj = m.objective(self.train)
-        err = self.r - m.estimate(self.users, self.items)
+        err = self.r - m.estimate(self.users, self.items)  # one pass for J and the train loss
+        obj = m.objective_of(err, *self.weights)
         return {"train_loss": float(np.mean(err**2)), "objective": obj, "objective_after_users": obj_half}
