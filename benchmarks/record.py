@@ -156,9 +156,12 @@ class Memory:
 @dataclass(frozen=True)
 class Conditions:
     """Under what the timings were measured: the thread count and policy, the load average before
-    and after the run, the CPUs, the cores other work kept busy at the start, and whether the
+    and after the run, the CPUs, the cores other work kept busy at the start, whether the
     machine was busier than the run itself (then its timings are flagged, never mixed silently with
-    quiet ones)."""
+    quiet ones), and how the worker started: ``"fresh"`` (its own interpreter: the imports of its
+    framework are in its wall and worker times, a torch run's first fit includes the
+    ``torch._dynamo`` import) or ``"forked"`` (from a zygote that had imported them, see
+    :mod:`benchmarks.harness.zygote`); ``None`` in records made before the field existed."""
 
     threads: int
     thread_policy: str = ""
@@ -167,6 +170,7 @@ class Conditions:
     load_after: tuple[float, ...] = ()
     contended: bool = False
     busy_before: float | None = None  # cores other work kept busy just before the run (None: not sampled)
+    worker_start: str | None = None  # "fresh" | "forked"
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,10 @@ def _plan(**kw):
 
 
 def _forked(rec) -> bool:
-    return "zygote" in rec.memory.measured
+    """Forked from a zygote, as the record's structured field and its memory note both say."""
+    forked = "zygote" in rec.memory.measured
+    assert rec.conditions is not None and rec.conditions.worker_start == ("forked" if forked else "fresh")
+    return forked
 
 
 def _same_numbers(a, b) -> None:

@@ -253,6 +253,7 @@ def launch(
         load_after=load_after,
         contended=hostenv.contended(load_before, load_after, threads, busy_before=busy_before),
         busy_before=busy_before,
+        worker_start="fresh" if zyg is None else "forked",
     )
     timing = dataclasses.replace(rec.timing, wall=round(seconds, 3))
     return dataclasses.replace(rec, timing=timing, conditions=conditions), seconds

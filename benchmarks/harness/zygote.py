@@ -12,8 +12,9 @@ another, and it is single-threaded when it forks (nothing it imports starts a th
 start).  What differs from an ``exec``'d worker: the run's peak RSS (VmHWM) starts from the memory
 it inherits (the imported modules' heap; library code only once the run touches it), not from the
 import-time peak a fresh worker goes through, so it is its own (on the main job -73 to +13 MB against
-a fresh worker's; the record's ``memory.measured`` says which); and the ``worker`` timing no longer
-contains those imports (nor, for torch, the first fit the ``torch._dynamo`` import).
+a fresh worker's; the record's ``conditions.worker_start`` says which, ``memory.measured`` what it
+counts); and the ``worker`` timing no longer contains those imports (nor, for torch, the first fit
+the ``torch._dynamo`` import).
 
 Memory: a sweep keeps its zygotes until its job slots end, one per model module and slot, at most 12
 per slot (the main job: 9 per slot, 60-330 MB RSS each, much of it shared library pages).
