@@ -88,7 +88,7 @@ def make_run(
         sizes=Sizes(943, 1682, n_train, n_valid, n_test, 3, 1, (1.0, 5.0)),
         timing=Timing(fit=fit_seconds, per_epoch=per_epoch) if ok else Timing(),
         memory=Memory(peak_rss=400.0),
-        conditions=Conditions(threads=1, contended=contended),
+        conditions=Conditions(threads=1, contended=contended, worker_start="forked" if seed % 2 else "fresh"),
         error=None if ok else ErrorInfo("TrainingDivergedError", "loss is nan at epoch 2"),
         environment={"cpu_model": "Test CPU", "cpu_count": 2, "torch": "2.13.0+cpu", "numpy": "1.23.5"},
         git_commit="abc123",

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import shutil
+from csv import reader as csv_reader
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,10 @@ def test_contended_timings_are_marked_never_averaged_silently(report):
     assert tables.CONTENTION_NOTE in table
     rows = [r for r in (report / "table_ml-100k_random-test-ratio-0-1.csv").read_text().splitlines() if "als" in r]
     assert rows[0].endswith(",2.000000,0.500000,quiet,1,400.000000,8.000000,5")
+    runs = list(csv_reader((report / "runs.csv").read_text().splitlines()))
+    col, seed = runs[0].index("worker_start"), runs[0].index("seed")
+    assert {(r[seed], r[col]) for r in runs[1:]} >= {("0", "fresh"), ("1", "forked")}
+    assert {r[col] for r in runs[1:] if int(r[seed]) % 2} == {"forked"}
     devices = md.split("### Devices")[1].split("##")[0]
     # devices: seed 2 (per epoch 0.3 / 0.4, contended) left out of the means of 0.2 / 0.3
     assert "| 0.2† |" in devices and "| 0.3† |" in devices and "| 0.4" not in devices
