@@ -135,6 +135,15 @@ def test_a_zygote_with_threads_refuses_to_fork(tmp_path):
         zygote.Zygote(("threaded_at_import",), env)
 
 
+def test_a_zygote_that_dies_at_start_is_reported_with_its_status_and_output(tmp_path):
+    mod = tmp_path / "dies_at_import.py"
+    mod.write_text("import os, sys\nprint('dies_at_import: giving up', file=sys.stderr, flush=True)\nos._exit(3)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    with pytest.raises(zygote.ZygoteError, match="did not start") as err:
+        zygote.Zygote(("dies_at_import",), env)
+    assert "exited with status 3" in str(err.value) and "dies_at_import: giving up" in str(err.value)
+
+
 def test_crash_kill_and_timeout_of_a_forked_run(tmp_path):
     out = tmp_path / "raw"
     rec = execute1(_plan(model=TOY, params={"mode": "crash"}), out)
@@ -207,6 +216,7 @@ def test_a_zygote_dying_mid_run_gives_a_failure_record_that_says_so(tmp_path):
     t.join(30)
     rec = box["rec"]
     assert rec.status == "failed" and rec.error is not None and "zygote failed" in rec.error.message
+    assert "killed by SIGKILL" in rec.error.message
     assert rec.memory.peak_rss is None
 
 

@@ -44,6 +44,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -275,13 +276,16 @@ class Zygote:
     def __init__(self, modules: tuple[str, ...], env: dict[str, str], timeout: float = 120.0) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         cmd = [sys.executable, "-m", "benchmarks.harness.zygote", str(theirs.fileno()), *modules]
+        #: the zygote's own stdout and stderr (import warnings, a crash of the zygote itself; each run
+        #: writes to its own log), quoted in the errors that end it
+        self.log = tempfile.TemporaryFile(prefix="autorec-zygote-")
         self.proc = subprocess.Popen(
             cmd,
             env=env,
             cwd=os.getcwd(),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,  # the runs write to their own logs; import failures come as a message
-            stderr=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
             pass_fds=(theirs.fileno(),),
             preexec_fn=set_pdeathsig,
         )
@@ -296,9 +300,8 @@ class Zygote:
                 raise
             msg = {"ready": False, "error": f"no answer ({type(exc).__name__}: {exc})"}
         if not msg or not msg.get("ready"):
-            self.close()
             why = (msg or {}).get("error", "it exited")
-            raise ZygoteError(f"the zygote importing {', '.join(modules)} did not start: {why}")
+            raise self._fail(f"the zygote importing {', '.join(modules)} did not start: {why}")
 
     def start(self, job: Path, events_fd: int, log_fd: int) -> RunHandle:
         """Fork a run of ``job``; :class:`ZygoteError` (and the zygote closed) when that fails.  Any
@@ -309,16 +312,15 @@ class Zygote:
             _send(self.sock, {"job": str(job), "cwd": os.getcwd()}, [events_fd, log_fd])
             msg = self.lines.read(60.0)
         except BaseException as exc:
-            self.close()
             if isinstance(exc, (OSError, ValueError)):
-                raise ZygoteError(f"the zygote did not fork the run: {exc}") from exc
+                raise self._fail(f"the zygote did not fork the run: {exc}") from exc
+            self.close()
             raise
         fds = self.lines.take_fds()
         if not msg or "pid" not in msg:
             for fd in fds:
                 os.close(fd)
-            self.close()
-            raise ZygoteError("the zygote did not fork the run (it exited)")
+            raise self._fail("the zygote did not fork the run (it exited)")
         self.busy = True
         return RunHandle(self, int(msg["pid"]), fds[0] if fds else None)
 
@@ -330,18 +332,30 @@ class Zygote:
         except TimeoutError:
             raise
         except (OSError, ValueError) as exc:
-            self.close()
-            raise ZygoteError(f"the zygote stopped answering: {exc}") from exc
+            raise self._fail(f"the zygote stopped answering: {exc}") from exc
         self.busy = False
         if msg is None or "status" not in msg:
-            self.close()
-            raise ZygoteError("the zygote exited while the run was going on")
+            raise self._fail("the zygote exited while the run was going on")
         return int(msg["status"]), int(msg.get("maxrss_kb", 0))
 
     def alive(self) -> bool:
         return self.proc.poll() is None and self.sock.fileno() >= 0
 
+    def _fail(self, what: str) -> ZygoteError:
+        """The zygote closed, and the error saying ``what`` went wrong, how it exited and the end of
+        its own output."""
+        self.close()
+        code = self.proc.returncode
+        if code is not None and code < 0:
+            what += f" (the zygote was killed by {signal.Signals(-code).name})"
+        elif code:
+            what += f" (the zygote exited with status {code})"
+        tail = _tail(self.log)
+        return ZygoteError(what + (f"; the zygote's output ended with: {tail}" if tail else ""))
+
     def close(self) -> None:
+        """End the zygote (closing its socket ends its loop) and wait for it; its output is kept for
+        :meth:`_fail` until this object goes."""
         try:
             self.sock.close()
         except OSError:
@@ -352,6 +366,21 @@ class Zygote:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def __del__(self) -> None:
+        log = getattr(self, "log", None)
+        if log is not None:
+            log.close()
+
+
+def _tail(fh: Any, n: int = 2000) -> str:
+    """The last ``n`` bytes of the file ``fh`` as text, stripped ("" when unreadable)."""
+    try:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - n))
+        return fh.read().decode(errors="replace").strip()
+    except (OSError, ValueError):
+        return ""
 
 
 class ZygotePool:
