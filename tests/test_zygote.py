@@ -247,3 +247,38 @@ def test_pool_limit_and_a_new_commit_start_new_zygotes(tmp_path, monkeypatch):
     c = p.get(("benchmarks.harness.worker", "baselines.simple"), env)
     assert c is not None and c is not b
     p.close()
+
+
+def test_an_edited_source_gets_a_new_zygote_and_closes_the_stale_one(tmp_path, monkeypatch):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = zygote.ZygotePool(limit=4)
+    mods = ("benchmarks.harness.worker",)
+    a, other = p.get(mods, env), p.get((*mods, "baselines.simple"), env)
+    stamp = zygote.sources_stamp()
+    monkeypatch.setattr(zygote, "sources_stamp", lambda: (stamp[0] + 1, stamp[1]))  # a source edited
+    b = p.get(mods, env)
+    assert a is not None and b is not None and b is not a and b.alive()
+    a.proc.wait(10)  # the stale zygote of the same module set was closed, the other set's kept
+    assert other is not None and other.alive() and set(p.zygotes.values()) == {b, other}
+    p.close()
+
+
+def test_sources_stamp_sees_edits_additions_and_removals(tmp_path):
+    pkg = tmp_path / "autorec"
+    (pkg / "__pycache__").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "k.cpp").write_text("int f();\n")
+    (pkg / "notes.txt").write_text("not a source\n")
+    first = zygote.sources_stamp(tmp_path)
+    assert first[1] == 2
+    (pkg / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"")
+    (pkg / "notes.txt").write_text("still not a source\n")
+    assert zygote.sources_stamp(tmp_path) == first
+    os.utime(pkg / "a.py", ns=(first[0] + 10**9, first[0] + 10**9))
+    edited = zygote.sources_stamp(tmp_path)
+    assert edited[0] > first[0] and edited[1] == 2
+    (pkg / "b.py").write_text("")
+    assert zygote.sources_stamp(tmp_path)[1] == 3
+    (pkg / "b.py").unlink()
+    (pkg / "k.cpp").unlink()
+    assert zygote.sources_stamp(tmp_path)[1] == 1
