@@ -484,6 +484,20 @@ def test_one_pass_decoder_step_equals_two_passes_bitwise(native, rng, threads):
     assert not native.FusedAdam(net, torch.optim.Adam(net.parameters())).one_pass  # sigmoid output: two passes
 
 
+def test_four_entries_dot_products_are_row_dots_bitwise(native, rng):
+    """The kernels evaluate four entries' outputs in one loop (row_dot4: four accumulation chains
+    instead of one) only where each is bitwise the one-entry routine's (row_dot), which the library
+    checks once when it loads; then every width and scale gives the same bits."""
+    lib = native.library()
+    if lib.ar_dots4_exact() != 1:
+        pytest.skip("this compiler vectorises row_dot4 differently: the kernels use row_dot per entry")
+    for h in [*range(1, 70), 127, 128, 129, 255, 256, 257, 499, 500, 501, 1000, 1023]:
+        for scale in (1e-3, 1.0, 1e3):
+            x = np.ascontiguousarray(rng.standard_normal((4, h)) * scale, dtype=np.float32)
+            w = np.ascontiguousarray(rng.standard_normal(h), dtype=np.float32)
+            assert lib.ar_dots4_agree(x.ctypes.data, w.ctypes.data, h) == 4, (h, scale)
+
+
 def test_one_pass_decoder_step_reports_a_non_finite_loss(native, rng):
     """A NaN target makes the one-pass step's loss NaN: the check sees it and stops the step before
     the encoder's pass (the fit raises TrainingDivergedError, naming epoch and batch)."""

@@ -88,7 +88,9 @@ static void reduce_rows(i64 B, i64 h, float* Z, const float* scratch, int used) 
 // and the column's weight gradient += gv H[b], accumulated into row(j, buf) (buf: a per-thread row of
 // h floats), then done(j, that row, the sum of column j's gv).  W is only read here (done may update
 // row j: it is not read again).
-template <class Grad, class Row, class Done>
+// With QUADS, grad.quad(j, p, hb[4], w, t, gv[4]) gives the gradients of four consecutive entries
+// at once (their updates then follow in entry order, so the results do not change).
+template <bool QUADS = false, class Grad, class Row, class Done>
 static void decode_backward_pass(i64 B, i64 N, i64 h, const std::vector<i64>& cut, const i64* colptr,
                                  const int32_t* crow, const float* W, const float* H, float* dH,
                                  float* scratch, Grad grad, Row row, Done done) {
@@ -101,14 +103,25 @@ static void decode_backward_pass(i64 B, i64 N, i64 h, const std::vector<i64>& cu
             float* d = row(j, buf.data());
             std::memset(d, 0, sizeof(float) * h);
             float sb = 0.0f;
-            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
-                const i64 b = crow[p];
-                const float* hb = H + b * h;
-                const float gv = grad(j, p, hb, w, t);
+            auto update = [&](i64 b, const float* hb, float gv) {
                 sb += gv;
                 float* dhb = dh + b * h;
                 #pragma omp simd
                 for (i64 c = 0; c < h; ++c) { dhb[c] += gv * w[c]; d[c] += gv * hb[c]; }
+            };
+            i64 p = colptr[j];
+            if constexpr (QUADS) {
+                for (; p + 3 < colptr[j + 1]; p += 4) {
+                    const float* hb[4];
+                    for (int q = 0; q < 4; ++q) hb[q] = H + (i64)crow[p + q] * h;
+                    float gv[4];
+                    grad.quad(j, p, hb, w, t, gv);
+                    for (int q = 0; q < 4; ++q) update(crow[p + q], hb[q], gv[q]);
+                }
+            }
+            for (; p < colptr[j + 1]; ++p) {
+                const float* hb = H + (i64)crow[p] * h;
+                update(crow[p], hb, grad(j, p, hb, w, t));
             }
             done(j, d, sb);
         }
@@ -135,6 +148,53 @@ __attribute__((noinline)) static float row_dot(const float* __restrict x, const 
     #pragma omp simd reduction(+:s)
     for (i64 c = 0; c < h; ++c) s += x[c] * w[c];
     return s;
+}
+
+// x[q][0, h) . w[0, h) for q = 0..3 in one loop: four independent accumulation chains, where one
+// entry at a time waits on each vector FMA's latency.  Each chain is row_dot's computation (the same
+// vectorised reduction), so each result is bitwise row_dot's, which dots4_exact() checks once per
+// process: where it does not hold (another compiler's choices) the kernels call row_dot per entry.
+__attribute__((noinline)) static void row_dot4(const float* const* x, const float* __restrict w, i64 h,
+                                               float* out) {
+    const float* __restrict x0 = x[0];
+    const float* __restrict x1 = x[1];
+    const float* __restrict x2 = x[2];
+    const float* __restrict x3 = x[3];
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    #pragma omp simd reduction(+:s0, s1, s2, s3)
+    for (i64 c = 0; c < h; ++c) {
+        s0 += x0[c] * w[c]; s1 += x1[c] * w[c]; s2 += x2[c] * w[c]; s3 += x3[c] * w[c];
+    }
+    out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;
+}
+
+// Whether row_dot4 gives bitwise row_dot's results: compared on fixed pseudo-random values of mixed
+// signs and magnitudes at widths 1-80 and around the usual hidden sizes (computed once).
+static bool dots4_exact() {
+    static const bool exact = [] {
+        const i64 widths[] = {100, 127, 128, 129, 200, 250, 255, 256, 257, 300, 400, 499, 500, 501, 512, 1000, 1024, 1025};
+        std::vector<i64> hs;
+        for (i64 h = 1; h <= 80; ++h) hs.push_back(h);
+        hs.insert(hs.end(), std::begin(widths), std::end(widths));
+        std::vector<float> v(5 * 1025);
+        uint32_t state = 2463534242u;
+        for (float& x : v) {  // xorshift32: values in about +-2^31 times 2^-31 .. 2^-16
+            state ^= state << 13; state ^= state >> 17; state ^= state << 5;
+            x = (float)(int32_t)state * std::ldexp(1.0f, -31 - (int)(state % 16));
+        }
+        for (i64 h : hs) {
+            const float* x[4] = {v.data(), v.data() + 1025, v.data() + 2 * 1025, v.data() + 3 * 1025};
+            const float* w = v.data() + 4 * 1025;
+            float got[4];
+            row_dot4(x, w, h, got);
+            for (int q = 0; q < 4; ++q) {
+                const float want = row_dot(x[q], w, h);
+                if (std::memcmp(&want, &got[q], sizeof(float)) != 0) return false;
+            }
+        }
+        return true;
+    }();
+    return exact;
 }
 
 extern "C" {
@@ -199,10 +259,21 @@ void ar_sddmm(i64 N, i64 h, const i64* colptr, const int32_t* crow, const i64* c
               const float* H, const float* W, const float* bias, float* out, int nt) {
     std::vector<float> acc((size_t)colptr[N] + 1);  // column-ordered results, scattered at the end
     float* ac = acc.data();
+    const bool quads = dots4_exact();
     run_split(column_cut(N, colptr, nt), [&](i64 a, i64 e, int) {
         for (i64 j = a; j < e; ++j) {
             const float* w = W + j * h;
-            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
+            i64 p = colptr[j];
+            if (quads) {
+                for (; p + 3 < colptr[j + 1]; p += 4) {
+                    const float* x[4];
+                    for (int q = 0; q < 4; ++q) x[q] = H + (i64)crow[p + q] * h;
+                    float s[4];
+                    row_dot4(x, w, h, s);
+                    for (int q = 0; q < 4; ++q) ac[p + q] = bias ? s[q] + bias[j] : s[q];
+                }
+            }
+            for (; p < colptr[j + 1]; ++p) {
                 const float s = row_dot(H + (i64)crow[p] * h, w, h);
                 ac[p] = bias ? s + bias[j] : s;
             }
@@ -327,24 +398,52 @@ double ar_decode_step_adam(i64 B, i64 N, i64 h, const i64* colptr, const int32_t
     const std::vector<i64> cut = column_cut(N, colptr, nt, ADAM_ROW_COST);
     const i64 pad = 8;  // one cache line per thread's sum: no false sharing on the per-entry update
     std::vector<double> sse((size_t)(pad * ((i64)cut.size() - 1)), 0.0);
-    decode_backward_pass(
-        B, N, h, cut, colptr, crow, W, H, dH, scratch,
-        [&](i64 j, i64 p, const float* hb, const float* w, int t) {
-            const float e = (row_dot(hb, w, h) + bias[j]) - cv[p];
-            sse[(size_t)(pad * t)] += (double)e * (double)e;
+    struct Grad {  // an entry's output gradient from its output (a row_dot), one or four at a time
+        const float* bias; const float* cv; double* sse; i64 pad; float mf; i64 h;
+        float from(i64 j, i64 p, float s, int t) const {
+            const float e = (s + bias[j]) - cv[p];
+            sse[pad * t] += (double)e * (double)e;
             return mf * (2.0f * e);
-        },
-        [&](i64, float* buf) { return buf; },
-        [&](i64 j, const float* d, float sb) {
-            db[j] = sb;
-            adam_row(h, W + j * h, M + j * h, V + j * h, d, a);
-        });
+        }
+        float operator()(i64 j, i64 p, const float* hb, const float* w, int t) const {
+            return from(j, p, row_dot(hb, w, h), t);
+        }
+        void quad(i64 j, i64 p, const float* const* hb, const float* w, int t, float* gv) const {
+            float s[4];
+            row_dot4(hb, w, h, s);
+            for (int q = 0; q < 4; ++q) gv[q] = from(j, p + q, s[q], t);
+        }
+    } grad{bias, cv, sse.data(), pad, mf, h};
+    auto row = [&](i64, float* buf) { return buf; };
+    auto done = [&](i64 j, const float* d, float sb) {
+        db[j] = sb;
+        adam_row(h, W + j * h, M + j * h, V + j * h, d, a);
+    };
+    if (dots4_exact())
+        decode_backward_pass<true>(B, N, h, cut, colptr, crow, W, H, dH, scratch, grad, row, done);
+    else
+        decode_backward_pass<false>(B, N, h, cut, colptr, crow, W, H, dH, scratch, grad, row, done);
     double total = 0.0;
     for (size_t t = 0; t < sse.size(); t += (size_t)pad) total += sse[t];
     return (double)(float)total;  // a float32 loss, as the two-pass path's: beyond its range it is inf
 }
 
-int ar_version() { return 5; }
+int ar_version() { return 6; }
+// 1 where the kernels evaluate four entries' dot products at once (dots4_exact), else 0.
+int ar_dots4_exact() { return dots4_exact() ? 1 : 0; }
+// The number of q in 0..3 for which row_dot4's x[q] . w (x: 4 rows of h floats) is bitwise
+// row_dot's (tests/test_scale_native.py).
+int ar_dots4_agree(const float* x, const float* w, i64 h) {
+    const float* rows[4] = {x, x + h, x + 2 * h, x + 3 * h};
+    float got[4];
+    row_dot4(rows, w, h, got);
+    int same = 0;
+    for (int q = 0; q < 4; ++q) {
+        const float want = row_dot(rows[q], w, h);
+        same += std::memcmp(&want, &got[q], sizeof(float)) == 0;
+    }
+    return same;
+}
 int ar_openmp() {
 #ifdef _OPENMP
     return 1;

@@ -51,6 +51,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     # B, N, h, colptr, crow, cv, W, bias, H, M, V, dH, db, scratch, mult, Adam, threads -> sum of e^2
     lib.ar_decode_step_adam.argtypes = [i64, i64, i64, *[ptr] * 11, dbl, *adam, cint]
     lib.ar_decode_step_adam.restype = dbl
+    lib.ar_dots4_exact.argtypes = []
+    lib.ar_dots4_exact.restype = cint
+    lib.ar_dots4_agree.argtypes = [ptr, ptr, i64]
+    lib.ar_dots4_agree.restype = cint
 
 
 _KERNELS = NativeLibrary(SOURCE, "autorec_sparse", _FLAG_SETS, _declare)
