@@ -308,7 +308,14 @@ def process_memory_bytes(field: str = "VmHWM") -> int | None:
     return None
 
 
+#: paths whose changes do not make a checkout "dirty": the benchmark results, which a sweep itself
+#: rewrites while it runs (its later records would otherwise all say "-dirty")
+NOT_CODE = ("results",)
+
+
 def git_commit(path: str | None = None) -> str | None:
+    """The checked-out commit, with ``-dirty`` when a tracked file outside :data:`NOT_CODE` differs
+    from it; None outside git."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -320,8 +327,9 @@ def git_commit(path: str | None = None) -> str | None:
         if out.returncode != 0:
             return None
         commit = out.stdout.strip()
+        code = [":/", *(f":(top,exclude){p}" for p in NOT_CODE)]  # the whole checkout but the results
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *code],
             capture_output=True,
             text=True,
             timeout=10,

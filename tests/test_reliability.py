@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -351,3 +352,24 @@ def test_timings_carry_their_conditions(tmp_path, monkeypatch, load, flagged):
     assert c.contended is flagged and c.load_before == (load,) * 3 and c.load_after == (load,) * 3
     assert c.busy_before == load / 2
     assert c.threads == 1 and "1" in c.thread_policy and c.cpu_count == os.cpu_count()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_records_say_dirty_for_edited_code_not_for_rewritten_results(tmp_path):
+    """A sweep rewrites tracked result files while it runs; its records' ``git_commit`` says
+    ``-dirty`` only when code differs from the commit (asked from any folder of the checkout)."""
+    repo = tmp_path / "repo"
+    for rel in ("results/raw/run.json", "autorec/model.py", "README.md"):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text("v1\n")
+    git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], cwd=repo, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    (repo / "results/raw/run.json").write_text("v2\n")
+    assert env.git_commit(str(repo)) == head and env.git_commit(str(repo / "autorec")) == head
+    for rel in ("autorec/model.py", "README.md"):
+        (repo / rel).write_text("v2\n")
+        assert env.git_commit(str(repo)) == head + "-dirty" and env.git_commit(str(repo / "results")) == head + "-dirty"
+        subprocess.run(["git", "checkout", "-q", "--", rel], cwd=repo, check=True)
