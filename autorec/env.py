@@ -315,7 +315,8 @@ NOT_CODE = ("results",)
 
 def git_commit(path: str | None = None) -> str | None:
     """The checked-out commit, with ``-dirty`` when a tracked file outside :data:`NOT_CODE` differs
-    from it; None outside git."""
+    from it (with a git too old for pathspec magic: any tracked file), ``-unknown`` when git cannot
+    say; None outside git."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -328,14 +329,17 @@ def git_commit(path: str | None = None) -> str | None:
             return None
         commit = out.stdout.strip()
         code = [":/", *(f":(top,exclude){p}" for p in NOT_CODE)]  # the whole checkout but the results
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", *code],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=path or os.path.dirname(os.path.abspath(__file__)),
-        )
-        return commit + ("-dirty" if dirty.stdout.strip() else "")
+        for pathspec in (["--", *code], []):  # the second: a git without the exclude magic
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no", *pathspec],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                cwd=path or os.path.dirname(os.path.abspath(__file__)),
+            )
+            if dirty.returncode == 0:
+                return commit + ("-dirty" if dirty.stdout.strip() else "")
+        return commit + "-unknown"
     except (OSError, subprocess.SubprocessError):
         return None
 

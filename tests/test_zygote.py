@@ -216,8 +216,12 @@ def test_a_zygote_dying_mid_run_gives_a_failure_record_that_says_so(tmp_path):
     t.join(30)
     rec = box["rec"]
     assert rec.status == "failed" and rec.error is not None and "zygote failed" in rec.error.message
-    assert "killed by SIGKILL" in rec.error.message
+    assert "killed by signal SIGKILL" in rec.error.message
     assert rec.memory.peak_rss is None
+
+
+def test_signal_names_also_for_signals_python_has_no_name_for():
+    assert zygote.signal_name(9) == "SIGKILL" and zygote.signal_name(40) == "40"
 
 
 def test_exit_codes_as_the_interpreter_maps_them(capsys):
@@ -255,7 +259,7 @@ def test_an_edited_source_gets_a_new_zygote_and_closes_the_stale_one(tmp_path, m
     mods = ("benchmarks.harness.worker",)
     a, other = p.get(mods, env), p.get((*mods, "baselines.simple"), env)
     stamp = zygote.sources_stamp()
-    monkeypatch.setattr(zygote, "sources_stamp", lambda: (stamp[0] + 1, stamp[1]))  # a source edited
+    monkeypatch.setattr(zygote, "sources_stamp", lambda: (stamp[0] + "-edited", stamp[1]))  # a source edited
     b = p.get(mods, env)
     assert a is not None and b is not None and b is not a and b.alive()
     a.proc.wait(10)  # the stale zygote of the same module set was closed, the other set's kept
@@ -263,7 +267,7 @@ def test_an_edited_source_gets_a_new_zygote_and_closes_the_stale_one(tmp_path, m
     p.close()
 
 
-def test_sources_stamp_sees_edits_additions_and_removals(tmp_path):
+def test_sources_stamp_sees_edits_additions_removals_and_older_copies(tmp_path):
     pkg = tmp_path / "autorec"
     (pkg / "__pycache__").mkdir(parents=True)
     (pkg / "a.py").write_text("x = 1\n")
@@ -274,9 +278,14 @@ def test_sources_stamp_sees_edits_additions_and_removals(tmp_path):
     (pkg / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"")
     (pkg / "notes.txt").write_text("still not a source\n")
     assert zygote.sources_stamp(tmp_path) == first
-    os.utime(pkg / "a.py", ns=(first[0] + 10**9, first[0] + 10**9))
+    (pkg / "a.py").write_text("x = 2\n")
     edited = zygote.sources_stamp(tmp_path)
-    assert edited[0] > first[0] and edited[1] == 2
+    assert edited != first and edited[1] == 2
+    # a copy that keeps an older modification time (cp -p, rsync -a): still another stamp
+    old = (pkg / "k.cpp").stat().st_mtime_ns
+    (pkg / "k.cpp").write_text("int g();\n")
+    os.utime(pkg / "k.cpp", ns=(old, old))
+    assert zygote.sources_stamp(tmp_path) != edited
     (pkg / "b.py").write_text("")
     assert zygote.sources_stamp(tmp_path)[1] == 3
     (pkg / "b.py").unlink()

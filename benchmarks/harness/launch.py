@@ -275,7 +275,7 @@ def _crash_record(
     elif timed_out:
         why = f"the run exceeded its timeout of {plan.timeout_s:g} s and was killed"
     elif sig is not None:
-        why = f"the worker was killed by signal {signal.Signals(sig).name}" + (
+        why = f"the worker was killed by signal {zygote.signal_name(sig)}" + (
             " (out of memory?)" if sig == signal.SIGKILL else ""
         )
     else:

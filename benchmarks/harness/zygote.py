@@ -36,6 +36,7 @@ fall back to fresh workers for that module set, with a note on stderr.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib
 import json
 import os
@@ -274,11 +275,11 @@ class Zygote:
     """One zygote process (see the module docstring): :meth:`start` forks a run in it."""
 
     def __init__(self, modules: tuple[str, ...], env: dict[str, str], timeout: float = 120.0) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        cmd = [sys.executable, "-m", "benchmarks.harness.zygote", str(theirs.fileno()), *modules]
         #: the zygote's own stdout and stderr (import warnings, a crash of the zygote itself; each run
         #: writes to its own log), quoted in the errors that end it
         self.log = tempfile.TemporaryFile(prefix="autorec-zygote-")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        cmd = [sys.executable, "-m", "benchmarks.harness.zygote", str(theirs.fileno()), *modules]
         self.proc = subprocess.Popen(
             cmd,
             env=env,
@@ -292,6 +293,7 @@ class Zygote:
         theirs.close()
         self.sock, self.lines = ours, _Lines(ours)
         self.busy = False
+        self.killed_by_close = False  # close() had to SIGKILL it
         try:
             msg = self.lines.read(timeout)
         except BaseException as exc:
@@ -346,8 +348,10 @@ class Zygote:
         its own output."""
         self.close()
         code = self.proc.returncode
-        if code is not None and code < 0:
-            what += f" (the zygote was killed by {signal.Signals(-code).name})"
+        if self.killed_by_close:
+            what += " (the zygote did not end when asked and was killed)"
+        elif code is not None and code < 0:
+            what += f" (the zygote was killed by signal {signal_name(-code)})"
         elif code:
             what += f" (the zygote exited with status {code})"
         tail = _tail(self.log)
@@ -364,6 +368,7 @@ class Zygote:
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
+                self.killed_by_close = True
                 self.proc.kill()
                 self.proc.wait()
 
@@ -371,6 +376,14 @@ class Zygote:
         log = getattr(self, "log", None)
         if log is not None:
             log.close()
+
+
+def signal_name(n: int) -> str:
+    """``SIGKILL`` for 9; the number for a signal Python has no name for (most real-time ones)."""
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return str(n)
 
 
 def _tail(fh: Any, n: int = 2000) -> str:
@@ -432,22 +445,27 @@ class ZygotePool:
 SOURCE_DIRS = ("autorec", "baselines", "benchmarks")
 
 
-def sources_stamp(root: Path | None = None) -> tuple[int, int]:
-    """``(newest mtime in ns, number of files)`` of the Python and C++ sources under the project's
-    packages (``root``: the repository, by default this one): it changes when a source is edited,
-    added or removed (about 1 ms here)."""
-    newest = count = 0
+def sources_stamp(root: Path | None = None) -> tuple[str, int]:
+    """``(digest, number of files)`` of the Python and C++ sources under the project's packages
+    (``root``: the repository, by default this one): a hash of every file's path, size, inode and
+    modification and change times, so it changes when a source is edited, added, removed or replaced,
+    also by a copy that keeps an older modification time (``cp -p``, ``rsync -a``: the change time
+    moves anyway); about 1 ms here."""
+    digest = hashlib.sha256()
+    count = 0
     for name in SOURCE_DIRS:
         for dirpath, dirnames, filenames in os.walk((root or REPO) / name):
-            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-            for f in filenames:
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for f in sorted(filenames):
                 if f.endswith((".py", ".cpp")):
+                    path = os.path.join(dirpath, f)
                     try:
-                        newest = max(newest, os.stat(os.path.join(dirpath, f)).st_mtime_ns)
+                        st = os.stat(path)
                     except OSError:  # removed while we looked: the count says so
                         continue
+                    digest.update(f"{path}\0{st.st_size}\0{st.st_ino}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
                     count += 1
-    return newest, count
+    return digest.hexdigest(), count
 
 
 def _head() -> str | None:
