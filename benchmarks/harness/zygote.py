@@ -401,10 +401,11 @@ class ZygotePool:
     first needed, at most ``limit`` of them (the least recently used is closed); a set whose zygote
     failed to start is remembered (``failed``) and launched fresh from then on.  The key also holds
     the working directory (a fresh worker finds modules there, a zygote where it started), the
-    environment and the code's state: the git commit and the newest modification time of the
-    project's sources (a zygote runs the code it imported, so a commit, a checkout or an edited file
+    environment and the code's state: the git commit and a stamp of the project's sources
+    (:func:`sources_stamp`; a zygote runs the code it imported, so a commit, a checkout or an edited file
     during a sweep gets a new zygote at the next run, and the stale one of that module set is
-    closed): a forked run runs the code a fresh worker would."""
+    closed): a forked run runs the code a fresh worker would.  Installed packages are not watched:
+    upgrading one during a sweep needs AUTOREC_FRESH_WORKERS=1 or a new sweep."""
 
     def __init__(self, limit: int = 12) -> None:
         self.zygotes: dict[tuple, Zygote] = {}  # in order of last use
