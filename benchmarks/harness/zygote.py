@@ -401,11 +401,11 @@ class ZygotePool:
     first needed, at most ``limit`` of them (the least recently used is closed); a set whose zygote
     failed to start is remembered (``failed``) and launched fresh from then on.  The key also holds
     the working directory (a fresh worker finds modules there, a zygote where it started), the
-    environment and the code's state: the git commit and a stamp of the project's sources
-    (:func:`sources_stamp`; a zygote runs the code it imported, so a commit, a checkout or an edited file
-    during a sweep gets a new zygote at the next run, and the stale one of that module set is
-    closed): a forked run runs the code a fresh worker would.  Installed packages are not watched:
-    upgrading one during a sweep needs AUTOREC_FRESH_WORKERS=1 or a new sweep."""
+    environment and a stamp of the project's sources (:func:`sources_stamp`; a zygote runs the code
+    it imported, so a checkout or an edited file during a sweep gets a new zygote at the next run, and
+    the stale one of that module set is closed): a forked run runs the code a fresh worker would.
+    Installed packages are not watched: upgrading one during a sweep needs AUTOREC_FRESH_WORKERS=1 or
+    a new sweep."""
 
     def __init__(self, limit: int = 12) -> None:
         self.zygotes: dict[tuple, Zygote] = {}  # in order of last use
@@ -434,7 +434,7 @@ class ZygotePool:
 
     @staticmethod
     def _key(modules: tuple[str, ...], env: dict[str, str]) -> tuple:
-        return (modules, os.getcwd(), tuple(sorted(env.items())), _head(), sources_stamp())
+        return (modules, os.getcwd(), tuple(sorted(env.items())), sources_stamp())
 
     def close(self) -> None:
         for z in self.zygotes.values():
@@ -467,15 +467,6 @@ def sources_stamp(root: Path | None = None) -> tuple[str, int]:
                     digest.update(f"{path}\0{st.st_size}\0{st.st_ino}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
                     count += 1
     return digest.hexdigest(), count
-
-
-def _head() -> str | None:
-    """The repository's checked-out commit (``git rev-parse HEAD``, a few ms), None outside git."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=REPO)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
 
 
 _LOCAL = threading.local()

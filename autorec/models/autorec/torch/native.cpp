@@ -168,6 +168,18 @@ __attribute__((noinline)) static void row_dot4(const float* const* x, const floa
     out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;
 }
 
+// The number of q in 0..3 for which row_dot4's x[q] . w is bitwise row_dot's.
+static int dots4_agree(const float* const* x, const float* w, i64 h) {
+    float got[4];
+    row_dot4(x, w, h, got);
+    int same = 0;
+    for (int q = 0; q < 4; ++q) {
+        const float want = row_dot(x[q], w, h);
+        same += std::memcmp(&want, &got[q], sizeof(float)) == 0;
+    }
+    return same;
+}
+
 // Whether row_dot4 gives bitwise row_dot's results: compared on fixed pseudo-random values of mixed
 // signs and magnitudes at every width 1-300 (every tail length of loops stepping up to 256 floats)
 // and around the usual hidden sizes (computed once).
@@ -185,13 +197,7 @@ static bool dots4_exact() {
         }
         for (i64 h : hs) {
             const float* x[4] = {v.data(), v.data() + 1025, v.data() + 2 * 1025, v.data() + 3 * 1025};
-            const float* w = v.data() + 4 * 1025;
-            float got[4];
-            row_dot4(x, w, h, got);
-            for (int q = 0; q < 4; ++q) {
-                const float want = row_dot(x[q], w, h);
-                if (std::memcmp(&want, &got[q], sizeof(float)) != 0) return false;
-            }
+            if (dots4_agree(x, v.data() + 4 * 1025, h) != 4) return false;
         }
         return true;
     }();
@@ -432,18 +438,10 @@ double ar_decode_step_adam(i64 B, i64 N, i64 h, const i64* colptr, const int32_t
 int ar_version() { return 6; }
 // 1 where the kernels evaluate four entries' dot products at once (dots4_exact), else 0.
 int ar_dots4_exact() { return dots4_exact() ? 1 : 0; }
-// The number of q in 0..3 for which row_dot4's x[q] . w (x: 4 rows of h floats) is bitwise
-// row_dot's (tests/test_scale_native.py).
+// dots4_agree on x: 4 rows of h floats (tests/test_scale_native.py).
 int ar_dots4_agree(const float* x, const float* w, i64 h) {
     const float* rows[4] = {x, x + h, x + 2 * h, x + 3 * h};
-    float got[4];
-    row_dot4(rows, w, h, got);
-    int same = 0;
-    for (int q = 0; q < 4; ++q) {
-        const float want = row_dot(rows[q], w, h);
-        same += std::memcmp(&want, &got[q], sizeof(float)) == 0;
-    }
-    return same;
+    return dots4_agree(rows, w, h);
 }
 int ar_openmp() {
 #ifdef _OPENMP
