@@ -72,6 +72,76 @@ def test_batch_rejects_bad_structure(native):
         native.Batch(torch.tensor([0, 3]), torch.tensor([1, 2]), torch.ones(2), 1, 5)
 
 
+def _column_order_reference(crow, col, val, n_cols):
+    """The column-ordered index as a stable sort by column of the batch's CSR entries (numpy)."""
+    rows = np.repeat(np.arange(len(crow) - 1), np.diff(crow))
+    order = np.argsort(col, kind="stable")
+    colptr = np.concatenate([[0], np.cumsum(np.bincount(col, minlength=n_cols))])
+    return colptr, rows[order].astype(np.int32), order, val[order]
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 0.15, 20), (400, 300, 0.4, 250)])  # the second: >16k entries
+def test_gather_builds_the_batch_of_the_rows_slice(native, rng, threads, shape):
+    """Batch.gather(rows) reads the matrix's CSR arrays in place and gives exactly the batch that
+    Batch(...) builds from the rows' CSR slice: row pointer, columns, values, and the
+    column-ordered index a stable sort by column gives (on 1-3 threads; the larger batch takes the
+    threaded counting sort); with csr_order=False only the column-ordered arrays."""
+    import scipy.sparse as sp
+
+    from autorec.models.autorec.rows import batch_entries
+
+    n_rows, n_cols, density, batch = shape
+    mask = rng.random((n_rows, n_cols)) < density
+    mask[[1, 5], :] = False  # empty rows
+    mask[:, [0, 3]] = False  # empty columns
+    csr = sp.csr_matrix(np.where(mask, rng.integers(1, 11, size=mask.shape) / 2, 0).astype(np.float32))
+    src = native.CsrRows(csr)
+    rows = rng.permutation(n_rows)[:batch]
+    rows[:2] = [5, 1]
+    indptr, _, cols, vals = batch_entries(csr, rows)
+    ref = native.Batch(torch.from_numpy(indptr), torch.from_numpy(cols), torch.from_numpy(vals), batch, n_cols)
+    colptr, ccrow, cpos, cval = _column_order_reference(indptr, cols, vals, n_cols)
+    got = native.Batch.gather(src, rows)
+    assert got.nnz == ref.nnz == len(cols)
+    for b in (ref, got):
+        assert torch.equal(b.crow, torch.from_numpy(indptr))
+        assert torch.equal(b.col, torch.from_numpy(cols)) and torch.equal(b.val, torch.from_numpy(vals))
+        assert np.array_equal(b.colptr.numpy(), colptr) and np.array_equal(b.ccrow.numpy(), ccrow)
+        assert np.array_equal(b.cpos.numpy(), cpos) and np.array_equal(b.cval.numpy(), cval)
+    lean = native.Batch.gather(src, rows, csr_order=False)
+    assert lean.col is None and lean.val is None and lean.cpos is None
+    for name in ("crow", "colptr", "ccrow", "cval"):
+        assert torch.equal(getattr(lean, name), getattr(ref, name)), name
+    W = torch.randn(n_cols, 7)
+    assert torch.equal(lean.spmm(None, W), ref.spmm(ref.val, W))
+    with pytest.raises(RuntimeError, match="csr_order=False.*cpos"):
+        lean.sddmm(torch.randn(batch, 7), W)
+    with pytest.raises(RuntimeError, match="csr_order=False.*col"):
+        lean.column_sums(torch.ones(lean.nnz))
+
+
+def test_gather_rejects_bad_rows_and_columns(native):
+    import types
+
+    import scipy.sparse as sp
+
+    src = native.CsrRows(sp.csr_matrix(np.eye(4, dtype=np.float32)))
+    for rows in ([0, 4], [-1], [[0, 1]], [0.5]):
+        with pytest.raises(ValueError, match="row"):
+            native.Batch.gather(src, np.array(rows))
+    bad = types.SimpleNamespace(
+        shape=(2, 3), indptr=np.array([0, 1, 2]), indices=np.array([0, 7], np.int32), data=np.ones(2, np.float32)
+    )
+    with pytest.raises(ValueError, match=r"column index is outside \[0, 3\)"):
+        native.Batch.gather(native.CsrRows(bad), [1, 0])
+    short = types.SimpleNamespace(
+        shape=(2, 3), indptr=np.array([0, 1, 3]), indices=np.array([0, 1], np.int32), data=np.ones(2)
+    )
+    with pytest.raises(ValueError, match="row pointer ending at 3"):
+        native.CsrRows(short)
+    assert native.Batch.gather(src, np.array([], dtype=np.int64)).nnz == 0
+
+
 def test_autograd_functions_gradcheck_against_torch(native, rng):
     mask, dense, crow, col, val = _random_batch(rng, 11, 17, 0.3, (2,), (4,))
     b = native.Batch(crow, col, val, 11, 17)
@@ -455,7 +525,8 @@ def _fused_steps(native, one_pass: bool, batches, mult=0.5):
     for crow, col, val, n_rows in batches:
         opt.zero_grad(set_to_none=True)
         torch.manual_seed(len(losses))  # the same dropout masks in both runs
-        losses.append(fused.train_step(crow, col, val, n_rows, mult=mult, check=checked.append))
+        batch = native.Batch(crow, col, val, n_rows, 53)
+        losses.append(fused.train_step(batch, mult=mult, check=checked.append))
         opt.step()
     assert [loss for loss, _ in losses] == checked  # every step's loss went through the check
     return net, opt, losses
@@ -514,7 +585,7 @@ def test_one_pass_decoder_step_reports_a_non_finite_loss(native, rng):
     fused = native.FusedAdam(net, torch.optim.Adam(net.parameters()))
     w0 = net.layers[0].weight_t.detach().clone()
     with pytest.raises(TrainingDivergedError, match="nan"):
-        fused.train_step(crow, col, val, dense.shape[0], mult=1.0, check=check)
+        fused.train_step(native.Batch(crow, col, val, dense.shape[0], 53), mult=1.0, check=check)
     assert torch.equal(net.layers[0].weight_t.detach(), w0)  # the encoder never moved
 
 

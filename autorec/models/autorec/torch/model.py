@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from autorec.devices import parse_device
 from autorec.errors import ConfigError
@@ -41,7 +42,7 @@ from autorec.models.autorec.semantics import (
     lr_at,
 )
 from autorec.models.autorec.semantics import paper_reg_fraction as reg_fraction
-from autorec.models.autorec.torch.native import KERNELS, FusedAdam, recycle_grads, resolve_kernel
+from autorec.models.autorec.torch.native import KERNELS, Batch, CsrRows, FusedAdam, recycle_grads, resolve_kernel
 from autorec.models.autorec.torch.net import AutoRecNet, csr_tensor
 
 
@@ -81,6 +82,7 @@ class TorchEpochs:
         self.opt = self._optimizer()
         self.record = bool(self.cfg.extra.get("record_batch_losses", False))
         self.fused = self._fused_step()
+        self.csr_rows: CsrRows | None = None
 
     # ------------------------------------------------------------------ state
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -141,6 +143,12 @@ class TorchEpochs:
         self.opt.load_state_dict(torch.load(io.BytesIO(state), map_location=self.m.device, weights_only=True))
 
     # ------------------------------------------------------------------ objective
+    def _csr_rows(self) -> CsrRows:
+        """The train matrix's arrays for the native kernels' batches (made at the first step)."""
+        if self.csr_rows is None:
+            self.csr_rows = CsrRows(self.csr)
+        return self.csr_rows
+
     def _tensors(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         indptr, _, cols, vals = batch_entries(self.csr, rows)
         d = self.m.device
@@ -196,10 +204,11 @@ class TorchEpochs:
                     recycle_grads(self.net)
                 self.opt.zero_grad(set_to_none=True)
                 if self.fused is not None:  # the wide weights' gradients and Adam steps, in one pass each
-                    crow, col, val, lrows = self._tensors(rows)
-                    lnnz = int(len(val))
+                    with record_function("native::batch"):
+                        batch = Batch.gather(self._csr_rows(), rows, csr_order=self.fused.csr_order)
+                    lnnz, lrows = batch.nnz, batch.n_rows
                     loss_v, sse_v = self.fused.train_step(
-                        crow, col, val, lrows, mult=mult, check=partial(self.m.check_batch_loss, epoch=epoch, batch=bi)
+                        batch, mult=mult, check=partial(self.m.check_batch_loss, epoch=epoch, batch=bi)
                     )
                 else:
                     loss, sse, lnnz, lrows = self._batch_loss(rows, mult, reg_fraction(len(rows), self.n_rows), False)

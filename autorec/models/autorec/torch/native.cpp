@@ -9,6 +9,7 @@
 #include <vector>
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -204,27 +205,94 @@ static bool dots4_exact() {
     return exact;
 }
 
+// The column-ordered index of a batch of B rows, a stable counting sort by column on nt threads
+// (rows split between them by entries; each thread counts its rows' columns, then writes its
+// entries after those of the threads before it, so the result is the one-thread order).  Row b's
+// entries are idx/vals[k0, k1) with (k0, k1) = range(b), and sit at out + k in the batch's CSR
+// order (out = bptr[b] - k0).  Writes colptr[N+1], and for each column-ordered entry p its row
+// crow[p], its value cval[p] and, when cpos is not null, its CSR position cpos[p].  bptr[B+1] is
+// the batch's CSR row pointer.  Returns 0, or -1 for a column outside [0, N).
+template <class Idx, class Range>
+static int csc_index(i64 B, i64 N, const i64* bptr, Range range, const Idx* idx, const float* vals,
+                     i64* colptr, int32_t* crow, float* cval, i64* cpos, int nt) {
+    const i64 nnz = bptr[B];
+    if (nt < 1) nt = 1;
+    if (B < nt) nt = B > 0 ? (int)B : 1;
+    // a small batch, or one with fewer entries than columns: the threads' count arrays (nt * N) would
+    // cost more than splitting the entries saves
+    if (nnz < 16384 || nnz < N) nt = 1;
+    std::vector<i64> cut(nt + 1);
+    cut[0] = 0; cut[nt] = B;
+    for (int t = 1; t < nt; ++t) {  // the first row at or after each thread's share of the entries
+        i64 target = nnz * t / nt, lo = cut[t - 1], hi = B;
+        while (lo < hi) { i64 mid = (lo + hi) / 2; if (bptr[mid] < target) lo = mid + 1; else hi = mid; }
+        cut[t] = lo;
+    }
+    std::vector<i64> count((size_t)nt * (size_t)N);  // per thread: counts, then next positions
+    std::vector<int> bad(nt, 0);
+    run_split(cut, [&](i64 a, i64 e, int t) {
+        i64* c = count.data() + (i64)t * N;
+        for (i64 b = a; b < e; ++b) {
+            const auto [k0, k1] = range(b);
+            for (i64 k = k0; k < k1; ++k) {
+                const i64 j = (i64)idx[k];
+                if (j < 0 || j >= N) { bad[t] = 1; return; }
+                c[j]++;
+            }
+        }
+    });
+    for (int t = 0; t < nt; ++t)
+        if (bad[t]) return -1;
+    colptr[0] = 0;
+    for (i64 j = 0; j < N; ++j) {
+        i64 s = colptr[j];
+        for (int t = 0; t < nt; ++t) { i64& c = count[(size_t)t * N + j]; const i64 n = c; c = s; s += n; }
+        colptr[j + 1] = s;
+    }
+    run_split(cut, [&](i64 a, i64 e, int t) {
+        i64* next = count.data() + (i64)t * N;
+        for (i64 b = a; b < e; ++b) {
+            const auto [k0, k1] = range(b);
+            const i64 out = bptr[b] - k0;
+            for (i64 k = k0; k < k1; ++k) {
+                const i64 p = next[idx[k]]++;
+                crow[p] = (int32_t)b; cval[p] = vals[k];
+                if (cpos) cpos[p] = out + k;
+            }
+        }
+    });
+    return 0;
+}
+
 extern "C" {
 
-// The batch's entries in column order: colptr[N+1], and for each column-ordered entry p its row
-// crow[p], its position cpos[p] in the CSR arrays and its value cval[p] = vals[cpos[p]].
-// Returns 0, or -1 for a column out of range.
+// The batch's entries in column order from its CSR arrays (indptr[B+1], cols, vals): colptr[N+1],
+// and for each column-ordered entry p its row crow[p], its position cpos[p] in the CSR arrays and
+// its value cval[p] = vals[cpos[p]].  Returns 0, or -1 for a column out of range.
 int ar_csc_build(i64 B, i64 N, const i64* indptr, const i64* cols, const float* vals, i64* colptr,
-                 int32_t* crow, i64* cpos, float* cval) {
-    std::memset(colptr, 0, sizeof(i64) * (N + 1));
-    const i64 nnz = indptr[B];
-    for (i64 k = 0; k < nnz; ++k) {
-        i64 j = cols[k];
-        if (j < 0 || j >= N) return -1;
-        colptr[j + 1]++;
-    }
-    for (i64 j = 0; j < N; ++j) colptr[j + 1] += colptr[j];
-    std::vector<i64> next(colptr, colptr + N);
-    for (i64 b = 0; b < B; ++b)
-        for (i64 k = indptr[b]; k < indptr[b + 1]; ++k) {
-            i64 p = next[cols[k]]++;
-            crow[p] = (int32_t)b; cpos[p] = k; cval[p] = vals[k];
+                 int32_t* crow, i64* cpos, float* cval, int nt) {
+    auto range = [&](i64 b) { return std::pair<i64, i64>(indptr[b], indptr[b + 1]); };
+    return csc_index(B, N, indptr, range, cols, vals, colptr, crow, cval, cpos, nt);
+}
+
+// The same index for the batch made of rows rows[0, B) of a matrix's CSR arrays (indptr, indices,
+// data), read in place (no copy of the batch in CSR order is made): bptr[B+1] is the batch's CSR
+// row pointer (the caller's running sum of the rows' lengths; the rows are in range).  cpos may be
+// null; when col / val are not null the batch's CSR column indices and values are written there.
+// Returns 0, or -1 for a column out of range.
+int ar_csc_gather(i64 B, i64 N, const i64* rows, const i64* indptr, const int32_t* indices,
+                  const float* data, const i64* bptr, i64* colptr, int32_t* crow, float* cval, i64* cpos,
+                  i64* col, float* val, int nt) {
+    auto range = [&](i64 b) { return std::pair<i64, i64>(indptr[rows[b]], indptr[rows[b] + 1]); };
+    const int rc = csc_index(B, N, bptr, range, indices, data, colptr, crow, cval, cpos, nt);
+    if (rc != 0 || (!col && !val)) return rc;
+    run_split(even_cut(B, nt), [&](i64 a, i64 e, int) {
+        for (i64 b = a; b < e; ++b) {
+            const auto [k0, k1] = range(b);
+            if (col) for (i64 k = k0; k < k1; ++k) col[bptr[b] + k - k0] = indices[k];
+            if (val) std::memcpy(val + bptr[b], data + k0, sizeof(float) * (size_t)(k1 - k0));
         }
+    });
     return 0;
 }
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch.profiler import record_function
 
@@ -50,6 +51,7 @@ __all__ = [
     "unavailable_reason",
     "resolve_kernel",
     "Batch",
+    "CsrRows",
     "encode",
     "decode",
     "TransposedLinear",
@@ -82,6 +84,10 @@ def resolve_kernel(value: Any, device_type: str = "cpu") -> str:
             )
         library()
     return value
+
+
+def _opt_p(t: torch.Tensor | None) -> int | None:
+    return None if t is None else _p(t)
 
 
 def _p(t: torch.Tensor) -> int:
@@ -162,9 +168,30 @@ def recycle_grads(net) -> None:
             pool.give(g)
 
 
+class CsrRows:
+    """A CSR matrix's arrays as tensors, for :meth:`Batch.gather` to build batches of its rows from
+    (made once per fit; the column indices and values are shared with the matrix, not copied, when
+    they are already int32 / float32)."""
+
+    def __init__(self, csr: Any):
+        self.n_rows, self.n_cols = (int(n) for n in csr.shape)
+        if self.n_cols >= 2**31:
+            raise ValueError(f"native CsrRows: {self.n_cols} columns (the kernels index columns with int32)")
+        self.row_nnz = np.diff(np.asarray(csr.indptr)).astype(np.int64)
+        self.indptr = torch.from_numpy(np.ascontiguousarray(csr.indptr, dtype=np.int64))
+        self.indices = torch.from_numpy(np.ascontiguousarray(csr.indices, dtype=np.int32))
+        self.data = torch.from_numpy(np.ascontiguousarray(csr.data, dtype=np.float32))
+        if self.indices.numel() != int(self.indptr[-1]) or self.data.numel() != self.indices.numel():
+            raise ValueError(
+                f"native CsrRows: row pointer ending at {int(self.indptr[-1])} for {self.indices.numel()} "
+                f"column indices and {self.data.numel()} values"
+            )
+
+
 class Batch:
     """One CSR batch (``n_rows`` rows of width ``n_cols``) and its column-ordered index, built once
-    and shared by the encoder and decoder kernels of a step."""
+    and shared by the encoder and decoder kernels of a step: from the batch's CSR arrays
+    (``Batch(crow, col, val, ...)``), or from rows of a matrix with :meth:`gather`."""
 
     def __init__(
         self,
@@ -180,18 +207,22 @@ class Batch:
         if self.n_rows >= 2**31:
             raise ValueError(f"native Batch: {self.n_rows} rows in one batch (the kernels index rows with int32)")
         self.crow = crow.to(torch.int64).contiguous()
-        self.col = col.to(torch.int64).contiguous()
-        self.val = _check_dense(val, "the batch values")
+        col = col.to(torch.int64).contiguous()
+        val = _check_dense(val, "the batch values")
+        #: the batch's CSR column indices and values, and each column-ordered entry's CSR position
+        #: (``None`` in a batch gathered with ``csr_order=False``)
+        self.col: torch.Tensor | None = col
+        self.val: torch.Tensor | None = val
         self.pool = pool
-        nnz = int(self.col.numel())
-        if self.crow.numel() != self.n_rows + 1 or int(self.crow[-1]) != nnz:
+        nnz = int(col.numel())
+        if self.crow.numel() != self.n_rows + 1 or int(self.crow[0]) != 0 or int(self.crow[-1]) != nnz:
             raise ValueError(
-                f"native Batch: row pointer of length {self.crow.numel()} ending at "
+                f"native Batch: row pointer of length {self.crow.numel()} from {int(self.crow[0])} to "
                 f"{int(self.crow[-1])} does not describe {self.n_rows} rows / {nnz} entries"
             )
         self.colptr = torch.empty(self.n_cols + 1, dtype=torch.int64)
         self.ccrow = torch.empty(nnz, dtype=torch.int32)
-        self.cpos = torch.empty(nnz, dtype=torch.int64)
+        self.cpos: torch.Tensor | None = torch.empty(nnz, dtype=torch.int64)
         self.cval = torch.empty(nnz, dtype=torch.float32)
         rc = lib.ar_csc_build(
             self.n_rows,
@@ -201,24 +232,71 @@ class Batch:
             _p(self.val),
             _p(self.colptr),
             _p(self.ccrow),
-            _p(self.cpos),
+            _p(self._csr("cpos")),
             _p(self.cval),
+            _threads(),
         )
         if rc != 0:
             raise ValueError(f"native Batch: a column index is outside [0, {self.n_cols})")
 
+    @classmethod
+    def gather(cls, src: CsrRows, rows: Any, *, csr_order: bool = True, pool: GradPool | None = None) -> Batch:
+        """The batch of ``src``'s rows ``rows`` (in that order), its column-ordered index built from
+        ``src``'s arrays in place: the same batch as ``Batch`` over the rows' CSR slice, without
+        copying the slice first.  With ``csr_order=False`` only the column-ordered arrays are made
+        (``col``, ``val`` and ``cpos`` are ``None``), which is all the encoder product and the fused
+        one-pass decoder and encoder steps read; the methods that need the others say so."""
+        lib = library()
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or (rows.size and not np.issubdtype(rows.dtype, np.integer)):
+            raise ValueError(f"native Batch.gather: rows must be a 1-D integer array, got {rows.dtype} {rows.shape}")
+        rows = rows.astype(np.int64, copy=False)
+        if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= src.n_rows):
+            raise ValueError(f"native Batch.gather: a row index is outside [0, {src.n_rows})")
+        if len(rows) >= 2**31:
+            raise ValueError(f"native Batch.gather: {len(rows)} rows in one batch (the kernels index rows with int32)")
+        bptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(src.row_nnz[rows], out=bptr[1:])
+        nnz = int(bptr[-1])
+        self = cls.__new__(cls)
+        self.n_rows, self.n_cols, self.pool = len(rows), src.n_cols, pool
+        self.crow = torch.from_numpy(bptr)
+        self.col = torch.empty(nnz, dtype=torch.int64) if csr_order else None
+        self.val = torch.empty(nnz, dtype=torch.float32) if csr_order else None
+        self.cpos = torch.empty(nnz, dtype=torch.int64) if csr_order else None
+        self.colptr = torch.empty(self.n_cols + 1, dtype=torch.int64)
+        self.ccrow = torch.empty(nnz, dtype=torch.int32)
+        self.cval = torch.empty(nnz, dtype=torch.float32)
+        rows_t = torch.from_numpy(np.ascontiguousarray(rows))
+        rc = lib.ar_csc_gather(
+            self.n_rows, self.n_cols, _p(rows_t), _p(src.indptr), _p(src.indices), _p(src.data), _p(self.crow),
+            _p(self.colptr), _p(self.ccrow), _p(self.cval), _opt_p(self.cpos), _opt_p(self.col), _opt_p(self.val),
+            _threads(),
+        )  # fmt: skip
+        if rc != 0:
+            raise ValueError(f"native Batch.gather: a column index is outside [0, {self.n_cols})")
+        return self
+
     @property
     def nnz(self) -> int:
-        return int(self.col.numel())
+        return int(self.cval.numel())
 
-    def _column_values(self, vals: torch.Tensor) -> torch.Tensor:
-        """Entry values (CSR order) in the batch's column order."""
-        if vals is self.val:
+    def _csr(self, name: str) -> torch.Tensor:
+        """The CSR-order array ``name`` (``col``, ``val``, ``cpos``); a batch gathered with
+        ``csr_order=False`` has none."""
+        t = getattr(self, name)
+        if t is None:
+            raise RuntimeError(f"native Batch: built without its CSR-order arrays (csr_order=False): no {name}")
+        return t
+
+    def _column_values(self, vals: torch.Tensor | None) -> torch.Tensor:
+        """Entry values (CSR order; ``None``: the batch's own) in the batch's column order."""
+        if vals is None or vals is self.val:
             return self.cval
         vals = _check_dense(vals, "the entry values")
         if vals.numel() != self.nnz:
             raise ValueError(f"native Batch: {vals.numel()} entry values for {self.nnz} entries")
-        return vals[self.cpos].contiguous()
+        return vals[self._csr("cpos")].contiguous()
 
     def _wide(self, h: int) -> torch.Tensor:
         return self.pool.take(self.n_cols, h) if self.pool is not None else torch.empty(self.n_cols, h)
@@ -228,8 +306,9 @@ class Batch:
         into thread 0's output)."""
         return torch.empty((nt - 1) * self.n_rows * h if nt > 1 else 1, dtype=torch.float32)
 
-    def spmm(self, vals: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        """``S @ W`` with S this batch's pattern holding ``vals``: ``(n_rows, h)``."""
+    def spmm(self, vals: torch.Tensor | None, W: torch.Tensor) -> torch.Tensor:
+        """``S @ W`` with S this batch's pattern holding ``vals`` (CSR order; ``None``: the batch's
+        own values): ``(n_rows, h)``."""
         lib = library()
         W = _check_dense(W, "the weight")
         cv = self._column_values(vals)
@@ -248,7 +327,9 @@ class Batch:
         W = _check_dense(W, "the weight")
         vals = _check_dense(vals, "the entry values")
         out = torch.empty(self.n_rows, W.shape[1], dtype=torch.float32)
-        lib.ar_spmm_rows(self.n_rows, W.shape[1], _p(self.crow), _p(self.col), _p(vals), _p(W), _p(out), _threads())
+        lib.ar_spmm_rows(
+            self.n_rows, W.shape[1], _p(self.crow), _p(self._csr("col")), _p(vals), _p(W), _p(out), _threads()
+        )
         return out
 
     def decode_backward(
@@ -272,7 +353,7 @@ class Batch:
             h,
             _p(self.colptr),
             _p(self.ccrow),
-            _p(self.cpos),
+            _p(self._csr("cpos")),
             _p(g),
             _p(W),
             _p(H),
@@ -309,7 +390,7 @@ class Batch:
         db = torch.empty(self.n_cols, dtype=torch.float32)
         scratch = self._scratch(h, nt)
         lib.ar_decode_backward_adam(
-            self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(self.cpos), _p(g), _p(W),
+            self.n_rows, self.n_cols, h, _p(self.colptr), _p(self.ccrow), _p(self._csr("cpos")), _p(g), _p(W),
             _p(H), _p(M), _p(V), _p(dH), _p(db), _p(scratch), *hp, nt,
         )  # fmt: skip
         return dH, db
@@ -339,10 +420,10 @@ class Batch:
     def column_sums(self, vals: torch.Tensor) -> torch.Tensor:
         """Per-column sums of entry values (CSR order): ``(n_cols,)``."""
         vals = _check_dense(vals, "the entry values")
-        return torch.zeros(self.n_cols, dtype=torch.float32).index_add_(0, self.col, vals)
+        return torch.zeros(self.n_cols, dtype=torch.float32).index_add_(0, self._csr("col"), vals)
 
-    def spmm_t(self, vals: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-        """``S^T @ G``: ``(n_cols, h)``, every row written."""
+    def spmm_t(self, vals: torch.Tensor | None, G: torch.Tensor) -> torch.Tensor:
+        """``S^T @ G`` (``vals`` as in :meth:`spmm`): ``(n_cols, h)``, every row written."""
         lib = library()
         G = _check_dense(G, "the dense operand")
         cv = self._column_values(vals)
@@ -363,7 +444,7 @@ class Batch:
             H.shape[1],
             _p(self.colptr),
             _p(self.ccrow),
-            _p(self.cpos),
+            _p(self._csr("cpos")),
             _p(H),
             _p(W),
             None if b is None else _p(b),
@@ -377,12 +458,12 @@ class _Encode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, W_t: torch.Tensor, batch: Batch) -> torch.Tensor:  # W_t: (n_in, h)
         ctx.batch = batch
-        return batch.spmm(batch.val, W_t)
+        return batch.spmm(None, W_t)
 
     @staticmethod
     def backward(ctx, dZ: torch.Tensor):
         batch = ctx.batch
-        dW = batch.spmm_t(batch.val, dZ) if ctx.needs_input_grad[0] else None
+        dW = batch.spmm_t(None, dZ) if ctx.needs_input_grad[0] else None
         return dW, None
 
 
@@ -471,7 +552,7 @@ def sparse_sse(
     h = hidden(net, batch, drop_batch)
     last = net.layers[-1]
     pred = activation(decode(h, last.weight, batch, last.bias))
-    return ((pred - batch.val) ** 2).sum()
+    return ((pred - batch._csr("val")) ** 2).sum()
 
 
 def adam_hyper(group: dict, state: dict) -> tuple[float, ...]:
@@ -528,6 +609,13 @@ class FusedAdam:
         #: the forward product first, then the fused backward + Adam pass
         self.one_pass = net.activations[-1] == "identity"
 
+    @property
+    def csr_order(self) -> bool:
+        """Whether :meth:`train_step` reads the batch's CSR-order arrays (the two-pass decoder's
+        loss and gradient scatter do; the one-pass step reads the column-ordered ones only), as
+        :meth:`Batch.gather`'s ``csr_order``."""
+        return not self.one_pass
+
     def _state(self, p: torch.Tensor) -> dict:
         st = self.opt.state[p]
         if not st:  # as torch's Adam initialises it (a float32 step counter on the CPU)
@@ -536,17 +624,9 @@ class FusedAdam:
             st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return st
 
-    def train_step(
-        self,
-        crow: torch.Tensor,
-        col: torch.Tensor,
-        val: torch.Tensor,
-        n_rows: int,
-        *,
-        mult: float,
-        check: Callable[[float], None],
-    ) -> tuple[float, float]:
-        """One step on a CSR batch for the loss ``mult * sse`` (``sse``: the batch's sum of squared
+    def train_step(self, batch: Batch, *, mult: float, check: Callable[[float], None]) -> tuple[float, float]:
+        """One step on a batch of the network's width (with its CSR-order arrays where
+        :attr:`csr_order` says so) for the loss ``mult * sse`` (``sse``: the batch's sum of squared
         errors at its observed entries, as :meth:`AutoRecNet.forward`): the wide weights take their
         Adam step, the other parameters get their ``.grad``.  ``check(loss)`` is called with the
         batch's loss before the encoder's pass (before any weight moves on the two-pass decoder; after
@@ -554,11 +634,11 @@ class FusedAdam:
         Returns ``(loss, sse)``."""
         net = self.net
         first, last = net.layers[0], net.layers[-1]
-        with record_function("native::batch"):
-            batch = Batch(crow, col, val, n_rows, net.n_in)
+        if batch.n_cols != net.n_in:
+            raise ValueError(f"FusedAdam.train_step: a batch of width {batch.n_cols} for a network of width {net.n_in}")
         with record_function("native::encode"):
-            z0 = batch.spmm(batch.val, self.w0.detach()).requires_grad_(True)
-        hid = net.hidden_tail(z0 + first.bias, drop_batch(n_rows))
+            z0 = batch.spmm(None, self.w0.detach()).requires_grad_(True)
+        hid = net.hidden_tail(z0 + first.bias, drop_batch(batch.n_rows))
         hd = hid.detach().contiguous()
         group = self.opt.param_groups[0]
         st1 = self._state(self.w1)
@@ -572,7 +652,7 @@ class FusedAdam:
         else:
             with record_function("native::decode"):
                 z = batch.sddmm(hd, self.w1.detach(), last.bias.detach()).requires_grad_(True)
-            sse = ((net.output(z) - batch.val) ** 2).sum()
+            sse = ((net.output(z) - batch._csr("val")) ** 2).sum()
             loss = sse * mult
             loss.backward()
             loss_v, sse_v = torch.stack([loss.detach(), sse.detach()]).tolist()

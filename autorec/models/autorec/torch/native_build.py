@@ -29,8 +29,11 @@ _FLAG_SETS = (
 def _declare(lib: ctypes.CDLL) -> None:
     """The C signatures of the kernels."""
     i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    lib.ar_csc_build.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
+    lib.ar_csc_build.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_csc_build.restype = cint
+    # B, N, rows, indptr, indices, data, bptr, colptr, crow, cval, cpos, col, val, threads
+    lib.ar_csc_gather.argtypes = [i64, i64, *[ptr] * 11, cint]
+    lib.ar_csc_gather.restype = cint
     lib.ar_spmm.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, cint]
     lib.ar_spmm.restype = None
     lib.ar_spmm_t.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, cint]
