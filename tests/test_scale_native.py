@@ -140,6 +140,48 @@ def test_gather_rejects_bad_rows_and_columns(native):
     with pytest.raises(ValueError, match="row pointer ending at 3"):
         native.CsrRows(short)
     assert native.Batch.gather(src, np.array([], dtype=np.int64)).nnz == 0
+    wide = sp.csr_matrix((np.ones(2, np.float32), np.array([1, 2**32 + 1]), np.array([0, 1, 2])), shape=(2, 3))
+    with pytest.raises(ValueError, match=r"CsrRows: a column index is outside \[0, 3\)"):
+        native.CsrRows(wide)  # int64 indices: checked before the int32 cast could wrap 2**32 + 1 to 1
+    with pytest.raises(ValueError, match=r"row pointer of length 0 \(empty\) does not describe"):
+        native.Batch(torch.tensor([], dtype=torch.int64), torch.tensor([1]), torch.ones(1), 1, 5)
+
+
+_THREAD_LIMIT_CHILD = """
+import numpy as np, scipy.sparse as sp, torch
+from autorec.models.autorec.torch import native
+torch.set_num_threads(4)
+rng = np.random.default_rng(0)
+csr = sp.random(600, 400, density=0.3, format="csr", dtype=np.float32, random_state=1)
+rows = rng.permutation(600)[:300]
+b = native.Batch.gather(native.CsrRows(csr), rows)
+X = torch.from_numpy(csr[rows].toarray())
+W = torch.randn(400, 16)
+order = np.argsort(csr[rows].indices, kind="stable")
+assert b.nnz > 16384 and np.array_equal(b.cpos.numpy(), order), "index"
+torch.testing.assert_close(b.spmm(None, W), X @ W, rtol=1e-4, atol=1e-4)
+print("ok", torch.get_num_threads())
+"""
+
+
+@pytest.mark.parametrize("limit", [{"OMP_THREAD_LIMIT": "2"}, {"OMP_DYNAMIC": "true"}])
+def test_kernels_are_right_with_fewer_openmp_threads_than_asked(native, limit):
+    """Where OpenMP grants a smaller team than the kernels ask for (a thread limit, dynamic
+    teams), each thread runs several of the split's chunks: the batch index and the products stay
+    right (they used to skip the chunks of threads that never started)."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _THREAD_LIMIT_CHILD],
+        env={**os.environ, **limit},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["ok", "4"]
 
 
 def test_autograd_functions_gradcheck_against_torch(native, rng):

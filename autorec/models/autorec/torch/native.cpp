@@ -15,17 +15,20 @@
 #endif
 typedef int64_t i64;
 
-// Run f(lo, hi, t) on nt threads over [0, n) split at the given boundaries.  With OpenMP this is
-// the process's OpenMP pool (torch's own libgomp when torch is loaded first), so the kernels and
-// torch's operators share threads instead of competing with its spinning workers.
+// Run f(lo, hi, t) for each chunk t of [0, n) split at the given boundaries, one chunk per thread.
+// With OpenMP this is the process's OpenMP pool (torch's own libgomp when torch is loaded first), so
+// the kernels and torch's operators share threads instead of competing with its spinning workers.
+// Where OpenMP grants fewer threads than asked (OMP_DYNAMIC, OMP_THREAD_LIMIT), a thread runs
+// several chunks in turn: each chunk keeps its own index t (and so its own scratch), so the results
+// do not depend on the team's size.
 template <class F> static void run_split(const std::vector<i64>& cut, F f) {
     int nt = (int)cut.size() - 1;
     if (nt <= 1) { f(cut[0], cut[1], 0); return; }
 #ifdef _OPENMP
     #pragma omp parallel num_threads(nt)
     {
-        int t = omp_get_thread_num();
-        if (t < nt) f(cut[t], cut[t + 1], t);
+        const int team = omp_get_num_threads();
+        for (int t = omp_get_thread_num(); t < nt; t += team) f(cut[t], cut[t + 1], t);
     }
 #else
     std::vector<std::thread> ts;
@@ -218,9 +221,10 @@ static int csc_index(i64 B, i64 N, const i64* bptr, Range range, const Idx* idx,
     const i64 nnz = bptr[B];
     if (nt < 1) nt = 1;
     if (B < nt) nt = B > 0 ? (int)B : 1;
-    // a small batch, or one with fewer entries than columns: the threads' count arrays (nt * N) would
-    // cost more than splitting the entries saves
-    if (nnz < 16384 || nnz < N) nt = 1;
+    // the threads' count arrays (nt * N, zeroed and prefix-summed on one thread) must cost less than
+    // splitting the entries saves: one thread for a small batch, and at most nnz / N threads
+    if (nnz < 16384) nt = 1;
+    if (N > 0 && nnz / N < nt) nt = (int)std::max<i64>(1, nnz / N);
     std::vector<i64> cut(nt + 1);
     cut[0] = 0; cut[nt] = B;
     for (int t = 1; t < nt; ++t) {  // the first row at or after each thread's share of the entries
@@ -290,7 +294,7 @@ int ar_csc_gather(i64 B, i64 N, const i64* rows, const i64* indptr, const int32_
         for (i64 b = a; b < e; ++b) {
             const auto [k0, k1] = range(b);
             if (col) for (i64 k = k0; k < k1; ++k) col[bptr[b] + k - k0] = indices[k];
-            if (val) std::memcpy(val + bptr[b], data + k0, sizeof(float) * (size_t)(k1 - k0));
+            if (val && k1 > k0) std::memcpy(val + bptr[b], data + k0, sizeof(float) * (size_t)(k1 - k0));
         }
     });
     return 0;

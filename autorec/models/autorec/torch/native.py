@@ -179,7 +179,11 @@ class CsrRows:
             raise ValueError(f"native CsrRows: {self.n_cols} columns (the kernels index columns with int32)")
         self.row_nnz = np.diff(np.asarray(csr.indptr)).astype(np.int64)
         self.indptr = torch.from_numpy(np.ascontiguousarray(csr.indptr, dtype=np.int64))
-        self.indices = torch.from_numpy(np.ascontiguousarray(csr.indices, dtype=np.int32))
+        indices = np.asarray(csr.indices)
+        if indices.dtype != np.int32 and indices.size and (int(indices.min()) < 0 or int(indices.max()) >= self.n_cols):
+            # checked before the int32 cast, which would wrap such an index into range
+            raise ValueError(f"native CsrRows: a column index is outside [0, {self.n_cols})")
+        self.indices = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int32))
         self.data = torch.from_numpy(np.ascontiguousarray(csr.data, dtype=np.float32))
         if self.indices.numel() != int(self.indptr[-1]) or self.data.numel() != self.indices.numel():
             raise ValueError(
@@ -216,9 +220,10 @@ class Batch:
         self.pool = pool
         nnz = int(col.numel())
         if self.crow.numel() != self.n_rows + 1 or int(self.crow[0]) != 0 or int(self.crow[-1]) != nnz:
+            ends = f"from {int(self.crow[0])} to {int(self.crow[-1])}" if self.crow.numel() else "(empty)"
             raise ValueError(
-                f"native Batch: row pointer of length {self.crow.numel()} from {int(self.crow[0])} to "
-                f"{int(self.crow[-1])} does not describe {self.n_rows} rows / {nnz} entries"
+                f"native Batch: row pointer of length {self.crow.numel()} {ends} "
+                f"does not describe {self.n_rows} rows / {nnz} entries"
             )
         self.colptr = torch.empty(self.n_cols + 1, dtype=torch.int64)
         self.ccrow = torch.empty(nnz, dtype=torch.int32)
