@@ -82,7 +82,8 @@ class TorchEpochs:
         self.opt = self._optimizer()
         self.record = bool(self.cfg.extra.get("record_batch_losses", False))
         self.fused = self._fused_step()
-        self.csr_rows: CsrRows | None = None
+        #: the train matrix's arrays for the fused step's batches (``Batch.gather``)
+        self.csr_rows = CsrRows(self.csr) if self.fused is not None else None
 
     # ------------------------------------------------------------------ state
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -143,12 +144,6 @@ class TorchEpochs:
         self.opt.load_state_dict(torch.load(io.BytesIO(state), map_location=self.m.device, weights_only=True))
 
     # ------------------------------------------------------------------ objective
-    def _csr_rows(self) -> CsrRows:
-        """The train matrix's arrays for the native kernels' batches (made at the first step)."""
-        if self.csr_rows is None:
-            self.csr_rows = CsrRows(self.csr)
-        return self.csr_rows
-
     def _tensors(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         indptr, _, cols, vals = batch_entries(self.csr, rows)
         d = self.m.device
@@ -203,9 +198,9 @@ class TorchEpochs:
                 if recycle:  # last step's wide gradients become this step's output buffers
                     recycle_grads(self.net)
                 self.opt.zero_grad(set_to_none=True)
-                if self.fused is not None:  # the wide weights' gradients and Adam steps, in one pass each
+                if self.fused is not None and self.csr_rows is not None:  # wide weights: gradient + Adam
                     with record_function("native::batch"):
-                        batch = Batch.gather(self._csr_rows(), rows, csr_order=self.fused.csr_order)
+                        batch = Batch.gather(self.csr_rows, rows, csr_order=self.fused.csr_order)
                     lnnz, lrows = batch.nnz, batch.n_rows
                     loss_v, sse_v = self.fused.train_step(
                         batch, mult=mult, check=partial(self.m.check_batch_loss, epoch=epoch, batch=bi)

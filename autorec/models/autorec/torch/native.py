@@ -227,17 +227,18 @@ class Batch:
             )
         self.colptr = torch.empty(self.n_cols + 1, dtype=torch.int64)
         self.ccrow = torch.empty(nnz, dtype=torch.int32)
-        self.cpos: torch.Tensor | None = torch.empty(nnz, dtype=torch.int64)
+        cpos = torch.empty(nnz, dtype=torch.int64)
+        self.cpos: torch.Tensor | None = cpos
         self.cval = torch.empty(nnz, dtype=torch.float32)
         rc = lib.ar_csc_build(
             self.n_rows,
             self.n_cols,
             _p(self.crow),
-            _p(self.col),
-            _p(self.val),
+            _p(col),
+            _p(val),
             _p(self.colptr),
             _p(self.ccrow),
-            _p(self._csr("cpos")),
+            _p(cpos),
             _p(self.cval),
             _threads(),
         )
