@@ -61,11 +61,27 @@ static std::vector<i64> column_cut(i64 N, const i64* colptr, int nt, i64 row_cos
 }
 
 // d[0, h) = sum over column j's entries p of cv[p] * G[crow[p]] (zero for a column without entries).
+// Four entries per loop over the h columns (d read and written once for four of them); each element
+// still adds the entries' products one after another in entry order, so the sums do not change.
 static inline void column_sum(i64 j, i64 h, const i64* colptr, const int32_t* crow, const float* cv,
-                              const float* G, float* d) {
+                              const float* G, float* __restrict d) {
     std::memset(d, 0, sizeof(float) * h);
-    for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
-        const float* g = G + (i64)crow[p] * h;
+    i64 p = colptr[j];
+    for (; p + 3 < colptr[j + 1]; p += 4) {
+        const float* __restrict g0 = G + (i64)crow[p] * h;
+        const float* __restrict g1 = G + (i64)crow[p + 1] * h;
+        const float* __restrict g2 = G + (i64)crow[p + 2] * h;
+        const float* __restrict g3 = G + (i64)crow[p + 3] * h;
+        const float v0 = cv[p], v1 = cv[p + 1], v2 = cv[p + 2], v3 = cv[p + 3];
+        #pragma omp simd
+        for (i64 c = 0; c < h; ++c) {
+            float dc = d[c];
+            dc += v0 * g0[c]; dc += v1 * g1[c]; dc += v2 * g2[c]; dc += v3 * g3[c];
+            d[c] = dc;
+        }
+    }
+    for (; p < colptr[j + 1]; ++p) {
+        const float* __restrict g = G + (i64)crow[p] * h;
         const float v = cv[p];
         #pragma omp simd
         for (i64 c = 0; c < h; ++c) d[c] += v * g[c];
@@ -92,8 +108,12 @@ static void reduce_rows(i64 B, i64 h, float* Z, const float* scratch, int used) 
 // and the column's weight gradient += gv H[b], accumulated into row(j, buf) (buf: a per-thread row of
 // h floats), then done(j, that row, the sum of column j's gv).  W is only read here (done may update
 // row j: it is not read again).
-// With QUADS, grad.quad(j, p, hb[4], w, t, gv[4]) gives the gradients of four consecutive entries
-// at once (their updates then follow in entry order, so the results do not change).
+// Entries are taken four at a time: their four gradients first (with QUADS, grad.quad(j, p, hb[4], w,
+// t, gv[4]) gives them at once), then one loop over the h columns applies the four updates, which
+// reads W[j] and the weight gradient's row once for four entries instead of once per entry.  Each
+// float sees the same operations in the same order as with one entry at a time (the four dH rows are
+// distinct: a column holds a row once; the weight gradient's element takes the four products in
+// entry order), so the results do not change.
 template <bool QUADS = false, class Grad, class Row, class Done>
 static void decode_backward_pass(i64 B, i64 N, i64 h, const std::vector<i64>& cut, const i64* colptr,
                                  const int32_t* crow, const float* W, const float* H, float* dH,
@@ -103,29 +123,45 @@ static void decode_backward_pass(i64 B, i64 N, i64 h, const std::vector<i64>& cu
         std::memset(dh, 0, sizeof(float) * B * h);
         std::vector<float> buf((size_t)h);
         for (i64 j = a; j < e; ++j) {
-            const float* w = W + j * h;
-            float* d = row(j, buf.data());
+            const float* __restrict w = W + j * h;
+            float* __restrict d = row(j, buf.data());
             std::memset(d, 0, sizeof(float) * h);
             float sb = 0.0f;
-            auto update = [&](i64 b, const float* hb, float gv) {
-                sb += gv;
-                float* dhb = dh + b * h;
-                #pragma omp simd
-                for (i64 c = 0; c < h; ++c) { dhb[c] += gv * w[c]; d[c] += gv * hb[c]; }
-            };
             i64 p = colptr[j];
-            if constexpr (QUADS) {
-                for (; p + 3 < colptr[j + 1]; p += 4) {
-                    const float* hb[4];
-                    for (int q = 0; q < 4; ++q) hb[q] = H + (i64)crow[p + q] * h;
-                    float gv[4];
-                    grad.quad(j, p, hb, w, t, gv);
-                    for (int q = 0; q < 4; ++q) update(crow[p + q], hb[q], gv[q]);
+            for (; p + 3 < colptr[j + 1]; p += 4) {
+                const float* hb[4];
+                for (int q = 0; q < 4; ++q) hb[q] = H + (i64)crow[p + q] * h;
+                float gv[4];
+                if constexpr (QUADS) grad.quad(j, p, hb, w, t, gv);
+                else for (int q = 0; q < 4; ++q) gv[q] = grad(j, p + q, hb[q], w, t);
+                sb += gv[0]; sb += gv[1]; sb += gv[2]; sb += gv[3];
+                const float g0 = gv[0], g1 = gv[1], g2 = gv[2], g3 = gv[3];
+                const float* __restrict h0 = hb[0];
+                const float* __restrict h1 = hb[1];
+                const float* __restrict h2 = hb[2];
+                const float* __restrict h3 = hb[3];
+                float* __restrict o0 = dh + (i64)crow[p] * h;
+                float* __restrict o1 = dh + (i64)crow[p + 1] * h;
+                float* __restrict o2 = dh + (i64)crow[p + 2] * h;
+                float* __restrict o3 = dh + (i64)crow[p + 3] * h;
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) {
+                    const float wc = w[c];
+                    float dc = d[c];
+                    o0[c] += g0 * wc; dc += g0 * h0[c];
+                    o1[c] += g1 * wc; dc += g1 * h1[c];
+                    o2[c] += g2 * wc; dc += g2 * h2[c];
+                    o3[c] += g3 * wc; dc += g3 * h3[c];
+                    d[c] = dc;
                 }
             }
             for (; p < colptr[j + 1]; ++p) {
-                const float* hb = H + (i64)crow[p] * h;
-                update(crow[p], hb, grad(j, p, hb, w, t));
+                const float* __restrict hb = H + (i64)crow[p] * h;
+                const float gv = grad(j, p, hb, w, t);
+                sb += gv;
+                float* __restrict dhb = dh + (i64)crow[p] * h;
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) { dhb[c] += gv * w[c]; d[c] += gv * hb[c]; }
             }
             done(j, d, sb);
         }
@@ -311,9 +347,22 @@ void ar_spmm(i64 B, i64 N, i64 h, const i64* colptr, const int32_t* crow, const 
         float* z = t == 0 ? Z : scratch + (i64)(t - 1) * B * h;
         std::memset(z, 0, sizeof(float) * B * h);
         for (i64 j = a; j < e; ++j) {
-            const float* w = W + j * h;
-            for (i64 p = colptr[j]; p < colptr[j + 1]; ++p) {
-                float* zz = z + (i64)crow[p] * h;
+            const float* __restrict w = W + j * h;
+            i64 p = colptr[j];
+            for (; p + 3 < colptr[j + 1]; p += 4) {  // four entries per read of W[j] (distinct rows)
+                float* __restrict z0 = z + (i64)crow[p] * h;
+                float* __restrict z1 = z + (i64)crow[p + 1] * h;
+                float* __restrict z2 = z + (i64)crow[p + 2] * h;
+                float* __restrict z3 = z + (i64)crow[p + 3] * h;
+                const float v0 = cv[p], v1 = cv[p + 1], v2 = cv[p + 2], v3 = cv[p + 3];
+                #pragma omp simd
+                for (i64 c = 0; c < h; ++c) {
+                    const float wc = w[c];
+                    z0[c] += v0 * wc; z1[c] += v1 * wc; z2[c] += v2 * wc; z3[c] += v3 * wc;
+                }
+            }
+            for (; p < colptr[j + 1]; ++p) {
+                float* __restrict zz = z + (i64)crow[p] * h;
                 const float v = cv[p];
                 #pragma omp simd
                 for (i64 c = 0; c < h; ++c) zz[c] += v * w[c];
