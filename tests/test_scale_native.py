@@ -64,6 +64,31 @@ def test_kernels_match_dense_reference(native, rng, threads):
     assert torch.all(b.spmm_t(val, H)[[0, 7, 52]] == 0)
 
 
+@pytest.mark.parametrize("hidden", [5, 21, 64])
+def test_kernels_on_every_column_length(native, rng, threads, hidden):
+    """Column j holds j % 11 entries (0-10: none, tails of 1-3 after 0-2 groups of four), so every
+    branch of the four-entries-per-loop passes runs: the products against float64 references."""
+    n_rows, n_cols = 12, 44
+    mask = np.zeros((n_rows, n_cols), dtype=bool)
+    for j in range(n_cols):
+        mask[rng.choice(n_rows, size=j % 11, replace=False), j] = True
+    vals = np.where(mask, rng.integers(1, 6, size=mask.shape), 0).astype(np.float32)
+    indptr = torch.from_numpy(np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int64))
+    cols = torch.from_numpy(np.nonzero(mask)[1].astype(np.int64))
+    b = native.Batch(indptr, cols, torch.from_numpy(vals[mask]), n_rows, n_cols)
+    X = torch.from_numpy(vals).double()
+    W, H = torch.randn(n_cols, hidden), torch.randn(n_rows, hidden)
+    g = torch.randn(b.nnz)
+    G = torch.zeros(n_rows, n_cols, dtype=torch.float64)
+    G[torch.from_numpy(mask)] = g.double()
+    torch.testing.assert_close(b.spmm(None, W).double(), X @ W.double(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.spmm_t(None, H).double(), X.t() @ H.double(), rtol=1e-5, atol=1e-5)
+    dH, dW, _ = b.decode_backward(g, W, H)
+    torch.testing.assert_close(dH.double(), G @ W.double(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dW.double(), G.t() @ H.double(), rtol=1e-5, atol=1e-5)
+    assert torch.all(dW[[j for j in range(n_cols) if j % 11 == 0]] == 0)
+
+
 def test_batch_rejects_bad_structure(native):
     crow = torch.tensor([0, 2], dtype=torch.int64)
     with pytest.raises(ValueError, match="outside"):
