@@ -123,8 +123,10 @@ static void decode_backward_pass(i64 B, i64 N, i64 h, const std::vector<i64>& cu
         std::memset(dh, 0, sizeof(float) * B * h);
         std::vector<float> buf((size_t)h);
         for (i64 j = a; j < e; ++j) {
-            const float* __restrict w = W + j * h;
-            float* __restrict d = row(j, buf.data());
+            // not __restrict: done() may write row j of W after the entries (the inner loops' omp simd
+            // is what vectorises them)
+            const float* w = W + j * h;
+            float* d = row(j, buf.data());
             std::memset(d, 0, sizeof(float) * h);
             float sb = 0.0f;
             i64 p = colptr[j];
