@@ -255,6 +255,41 @@ def test_a_starting_sweep_leaves_another_sweeps_writes_alone(tmp_path):
     assert store.clean_stale_temp(raw) == 1 and young.exists() and not old.exists()
 
 
+def test_a_claim_left_on_a_finished_run_is_cleaned_up(tmp_path, monkeypatch):
+    # a runner interrupted (SIGINT, SIGKILL) after writing its record but before releasing its claim
+    # leaves a claim on a finished run, which no runner takes over: the next batch, or the next
+    # execute that skips the run, removes it; live claims and young set-aside files stay
+    raw = tmp_path / "raw"
+    plans = [harness.plan_run(dataset=SYN, model="bias-only", seed=s) for s in (0, 1)]
+    for plan in plans:
+        execute1(plan, raw)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = {"host": socket.gethostname(), "pid": int(dead.stdout), "pid_start": None, "since": time.time(),
+            "timeout_s": None, "token": "x"}  # fmt: skip
+    live = {**gone, "pid": os.getpid(), "pid_start": store._process_start(os.getpid())}
+    far = {**gone, "host": "elsewhere", "pid": 1}  # another host's, young: cannot be judged stale yet
+    claims = {plans[0].run_id: gone, plans[1].run_id: gone, "other-live": live, "other-far": far}
+    for run_id, doc in claims.items():
+        store.claim_path(raw, run_id).write_text(json.dumps({"run_id": run_id, **doc}))
+    for name in ("r.stale-1", "r.stale-2"):  # set aside by takeovers (just now: one may be in flight)
+        store.claim_path(raw, name).write_text("{}")
+
+    # execute skipping a finished run removes that run's stale claim, and only that one
+    assert harness.execute(plans[0], raw, threads=1).status == "skipped"
+    left = {p.name for p in (raw / ".claims").iterdir()}
+    assert left == {plans[1].run_id, "other-live", "other-far", "r.stale-1", "r.stale-2"}
+    # a batch start removes every stale claim in the folder
+    tally = harness.run_batch(plans, raw, threads=1, progress=False, log=lambda *_: None)
+    assert tally.counts["skipped"] == 2
+    assert {p.name for p in (raw / ".claims").iterdir()} == {"other-live", "other-far", "r.stale-1", "r.stale-2"}
+    # an aside file renamed aside more than the grace ago goes (an hour on: both asides, nothing live)
+    later = time.time() + 3600
+    with monkeypatch.context() as m:
+        m.setattr(store.time, "time", lambda: later)
+        assert store.clean_stale_claims(raw) == 2
+    assert {p.name for p in (raw / ".claims").iterdir()} == {"other-live", "other-far"}
+
+
 def test_two_sweeps_never_train_the_same_run(tmp_path):
     out = tmp_path / "raw"
     spec = tmp_path / "two.toml"

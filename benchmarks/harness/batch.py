@@ -82,6 +82,7 @@ def run_batch(
     or not (each record replaced atomically once its new run ends); returns the :class:`Tally`."""
     out_dir = store.check_writable(out_dir)
     store.clean_stale_temp(out_dir)
+    store.clean_stale_claims(out_dir)
     cores = default_threads()
     threads = threads or max(1, cores // jobs)
     policy = f"{threads} thread(s) per run ({jobs} job(s) on {cores} core(s))"

@@ -130,6 +130,7 @@ def execute(
     out_dir = Path(out_dir)
     path = store.path_for(out_dir, plan)
     if not force and store.is_finished(path, plan.run_id):
+        store.clean_stale_claims(out_dir, [plan.run_id])  # one its finished runner could not release
         return Outcome(plan, path, "skipped", store.read_if_valid(path))
     mine, holder = store.try_claim(out_dir, plan.run_id, plan.timeout_s)
     if mine is None:

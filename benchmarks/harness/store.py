@@ -9,10 +9,13 @@ finished: the next ``run`` / ``sweep`` tries again, and the new attempt replaces
 **Claims** make one writer per run, across processes and machines sharing the folder: before a run
 starts, its runner creates ``.claims/<run_id>`` with ``O_CREAT | O_EXCL`` (atomic, also on NFS),
 holding host, pid, the process's start time and the run's timeout; it removes the claim once the
-record is written (or the run is interrupted).  A claim is *stale*, and is taken over, when its
-process is gone (same host: no such pid, or a pid reused by a younger process) or when it is older
-than the run's timeout plus :data:`STALE_GRACE_S` (the only test possible across hosts).  Taking
-over renames the stale file away first, so of two runners only one removes it.
+record is written (or the run is interrupted). A runner killed or interrupted between writing the
+record and removing its claim leaves a stale claim of a finished run, which no runner would take
+over: :func:`clean_stale_claims` removes those when a batch starts and when a run is skipped. A
+claim is *stale*, and is taken over, when its process is gone (same host: no such pid, or a pid
+reused by a younger process) or when it is older than the run's timeout plus :data:`STALE_GRACE_S`
+(the only test possible across hosts). Taking over renames the stale file away first, so of two
+runners only one removes it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,6 +263,35 @@ def _remove_stale(path: Path, stale: Claim) -> None:
         except FileExistsError:
             pass
     aside.unlink(missing_ok=True)
+
+
+def clean_stale_claims(raw_dir: str | os.PathLike, run_ids: Collection[str] | None = None) -> int:
+    """Remove the stale claims in ``raw_dir`` (of ``run_ids`` only, when given): those a runner left
+    when it was killed or interrupted after writing its record but before releasing its claim (the
+    run is finished then, so no later runner would take the claim over), and claims set aside by a
+    takeover that was itself interrupted (older than :data:`STALE_GRACE_S`).  Live claims stay.
+    Returns how many files went."""
+    folder = Path(raw_dir) / CLAIMS
+    if not folder.is_dir():
+        return 0
+    n = 0
+    now = time.time()
+    names = sorted(os.listdir(folder)) if run_ids is None else sorted(set(run_ids))
+    for name in names:
+        path = folder / name
+        if ".stale-" in name:
+            try:
+                if now - path.stat().st_ctime > STALE_GRACE_S:  # renamed aside that long ago: no takeover in flight
+                    path.unlink()
+                    n += 1
+            except OSError:
+                pass
+            continue
+        held = read_claim(path)
+        if held is not None and held.stale(now):
+            _remove_stale(path, held)
+            n += not path.exists()
+    return n
 
 
 def release(raw_dir: str | os.PathLike, claim: Claim) -> None:
