@@ -294,6 +294,19 @@ def gpu_models() -> list[str]:
     return []
 
 
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """Process ``pid``'s state letter, kernel flags and start time in clock ticks since boot (from
+    ``/proc/<pid>/stat``), else ``None`` (no such process, or no ``/proc``).  The start time never
+    changes for a process and, unlike a wall-clock start (``psutil``'s ``create_time``: boot time +
+    ticks, and the boot time moves when NTP adjusts the clock), compares exactly between calls."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[6]), int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def process_memory_bytes(field: str = "VmHWM") -> int | None:
     """``VmHWM`` (peak RSS since exec) or ``VmRSS`` (now) of this process in bytes, from
     /proc/self/status; ``None`` where that does not exist.  Prefer VmHWM to ``ru_maxrss`` for a

@@ -6,16 +6,28 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 
 import optuna
 import pytest
 
+from autorec import env
 from autorec.errors import ConfigError
 from autorec.interactions import Interactions
 from autorec.models import registry
 from benchmarks.tuning import space as spaces
+from benchmarks.tuning import study as study_mod
 from benchmarks.tuning import tune
-from benchmarks.tuning.study import PerVariantMedianPruner, PositionSeededTPE, kind, settle, storage
+from benchmarks.tuning.study import (
+    PerVariantMedianPruner,
+    PositionSeededTPE,
+    kind,
+    open_study,
+    settle,
+    storage,
+    worker_identity,
+)
 from tests.tuning_helpers import LOGU, counted, spec_for, tiny
 
 
@@ -132,6 +144,35 @@ def test_a_dead_workers_trial_is_failed_and_its_parameters_retried_once(data, tm
     retries = [t for t in trials if t.user_attrs.get("retry_of") == ghost.number]
     assert len(retries) == 1 and retries[0].params == ghost.params
     assert counted(spec) == counted(reference)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() outside optimize, on purpose
+def test_a_trial_names_its_worker_as_soon_as_it_exists(tmp_path):
+    # a tuner killed right after Optuna created a trial must not leave it "running" for the grace
+    # period: the sampler stamps the worker before any sampling or fitting
+    spec = spec_for(tmp_path, name="stamp")
+    store = storage(spec.storage)
+    study = open_study(settle(spec, store), store)
+    trial = study.ask()
+    worker = study.get_trials()[trial.number].user_attrs["worker"]
+    assert worker["pid"] == os.getpid() and worker["start_ticks"] == env.proc_stat(os.getpid())[2]
+
+
+def test_a_workers_liveness_is_judged_by_its_start_in_ticks(monkeypatch):
+    me = worker_identity()
+
+    def running(worker):
+        return optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, user_attrs={"worker": worker})
+
+    # psutil's wall-clock start moves with the boot time NTP adjusts: the start in ticks decides
+    assert not study_mod._dead(running({**me, "started": me["started"] + 1.0}))
+    assert study_mod._dead(running({**me, "start_ticks": me["start_ticks"] + 1}))  # the pid reused
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert study_mod._dead(running({**me, "pid": int(gone.stdout)}))
+    # a trial stored before start_ticks: its wall-clock start, within a slack
+    old = {k: v for k, v in me.items() if k != "start_ticks"}
+    assert not study_mod._dead(running({**old, "started": me["started"] + 1.0}))
+    assert study_mod._dead(running({**old, "started": me["started"] - 100.0}))
 
 
 def test_a_tiny_autorec_study_with_pruning(data, tmp_path):

@@ -41,7 +41,10 @@ def test_sigkill_mid_study_then_rerun_continues_exactly(data, tmp_path):
 
     done = subprocess.run(command(tmp_path / "one-go", 0.0), cwd=REPO, env=cli_env(tmp_path), capture_output=True)
     assert done.returncode == 0, done.stderr.decode()
-    proc = subprocess.Popen(command(tmp_path / "killed", 0.05), cwd=REPO, env=cli_env(tmp_path))
+    # 0.1 s an epoch, killed at most 4 epochs in: at least 0.6 s before that trial could end (pruning
+    # starts at epoch 10), so a test descheduled between reading the trials and the kill still
+    # interrupts it (the margin was 0.1 s at 0.05 s and 8 epochs)
+    proc = subprocess.Popen(command(tmp_path / "killed", 0.1), cwd=REPO, env=cli_env(tmp_path))
     deadline = time.time() + 120
     while True:
         assert time.time() < deadline and proc.poll() is None, "the tuner ended before it could be killed"
@@ -50,13 +53,13 @@ def test_sigkill_mid_study_then_rerun_continues_exactly(data, tmp_path):
         except (ValueError, KeyError, sqlalchemy.exc.DBAPIError):  # not created yet, or mid-creation
             trials = []
         if sum(kind(t) in ("complete", "pruned") for t in trials) >= 3 and any(  # mid-fit, far from its end
-            t.state == optuna.trial.TrialState.RUNNING and 0 < len(t.intermediate_values) <= 8 for t in trials
+            t.state == optuna.trial.TrialState.RUNNING and 0 < len(t.intermediate_values) <= 4 for t in trials
         ):
             break
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    rerun = subprocess.run(command(tmp_path / "killed", 0.05), cwd=REPO, env=cli_env(tmp_path), capture_output=True)
+    rerun = subprocess.run(command(tmp_path / "killed", 0.1), cwd=REPO, env=cli_env(tmp_path), capture_output=True)
     assert rerun.returncode == 0, rerun.stderr.decode()
 
     def outcome(results: Path):
@@ -74,9 +77,10 @@ def test_sigkill_mid_study_then_rerun_continues_exactly(data, tmp_path):
 
 def test_two_workers_share_one_study(data, tmp_path):
     split = write_parts(tmp_path, data)
+    # 0.1 s an epoch (1.4 s a trial): both workers take trials even when one starts seconds late
     command = [sys.executable, "-m", "benchmarks", "tune", "--dataset", "tiny", "--split", split, "--rating-scale",
                "1,5", "--model", SLOW, "--trials", "10", "--threads", "1", "--results", str(tmp_path), "--set",
-               "pause=0.05", "--no-prune", "--quiet"]  # fmt: skip
+               "pause=0.1", "--no-prune", "--quiet"]  # fmt: skip
     workers = [subprocess.Popen(command, cwd=REPO, env=cli_env(tmp_path), stderr=subprocess.PIPE) for _ in range(2)]
     for w in workers:
         _, err = w.communicate(timeout=300)

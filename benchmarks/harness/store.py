@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autorec.env import proc_stat as _proc_stat
 from autorec.errors import ConfigError, DataError
 from benchmarks import record
 from benchmarks.record import RunRecord
@@ -145,17 +146,6 @@ def clean_stale_temp(raw_dir: str | os.PathLike, min_age_s: float = 600.0) -> in
 #: (a SIGKILLed process's sockets may close, and a Dask scheduler retry the run elsewhere, before
 #: it shows as a zombie)
 PF_EXITING = 0x4
-
-
-def _proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """Process ``pid``'s state letter, kernel flags and start time in clock ticks since boot
-    (``/proc``), else ``None``."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[6]), int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _process_start(pid: int) -> int | None:

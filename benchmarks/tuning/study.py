@@ -43,6 +43,7 @@ import psutil
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
+from autorec import env
 from autorec.errors import ConfigError
 from autorec.jsonio import to_plain
 from benchmarks.tuning import space as spaces
@@ -190,7 +191,7 @@ def open_study(spec: StudySpec, store: optuna.storages.BaseStorage) -> optuna.St
         study_name=spec.name,
         direction="minimize",
         load_if_exists=True,
-        sampler=PositionSeededTPE(spec.search_seed),
+        sampler=PositionSeededTPE(spec.search_seed, stamp=store),
         pruner=pruner,
     )
     want = spec.definition()
@@ -275,11 +276,14 @@ class PositionSeededTPE(optuna.samplers.BaseSampler):
     """Optuna's TPE, with a fresh random stream per trial seeded from (search seed, the trial's
     :func:`position`, duplicates drawn there): see the module docstring."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, stamp: optuna.storages.BaseStorage | None = None) -> None:
         self.seed = int(seed)
         self._tpe = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=N_STARTUP)
+        self._stamp = stamp
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self._stamp is not None:  # the first code to run once Optuna created the trial: who runs it
+            stamp_worker(self._stamp, study.study_name, trial.number)
         pos, dups = position(study.get_trials(deepcopy=False), trial.number)
         seed = int(np.random.SeedSequence([self.seed, pos, dups]).generate_state(1)[0])
         self._tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=N_STARTUP)
@@ -302,9 +306,29 @@ class PositionSeededTPE(optuna.samplers.BaseSampler):
 
 # ---------------------------------------------------------------------------------------- workers
 def worker_identity() -> dict[str, Any]:
-    """Who runs a trial (stored on it): host, process id and the process's start time."""
+    """Who runs a trial (stored on it): host, process id and the process's start time (wall clock,
+    and in clock ticks since boot where ``/proc`` gives them)."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "started": psutil.Process(pid).create_time()}
+    stat = env.proc_stat(pid)
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "started": psutil.Process(pid).create_time(),
+        "start_ticks": None if stat is None else stat[2],
+    }
+
+
+def stamp_worker(store: optuna.storages.BaseStorage, study_name: str, number: int) -> None:
+    """Record this process as the runner of trial ``number`` (user attribute ``worker``): a rerun
+    then knows at once whether the trial's process is gone (:func:`recover`), rather than waiting
+    out the grace period for a trial created but never stamped."""
+    trial_id = store.get_trial_id_from_study_id_trial_number(store.get_study_id_from_name(study_name), number)
+    store.set_trial_user_attr(trial_id, "worker", worker_identity())
+
+
+#: seconds two wall-clock start times of one process may differ by (psutil adds the boot time, which
+#: moves when NTP adjusts the clock, to the start in ticks at every call)
+START_SLACK_S = 2.0
 
 
 def _dead(trial: FrozenTrial) -> bool:
@@ -316,8 +340,12 @@ def _dead(trial: FrozenTrial) -> bool:
         return start is not None and time.time() - start.timestamp() > GRACE_S
     if worker.get("host") != socket.gethostname():
         return False  # another machine's: Optuna's heartbeat check fails it once it falls silent
-    try:
-        return psutil.Process(int(worker["pid"])).create_time() != worker["started"]
+    pid, ticks = int(worker["pid"]), worker.get("start_ticks")
+    if ticks is not None and os.path.isdir("/proc"):  # exact: the start in ticks never moves
+        stat = env.proc_stat(pid)
+        return stat is None or stat[0] in ("Z", "X") or stat[2] != ticks
+    try:  # a trial stored before start_ticks, or no /proc
+        return abs(psutil.Process(pid).create_time() - float(worker["started"])) > START_SLACK_S
     except psutil.NoSuchProcess:  # zombies included
         return True
     except psutil.AccessDenied:  # another user's live process

@@ -33,7 +33,6 @@ from benchmarks.tuning.study import (
     recover,
     settle,
     storage,
-    worker_identity,
 )
 
 #: the study stops when the sampler proposes only configurations it already holds this many times in a row
@@ -134,7 +133,6 @@ def result_of(spec: StudySpec, *, trials: int) -> TuneResult:
 
 def _objective(spec: StudySpec, ref: registry.ModelRef, train: Interactions, valid: Interactions):
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", worker_identity())
         sampled = spaces.suggest(trial, spec.space)
         twin = _twin(trial)
         if twin is not None:
