@@ -31,8 +31,9 @@ SYN = "synthetic:120,80,2400,3"
 class ToyConfig(IterativeConfig):
     epochs: int = param(3, low=1, doc="epochs")
     shift: float = param(0.0, doc="added to every estimate")
-    mode: str = choice("ok", ("ok", "diverge", "crash", "kill", "sleep", "alloc"), "the misbehaviour")
+    mode: str = choice("ok", ("ok", "diverge", "crash", "kill", "sleep", "alloc", "gate"), "the misbehaviour")
     sleep: float = nonnegative(0.0, "seconds slept per epoch (mode sleep)")
+    gate: str = param("", doc="a file every epoch waits for (mode gate; at most 120 s)")
     alloc_mb: int = nonnegative(0, "megabytes held during the fit (mode alloc)")
 
 
@@ -40,7 +41,8 @@ class ToyModel(IterativeRecommender[ToyConfig]):
     """``mu + b_u + shift`` with user biases shrunk harder every epoch, misbehaving on demand
     (``mode``): ``diverge`` (a NaN training loss at epoch 2, so the shared loop raises
     TrainingDivergedError), ``crash`` (``os._exit(3)``), ``kill`` (SIGKILL, as the OOM killer),
-    ``sleep`` (``sleep`` seconds per epoch), ``alloc`` (holds ``alloc_mb`` MB during the fit)."""
+    ``sleep`` (``sleep`` seconds per epoch), ``alloc`` (holds ``alloc_mb`` MB during the fit),
+    ``gate`` (every epoch waits until the file ``gate`` exists: a run held until a test lets it go)."""
 
     name = "toy"
     family = "mf"
@@ -73,6 +75,12 @@ class _ToyTrainer:
             os.kill(os.getpid(), signal.SIGKILL)
         if c.mode == "sleep":
             time.sleep(c.sleep)
+        if c.mode == "gate":
+            deadline = time.monotonic() + 120
+            while not os.path.exists(c.gate):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"toy: the gate file {c.gate} never appeared")
+                time.sleep(0.02)
         self.m.bu = self.sums / (self.counts + 5.0 * epoch)
         return {"train_loss": float("nan") if c.mode == "diverge" and epoch == 2 else 1.0 / epoch}
 

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -291,23 +292,38 @@ def test_a_claim_left_on_a_finished_run_is_cleaned_up(tmp_path, monkeypatch):
 
 
 def test_two_sweeps_never_train_the_same_run(tmp_path):
-    out = tmp_path / "raw"
+    # every run waits at a gate: the first sweep holds its first run until the second sweep has
+    # said that it leaves that run to it, however late the second starts on a loaded machine
+    out, gate = tmp_path / "raw", tmp_path / "gate"
     spec = tmp_path / "two.toml"
     spec.write_text(
         f'datasets = ["{SYN}"]\nsplits = ["random"]\nseeds = [0, 1, 2, 3]\n[[model]]\nname = "{TOY}"\n'
-        'params = {mode = "sleep", sleep = 0.6, epochs = 2}\n'
+        f'params = {{mode = "gate", gate = "{gate}", epochs = 2}}\n'
     )
     cmd = [sys.executable, "-m", "benchmarks", "sweep", str(spec), "--out", str(out), "--no-progress", "--threads", "1"]
-    first = subprocess.Popen(cmd, env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    env = {**cli_env(tmp_path), "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (out / ".claims").is_dir() or not list((out / ".claims").iterdir()):
         assert time.monotonic() < deadline and first.poll() is None, "the first sweep never claimed a run"
         time.sleep(0.05)
-    second = subprocess.run(cmd, env=cli_env(tmp_path), cwd=tmp_path, capture_output=True, text=True)
+    second = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert second.stdout is not None
+    second_out = []
+    watchdog = threading.Timer(90, gate.touch)  # a sweep that never says so fails the test, not hangs it
+    watchdog.start()
+    for line in second.stdout:  # until it has passed the first sweep's run by
+        second_out.append(line)
+        if "another sweep runs it" in line:
+            break
+    gate.touch()
+    watchdog.cancel()
+    rest, err = second.communicate(timeout=180)
     first_out, _ = first.communicate(timeout=180)
-    assert first.returncode == 0 and second.returncode == 0, second.stderr
-    assert "another sweep runs it" in second.stdout  # said so
-    ok = [re.search(r"done in \S+: (\d+) ok", text) for text in (first_out, second.stdout)]
+    second_text = "".join(second_out) + rest
+    assert first.returncode == 0 and second.returncode == 0, err
+    assert "another sweep runs it" in second_text  # said so
+    ok = [re.search(r"done in \S+: (\d+) ok", text) for text in (first_out, second_text)]
     assert sum(int(m.group(1)) for m in ok if m) == 4  # every run trained exactly once, by one of the two
     recs = harness.load(out)
     assert len(recs) == 4 and all(r.ok for r in recs) and not list((out / ".claims").iterdir())
