@@ -4,8 +4,8 @@
 (the config, the world size, threads, checkpoint options) and ``data.npz`` (the train and
 validation parts), then runs
 
-    python -m torch.distributed.run --nnodes 1 --nproc-per-node N --master-addr 127.0.0.1
-        --master-port P -m autorec.models.autorec.torch.ddp worker JOB_DIR
+    python -m torch.distributed.run --standalone --nproc-per-node N --local-addr 127.0.0.1
+        -m autorec.models.autorec.torch.ddp worker JOB_DIR
 
 Every rank loads the whole train part (the inputs of every row must be at hand) and walks the same
 global batch order; rank r takes ``shard(batch, r, world)`` of every global batch and scales its
@@ -30,7 +30,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,12 +60,6 @@ LOG = "torchrun.log"
 
 
 # ====================================================================== launcher side
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _parts(label: str, parts: Any) -> tuple[Interactions, Interactions | None]:
     """(train, valid) of a ``(train, valid)`` pair, a :class:`~autorec.splits.SplitData` or a
     train part alone."""
@@ -189,10 +182,14 @@ def fit_parallel(
 
 
 def _launch(job_dir: Path, nproc: int, threads: int, timeout: float, quiet: bool) -> None:
-    """Run the ranks under torchrun; re-raise a rank's error, or the log tail when torchrun failed."""
+    """Run the ranks under torchrun; re-raise a rank's error, or the log tail when torchrun failed.
+    ``--standalone``: the rendezvous store and the ranks' master store bind port 0 and keep it (torch
+    shares the agent's store with the ranks), so no port is picked here and released for torchrun to
+    bind again, which another process could take in between; ``--local-addr``: on the loopback
+    interface, whatever the host name resolves to."""
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
-        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+        "--local-addr", "127.0.0.1",
         "-m", "autorec.models.autorec.torch.ddp", "worker", str(job_dir),
     ]  # fmt: skip
     env = dict(os.environ)
