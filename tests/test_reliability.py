@@ -214,6 +214,53 @@ def test_claims_are_exclusive_and_stale_ones_taken_over(tmp_path):
     assert store.try_claim(raw, "r4", None)[0] is None
 
 
+def test_a_claim_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    # a claim is written to a side file and linked into place: a runner killed while claiming
+    # leaves no empty claim (which would block the run until it looked stale), and its side file
+    # goes at the next batch start once its process is gone
+    raw = tmp_path / "raw"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    doc = {"host": socket.gethostname(), "pid": int(dead.stdout), "pid_start": None, "since": time.time(),
+           "timeout_s": None, "token": "t"}  # fmt: skip
+    claims = raw / ".claims"
+    claims.mkdir(parents=True)
+    (claims / f"r1{store.NEW}t").write_text(json.dumps({"run_id": "r1", **doc}))  # killed before the link
+    (claims / f"r2{store.NEW}u").write_text(json.dumps({"run_id": "r2", **doc, "pid": os.getpid()}))  # live
+    (claims / f"r3{store.NEW}v").write_text('{"run_id": "r3", "ho')  # killed while writing it, just now
+    mine, holder = store.try_claim(raw, "r1", None)
+    assert mine is not None and holder is None  # the side file does not hold the run
+    assert store.read_claim(store.claim_path(raw, "r1")) == mine
+    assert store.clean_stale_claims(raw) == 1
+    assert {p.name for p in claims.iterdir()} == {"r1", f"r2{store.NEW}u", f"r3{store.NEW}v"}
+    later = time.time() + 3600  # an unreadable side file goes once it is older than the grace
+    with monkeypatch.context() as m:
+        m.setattr(store.time, "time", lambda: later)
+        assert store.clean_stale_claims(raw) == 1
+    assert {p.name for p in claims.iterdir()} == {"r1", f"r2{store.NEW}u"}
+
+    # interrupted just before the link: neither a claim nor a side file is left
+    def interrupted(*_a):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(store.os, "link", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            store.try_claim(raw, "r4", None)
+    assert {p.name for p in claims.iterdir()} == {"r1", f"r2{store.NEW}u"}
+
+    # a filesystem without hard links: the claim is created in place, whole, and still exclusive
+    def unsupported(*_a):
+        raise PermissionError(1, "Operation not permitted")
+
+    with monkeypatch.context() as m:
+        m.setattr(store.os, "link", unsupported)
+        mine, holder = store.try_claim(raw, "r4", None)
+        assert mine is not None and store.read_claim(store.claim_path(raw, "r4")) == mine
+        again, holder = store.try_claim(raw, "r4", None)
+        assert again is None and holder == mine
+    assert {p.name for p in claims.iterdir()} == {"r1", f"r2{store.NEW}u", "r4"}
+
+
 def test_a_claim_of_a_killed_unreaped_process_is_stale(tmp_path):
     # a runner killed (a Dask worker, SIGKILL) stays a zombie until its parent reaps it, and a
     # loaded machine reaps late: kill(pid, 0) still finds it, but its claim must be taken over

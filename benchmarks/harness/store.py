@@ -7,7 +7,8 @@ Every run has one file, :func:`path_for` (a readable prefix plus the first 16 he
 finished: the next ``run`` / ``sweep`` tries again, and the new attempt replaces it.
 
 **Claims** make one writer per run, across processes and machines sharing the folder: before a run
-starts, its runner creates ``.claims/<run_id>`` with ``O_CREAT | O_EXCL`` (atomic, also on NFS),
+starts, its runner creates ``.claims/<run_id>`` (written to a side file, then hard-linked into
+place: atomic and exclusive, also on NFS; ``O_CREAT | O_EXCL`` where links are not supported),
 holding host, pid, the process's start time and the run's timeout; it removes the claim once the
 record is written (or the run is interrupted). A runner killed or interrupted between writing the
 record and removing its claim leaves a stale claim of a finished run, which no runner would take
@@ -41,6 +42,8 @@ DEFAULT_RAW = Path("results") / "raw"
 CLAIMS = ".claims"
 #: seconds past a run's timeout after which its claim is stale even when its host cannot be asked
 STALE_GRACE_S = 60.0
+#: a claim being created: ``<run_id>.new-<token>``, hard-linked to ``<run_id>`` (see ``_create``)
+NEW = ".new-"
 
 
 # ====================================================================== files
@@ -200,7 +203,8 @@ def claim_path(raw_dir: str | os.PathLike, run_id: str) -> Path:
 
 def read_claim(path: Path) -> Claim | None:
     """The claim in ``path``; ``None`` when there is none.  An unreadable claim (a writer killed
-    between create and write) counts as stale: it is as old as the file."""
+    while writing it: a side file, or a claim created without hard links) counts as stale once it is
+    :data:`STALE_GRACE_S` old."""
     try:
         text = path.read_text()
         mtime = path.stat().st_mtime
@@ -221,21 +225,45 @@ def try_claim(raw_dir: str | os.PathLike, run_id: str, timeout_s: float | None) 
     me = os.getpid()
     mine = Claim(run_id, socket.gethostname(), me, _process_start(me), time.time(), timeout_s, uuid.uuid4().hex)
     for _ in range(5):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = read_claim(path)
-            if holder is None:
-                continue  # released meanwhile: try again
-            if not holder.stale():
-                return None, holder
-            _remove_stale(path, holder)
-            continue
-        with os.fdopen(fd, "w") as fh:
-            json.dump(mine.__dict__, fh)
-        return mine, None
+        if _create(path, mine):
+            return mine, None
+        holder = read_claim(path)
+        if holder is None:
+            continue  # released meanwhile: try again
+        if not holder.stale():
+            return None, holder
+        _remove_stale(path, holder)
     holder = read_claim(path)
     return None, holder or mine
+
+
+def _create(path: Path, claim: Claim) -> bool:
+    """Create the claim file ``path`` holding ``claim``; ``False`` when a claim is there already.
+    The claim is written to a file of its own (``<run_id>.new-<token>``) and hard-linked into place,
+    which fails when the name exists, so a claim appears whole: a writer killed half-way leaves
+    that side file (:func:`clean_stale_claims` removes it once its process is gone), not an empty
+    claim that would block the run until it looked stale.  Where hard links are not supported, the
+    claim is created with ``O_EXCL`` and then written."""
+    side = path.with_name(f"{path.name}{NEW}{claim.token}")
+    text = json.dumps(claim.__dict__)
+    try:
+        side.write_text(text)
+        try:
+            os.link(side, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links on this filesystem
+            pass
+    finally:
+        side.unlink(missing_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return True
 
 
 def _remove_stale(path: Path, stale: Claim) -> None:
@@ -260,7 +288,8 @@ def clean_stale_claims(raw_dir: str | os.PathLike, run_ids: Collection[str] | No
     when it was killed or interrupted after writing its record but before releasing its claim (the
     run is finished then, so no later runner would take the claim over), and claims set aside by a
     takeover that was itself interrupted (older than :data:`STALE_GRACE_S`).  Live claims stay.
-    Returns how many files went."""
+    The side file of a claim being created is a claim too: it goes once its writer is gone (killed
+    before it linked the claim into place).  Returns how many files went."""
     folder = Path(raw_dir) / CLAIMS
     if not folder.is_dir():
         return 0
