@@ -33,7 +33,7 @@ class ToyConfig(IterativeConfig):
     shift: float = param(0.0, doc="added to every estimate")
     mode: str = choice("ok", ("ok", "diverge", "crash", "kill", "sleep", "alloc", "gate"), "the misbehaviour")
     sleep: float = nonnegative(0.0, "seconds slept per epoch (mode sleep)")
-    gate: str = param("", doc="a file every epoch waits for (mode gate; at most 120 s)")
+    gate: str = param("", doc="a file every epoch waits for (mode gate; at most 120 s; it touches gate.waiting first)")
     alloc_mb: int = nonnegative(0, "megabytes held during the fit (mode alloc)")
 
 
@@ -42,7 +42,8 @@ class ToyModel(IterativeRecommender[ToyConfig]):
     (``mode``): ``diverge`` (a NaN training loss at epoch 2, so the shared loop raises
     TrainingDivergedError), ``crash`` (``os._exit(3)``), ``kill`` (SIGKILL, as the OOM killer),
     ``sleep`` (``sleep`` seconds per epoch), ``alloc`` (holds ``alloc_mb`` MB during the fit),
-    ``gate`` (every epoch waits until the file ``gate`` exists: a run held until a test lets it go)."""
+    ``gate`` (every epoch creates ``<gate>.waiting``, then waits until the file ``gate`` exists: a run
+    held where a test knows it is until the test lets it go)."""
 
     name = "toy"
     family = "mf"
@@ -76,6 +77,7 @@ class _ToyTrainer:
         if c.mode == "sleep":
             time.sleep(c.sleep)
         if c.mode == "gate":
+            Path(c.gate + ".waiting").touch()
             deadline = time.monotonic() + 120
             while not os.path.exists(c.gate):
                 if time.monotonic() > deadline:

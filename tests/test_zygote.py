@@ -198,13 +198,18 @@ def _active_run(timeout: float = 20.0):
 
 
 def test_sigterm_to_a_forked_run_is_an_interrupt_and_the_zygote_ignores_it(tmp_path):
-    t, box = _run_in_thread(_plan(model=TOY, params={"mode": "sleep", "sleep": 5.0}), tmp_path / "raw")
+    gate = tmp_path / "gate"  # never opened: the run waits in its first epoch until it is stopped
+    t, box = _run_in_thread(_plan(model=TOY, params={"mode": "gate", "gate": str(gate)}), tmp_path / "raw")
     run = _active_run()
     os.kill(run.zygote.proc.pid, signal.SIGTERM)  # as a process-group SIGTERM would reach it
-    time.sleep(1.5)  # the run has imported the toy model and is sleeping in its first epoch
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "gate.waiting").exists():  # the run is in its first epoch
+        assert time.monotonic() < deadline and t.is_alive(), box
+        time.sleep(0.02)
     run.send_signal(signal.SIGTERM)
     t.join(30)
     assert isinstance(box.get("exc"), harness.Interrupted), box
+    assert run.zygote.proc.poll() is None  # the zygote ignored its SIGTERM
     assert not harness.raw_files(tmp_path / "raw")  # an interrupted run records nothing
 
 
