@@ -129,3 +129,36 @@ def test_fit_on_device(data, device):
     m.fit(data.train, data.valid)
     assert m.fit_info is not None and m.fit_info.extra["device"].startswith(device)
     assert np.isfinite(m.evaluate(data.test)["rmse"])
+
+
+PAIR_SHAPES = [(500, 0), (500, 1), (500, 2001), (37, 7100), (1, 51), (40_000, 1), (40_000, 5), (300_000, 3)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("width,n_pairs", PAIR_SHAPES)
+def test_decode_pairs_in_chunks_gives_the_one_shot_floats(threads, width, n_pairs, monkeypatch):
+    # the chunked CPU evaluation returns bitwise what the one-shot (pairs, h) formula returns,
+    # across chunk boundaries (a short last chunk, a last pair alone, rows longer than a chunk,
+    # which torch reduces on several threads when one is alone)
+    from autorec.models.autorec.torch import net as netmod
+
+    net = netmod.AutoRecNet([11, width, 11], ["sigmoid", "identity"], 0.0, "sparse")
+    gen = torch.Generator().manual_seed(width + n_pairs)
+    with torch.no_grad():
+        net.layers[-1].weight.copy_(torch.randn(11, width, generator=gen))
+        net.layers[-1].bias.copy_(torch.randn(11, generator=gen))
+    h = torch.randn(40, width, generator=gen)
+    local = torch.sort(torch.randint(0, 40, (n_pairs,), generator=gen)).values
+    col = torch.randint(0, 11, (n_pairs,), generator=gen)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            want = (h[local] * net.layers[-1].weight[col]).sum(dim=1) + net.layers[-1].bias[col]
+            got = net.decode_pairs(h, local, col)
+            monkeypatch.setattr(netmod, "PAIR_CHUNK", 3 * width - 1)  # chunks of two pairs
+            small = net.decode_pairs(h, local, col)
+    finally:
+        torch.set_num_threads(before)
+    assert got.shape == (n_pairs,)
+    assert torch.equal(got, want) and torch.equal(small, want)
