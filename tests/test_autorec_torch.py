@@ -83,6 +83,48 @@ def test_full_batch_with_dropout_resumes_exactly(data, tmp_path):
         np.testing.assert_array_equal(resumed.get_weights()[k], v, err_msg=k)
 
 
+def test_checkpoint_writes_the_optimizer_moments_as_they_are_and_reads_format_2(data, tmp_path, monkeypatch):
+    """A checkpoint holds Adam's moments as arrays (views of the optimizer's memory when written, not
+    a serialised copy of the state dict first); a format-2 checkpoint (the state dict serialised
+    whole) still resumes, and both resume to the uninterrupted run."""
+    import io
+
+    from autorec.models import training
+
+    cfg = dict(hidden=(12,), epochs=4, batch_size=32, dropout=0.2, lr=0.005, threads=1)
+    full = AutoRecTorch(cfg)
+    full.fit(data.train, data.valid)
+    ck = tmp_path / "ck.npz"
+    AutoRecTorch({**cfg, "epochs": 2}).fit(data.train, data.valid, checkpoint=ck)
+    with np.load(ck) as z:
+        names = set(z.files)
+    assert "optimizer" not in names and "opt/skeleton" in names
+    assert len([n for n in names if n.startswith("opt/t")]) == 12  # 4 parameters: step, exp_avg, exp_avg_sq
+    saved = training.load_checkpoint(ck)
+    assert isinstance(saved.optimizer_state, dict)
+
+    trainer = AutoRecTorch(cfg).make_trainer(data.train, data.valid)
+    trainer.train_epoch(1)
+    arrays = trainer.optimizer_state()
+    moments = [t for st in trainer.opt.state.values() for k, t in st.items() if k != "step"]
+    assert len(moments) == 8 and all(any(np.shares_memory(a, t.numpy()) for a in arrays.values()) for t in moments)
+
+    # the same state written as format 2 did: one byte string
+    trainer.load_optimizer_state(saved.optimizer_state)
+    buf = io.BytesIO()
+    torch.save(trainer.opt.state_dict(), buf)
+    old = tmp_path / "old.npz"
+    monkeypatch.setattr(training, "CHECKPOINT_FORMAT", "autorec-bench-checkpoint/2")
+    training.save_checkpoint(old, training.Checkpoint(**{**saved.__dict__, "optimizer_state": buf.getvalue()}))
+    monkeypatch.undo()
+    assert isinstance(training.load_checkpoint(old).optimizer_state, bytes)
+    for path in (ck, old):
+        resumed = AutoRecTorch(cfg)
+        resumed.fit(data.train, data.valid, resume=path)
+        for k, v in full.get_weights().items():
+            np.testing.assert_array_equal(resumed.get_weights()[k], v, err_msg=f"{path.name}: {k}")
+
+
 def test_default_init_is_torchs(data):
     """``init="default"``: torch's Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), seeded."""
     weights = []

@@ -40,7 +40,15 @@ from autorec.atomic import atomic_write
 from autorec.errors import ConfigError, DataError, TrainingDivergedError
 from autorec.models.config import IterativeConfig
 
-CHECKPOINT_FORMAT = "autorec-bench-checkpoint/2"
+CHECKPOINT_FORMAT = "autorec-bench-checkpoint/3"
+#: formats :func:`load_checkpoint` reads (2: the optimizer state always one byte string)
+READABLE_FORMATS = ("autorec-bench-checkpoint/2", CHECKPOINT_FORMAT)
+#: the optimizer state's entries in a checkpoint: one byte string, or named arrays
+OPTIMIZER, OPTIMIZER_ARRAYS = "optimizer", "opt/"
+
+#: what a trainer's optimizer state is: a byte string, or named arrays (which may be views of the
+#: optimizer's own memory: the checkpoint writes them before the next step)
+OptimizerState = bytes | dict[str, np.ndarray]
 
 
 class EpochTrainer(Protocol):
@@ -57,11 +65,15 @@ class EpochTrainer(Protocol):
 
     def load_state(self, state: dict[str, np.ndarray]) -> None: ...
 
-    def optimizer_state(self) -> bytes:
-        """Whatever else a resumed fit needs (optimizer moments, step counters); ``b""`` if none."""
+    def optimizer_state(self) -> OptimizerState:
+        """Whatever else a resumed fit needs (optimizer moments, step counters); ``b""`` if none.
+        Named arrays are written as they are, so large moments need not be serialised into a copy
+        first."""
         ...
 
-    def load_optimizer_state(self, state: bytes) -> None: ...
+    def load_optimizer_state(self, state: OptimizerState) -> None:
+        """Restore what :meth:`optimizer_state` returned (the same kind: bytes or named arrays)."""
+        ...
 
 
 def diverged(
@@ -221,13 +233,14 @@ class Checkpoint:
     config: dict
     epoch: int
     state: dict[str, np.ndarray]
-    optimizer_state: bytes
+    optimizer_state: OptimizerState
     loop: _LoopState
 
 
 def save_checkpoint(path: str | os.PathLike, ck: Checkpoint) -> None:
     """One ``.npz``: the state as ``w/<name>``, the best state as ``best/<name>`` (dtypes kept), the
-    optimizer state as bytes, everything else as JSON ``meta``; written atomically."""
+    optimizer state as bytes (``optimizer``) or as arrays (``opt/<name>``), everything else as JSON
+    ``meta``; written atomically."""
     lp = ck.loop
     meta = {
         "format": CHECKPOINT_FORMAT,
@@ -241,7 +254,11 @@ def save_checkpoint(path: str | os.PathLike, ck: Checkpoint) -> None:
         "stopped": bool(lp.stopped),
         "converged": bool(lp.converged),
     }
-    arrays = {"meta": json_array(meta), "optimizer": np.frombuffer(bytes(ck.optimizer_state), dtype=np.uint8)}
+    arrays = {"meta": json_array(meta)}
+    if isinstance(ck.optimizer_state, dict):
+        arrays.update({OPTIMIZER_ARRAYS + k: np.asarray(v) for k, v in ck.optimizer_state.items()})
+    else:
+        arrays[OPTIMIZER] = np.frombuffer(bytes(ck.optimizer_state), dtype=np.uint8)
     arrays.update({f"w/{k}": np.asarray(v) for k, v in ck.state.items()})
     arrays.update({f"best/{k}": np.asarray(v) for k, v in (lp.best_state or {}).items()})
     atomic_savez(path, arrays)
@@ -250,7 +267,7 @@ def save_checkpoint(path: str | os.PathLike, ck: Checkpoint) -> None:
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     z = read_npz(path, "checkpoint")
     meta = json_from_array(z["meta"]) if "meta" in z else {}
-    if meta.get("format") != CHECKPOINT_FORMAT:
+    if meta.get("format") not in READABLE_FORMATS:
         raise DataError(
             f"checkpoint file {os.fspath(path)!r} has format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
         )
@@ -270,9 +287,18 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         config=meta["config"],
         epoch=int(meta["epoch"]),
         state=state,
-        optimizer_state=bytes(z["optimizer"].astype(np.uint8)),
+        optimizer_state=_optimizer_state(z, path),
         loop=loop,
     )
+
+
+def _optimizer_state(z: dict[str, np.ndarray], path: str | os.PathLike) -> OptimizerState:
+    named = {k[len(OPTIMIZER_ARRAYS) :]: v for k, v in z.items() if k.startswith(OPTIMIZER_ARRAYS)}
+    if named:
+        return named
+    if OPTIMIZER not in z:
+        raise DataError(f"checkpoint file {os.fspath(path)!r} holds no optimizer state")
+    return bytes(z[OPTIMIZER].astype(np.uint8))
 
 
 def check_resume_config(saved: dict, config: IterativeConfig, path: str | os.PathLike) -> None:
