@@ -16,8 +16,8 @@ class FactorStateMixin:
 
     m: Any
 
-    def state(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self.m, k).copy() for k in FACTOR_ARRAYS}
+    def state(self, copy: bool = True) -> dict[str, np.ndarray]:
+        return {k: getattr(self.m, k).copy() if copy else getattr(self.m, k) for k in FACTOR_ARRAYS}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         for k in FACTOR_ARRAYS:

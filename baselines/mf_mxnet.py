@@ -176,8 +176,8 @@ class _D2LEpochs:
             batch_losses.append(sum(float(lv.sum().asscalar()) for lv in ls) / len(idx))
         return {"train_loss": float(np.mean(batch_losses))}
 
-    def state(self) -> dict[str, np.ndarray]:
-        return self.m.get_weights()
+    def state(self, copy: bool = True) -> dict[str, np.ndarray]:
+        return self.m.get_weights()  # always copies (asnumpy)
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.m.set_weights(state)

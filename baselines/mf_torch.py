@@ -165,8 +165,8 @@ class _TorchEpochs:
         self.n = len(train)
         self.users, self.items, self.ratings = model._tensors(train)
 
-    def state(self) -> dict[str, np.ndarray]:
-        return self.m.get_weights()
+    def state(self, copy: bool = True) -> dict[str, np.ndarray]:
+        return self.m.get_weights()  # copies (small tables)
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.m.set_weights(state)

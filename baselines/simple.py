@@ -139,8 +139,8 @@ class _BiasSweeps:
             "converged": bool(change <= m.config.tol),
         }
 
-    def state(self) -> dict[str, np.ndarray]:
-        return {"bu": self.m.bu.copy(), "bi": self.m.bi.copy()}
+    def state(self, copy: bool = True) -> dict[str, np.ndarray]:
+        return {"bu": self.m.bu.copy(), "bi": self.m.bi.copy()}  # copies (two vectors)
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.m.bu, self.m.bi = state["bu"].copy(), state["bi"].copy()

@@ -85,8 +85,8 @@ def test_full_batch_with_dropout_resumes_exactly(data, tmp_path):
 
 def test_checkpoint_writes_the_optimizer_moments_as_they_are_and_reads_format_2(data, tmp_path, monkeypatch):
     """A checkpoint holds Adam's moments as arrays (views of the optimizer's memory when written, not
-    a serialised copy of the state dict first); a format-2 checkpoint (the state dict serialised
-    whole) still resumes, and both resume to the uninterrupted run."""
+    a serialised copy of the state dict first) and the weights as views too; a format-2 checkpoint
+    (the state dict serialised whole) still resumes, and both resume to the uninterrupted run."""
     import io
 
     from autorec.models import training
@@ -108,6 +108,12 @@ def test_checkpoint_writes_the_optimizer_moments_as_they_are_and_reads_format_2(
     arrays = trainer.optimizer_state()
     moments = [t for st in trainer.opt.state.values() for k, t in st.items() if k != "step"]
     assert len(moments) == 8 and all(any(np.shares_memory(a, t.numpy()) for a in arrays.values()) for t in moments)
+    # so are the weights (state(copy=False), what the checkpoint writes); state() copies
+    params = [p.detach().numpy() for p in trainer.net.parameters()]
+    views, copies = trainer.state(copy=False), trainer.state()
+    assert all(any(np.shares_memory(v, p) for p in params) for v in views.values())
+    assert not any(np.shares_memory(c, p) for c in copies.values() for p in params)
+    assert all(np.array_equal(views[k], copies[k]) for k in copies)
 
     # the same state written as format 2 did: one byte string
     trainer.load_optimizer_state(saved.optimizer_state)

@@ -86,8 +86,8 @@ class _ToyTrainer:
         self.m.bu = self.sums / (self.counts + 5.0 * epoch)
         return {"train_loss": float("nan") if c.mode == "diverge" and epoch == 2 else 1.0 / epoch}
 
-    def state(self) -> dict[str, np.ndarray]:
-        return {"bu": self.m.bu.copy()}
+    def state(self, copy: bool = True) -> dict[str, np.ndarray]:
+        return {"bu": self.m.bu.copy() if copy else self.m.bu}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.m.bu = state["bu"].copy()

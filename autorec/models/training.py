@@ -59,8 +59,10 @@ class EpochTrainer(Protocol):
         Raise :func:`diverged` on a non-finite batch loss to name the batch."""
         ...
 
-    def state(self) -> dict[str, np.ndarray]:
-        """A copy of the learned parameters (restoring it gives the same predictions)."""
+    def state(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """The learned parameters (restoring them gives the same predictions): a copy, or with
+        ``copy=False`` arrays that may share memory with the model, for a caller that is done with
+        them before the next step (a checkpoint writes them at once)."""
         ...
 
     def load_state(self, state: dict[str, np.ndarray]) -> None: ...
@@ -183,7 +185,7 @@ def train_loop(
                     model=model,
                     config=config.to_dict(),
                     epoch=epoch,
-                    state=trainer.state(),
+                    state=trainer.state(copy=False),
                     optimizer_state=trainer.optimizer_state(),
                     loop=st,
                 ),

@@ -136,8 +136,8 @@ class MXNetEpochs:
             return optim.TorchAdam(learning_rate=cfg.lr, wd=wd)
         return mx.optimizer.Adam(learning_rate=cfg.lr, wd=wd)
 
-    def state(self) -> dict[str, np.ndarray]:
-        return self.m.get_weights()
+    def state(self, copy: bool = True) -> dict[str, np.ndarray]:
+        return self.m.get_weights()  # always copies (asnumpy)
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.m.set_weights(state)

@@ -133,8 +133,8 @@ class TorchEpochs:
             raise ConfigError(f"{self.m.label()}: extra['fused_step']=True needs " + "; ".join(why))
         return FusedAdam(self.net, self.opt)
 
-    def state(self) -> dict[str, np.ndarray]:
-        return self.m.get_weights()
+    def state(self, copy: bool = True) -> dict[str, np.ndarray]:
+        return self.m.get_weights(copy=copy)
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.m.set_weights(state)
@@ -362,12 +362,15 @@ class AutoRecTorch(AutoRecBase):
                 layer.weight.copy_(torch.from_numpy(weights[f"W{k}"]).to(self.device))
                 layer.bias.copy_(torch.from_numpy(weights[f"b{k}"]).to(self.device))
 
-    def get_weights(self) -> dict[str, np.ndarray]:
+    def get_weights(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """``W{k}``, ``b{k}`` of every layer; with ``copy=False`` views of the network's memory on
+        the CPU (they change as it trains)."""
         self._need_net("get_weights")
         out = {}
         for k, layer in enumerate(self.net.layers):
-            out[f"W{k}"] = layer.weight.detach().cpu().numpy().copy()
-            out[f"b{k}"] = layer.bias.detach().cpu().numpy().copy()
+            for name, p in ((f"W{k}", layer.weight), (f"b{k}", layer.bias)):
+                a = p.detach().cpu().numpy()
+                out[name] = a.copy() if copy else a
         return out
 
     def _trainer(self) -> TorchEpochs:
