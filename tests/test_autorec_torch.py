@@ -115,6 +115,17 @@ def test_checkpoint_writes_the_optimizer_moments_as_they_are_and_reads_format_2(
     assert not any(np.shares_memory(c, p) for c in copies.values() for p in params)
     assert all(np.array_equal(views[k], copies[k]) for k in copies)
 
+    # a tensor the state holds twice is written once and read back as one tensor
+    first = next(iter(trainer.opt.state.values()))
+    first["alias"] = first["exp_avg"]
+    twice = trainer.optimizer_state()
+    assert len(twice) == len(arrays)
+    other = AutoRecTorch(cfg).make_trainer(data.train, data.valid)
+    other.load_optimizer_state(twice)
+    back = next(iter(other.opt.state.values()))
+    assert back["alias"] is back["exp_avg"] and torch.equal(back["exp_avg"], first["exp_avg"])
+    del first["alias"]
+
     # the same state written as format 2 did: one byte string
     trainer.load_optimizer_state(saved.optimizer_state)
     buf = io.BytesIO()

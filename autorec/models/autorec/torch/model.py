@@ -146,12 +146,14 @@ class TorchEpochs:
         Serialising the whole state dict first held a copy of every moment: 3.8 GB at the Netflix
         shape, on top of the fit."""
         arrays: dict[str, np.ndarray] = {}
+        seen: dict[int, str] = {}  # a tensor met twice is one array, and one tensor again on load
 
         def strip(obj: Any) -> Any:
             if isinstance(obj, torch.Tensor):
-                key = f"t{len(arrays)}"
-                arrays[key] = obj.detach().cpu().numpy()
-                return (_TENSOR, key)
+                if id(obj) not in seen:
+                    seen[id(obj)] = key = f"t{len(arrays)}"
+                    arrays[key] = obj.detach().cpu().numpy()
+                return (_TENSOR, seen[id(obj)])
             if isinstance(obj, dict):
                 return {k: strip(v) for k, v in obj.items()}
             if isinstance(obj, (list, tuple)):
@@ -168,10 +170,14 @@ class TorchEpochs:
             self.opt.load_state_dict(torch.load(io.BytesIO(state), map_location=self.m.device, weights_only=True))
             return
         skeleton = torch.load(io.BytesIO(bytes(np.asarray(state[_SKELETON]))), weights_only=True)
+        tensors: dict[str, torch.Tensor] = {}
 
         def fill(obj: Any) -> Any:
             if isinstance(obj, tuple) and len(obj) == 2 and obj[0] == _TENSOR:
-                return torch.from_numpy(np.require(state[obj[1]], requirements=["C", "W"])).to(self.m.device)
+                if obj[1] not in tensors:
+                    a = np.require(state[obj[1]], requirements=["C", "W"])
+                    tensors[obj[1]] = torch.from_numpy(a).to(self.m.device)
+                return tensors[obj[1]]
             if isinstance(obj, dict):
                 return {k: fill(v) for k, v in obj.items()}
             if isinstance(obj, (list, tuple)):
