@@ -206,10 +206,12 @@ def test_sigterm_to_a_forked_run_is_an_interrupt_and_the_zygote_ignores_it(tmp_p
     while not (tmp_path / "gate.waiting").exists():  # the run is in its first epoch
         assert time.monotonic() < deadline and t.is_alive(), box
         time.sleep(0.02)
+    # the zygote ignored its SIGTERM (checked while the run's thread lives: the zygote dies with the
+    # thread that started it, PR_SET_PDEATHSIG)
+    assert run.zygote.proc.poll() is None
     run.send_signal(signal.SIGTERM)
     t.join(30)
     assert isinstance(box.get("exc"), harness.Interrupted), box
-    assert run.zygote.proc.poll() is None  # the zygote ignored its SIGTERM
     assert not harness.raw_files(tmp_path / "raw")  # an interrupted run records nothing
 
 
