@@ -307,6 +307,31 @@ def proc_stat(pid: int) -> tuple[str, int, int] | None:
         return None
 
 
+#: ``PF_EXITING`` in a task's ``/proc/<pid>/stat`` flags: set as soon as the process starts to exit
+#: (a SIGKILLed process's sockets may close, and a Dask scheduler retry its run elsewhere, before
+#: it shows as a zombie)
+PF_EXITING = 0x4
+
+
+def process_alive(pid: int, start_ticks: int | None = None) -> bool:
+    """Whether ``pid`` is a live process of this host (and, given ``start_ticks``, the one that
+    started then, not a later one reusing its pid): it exists, and is neither exiting (killed, still
+    tearing down) nor a zombie (dead, not yet reaped by its parent: its work is over, though
+    ``kill(pid, 0)`` still finds it).  Another user's process is judged the same way (``/proc``
+    says which process it is); without ``/proc``, a process that exists counts as alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        pass
+    stat = proc_stat(pid)
+    if stat is None:
+        return True
+    state, flags, start = stat
+    return state not in ("Z", "X") and not flags & PF_EXITING and (start_ticks is None or start == start_ticks)
+
+
 def process_memory_bytes(field: str = "VmHWM") -> int | None:
     """``VmHWM`` (peak RSS since exec) or ``VmRSS`` (now) of this process in bytes, from
     /proc/self/status; ``None`` where that does not exist.  Prefer VmHWM to ``ru_maxrss`` for a

@@ -267,7 +267,7 @@ def test_a_claim_of_a_killed_unreaped_process_is_stale(tmp_path):
     raw = tmp_path / "raw"
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     deadline = time.monotonic() + 60
-    while store._proc_stat(child.pid) is not None and store._proc_stat(child.pid)[0] != "Z":
+    while env.proc_stat(child.pid) is not None and env.proc_stat(child.pid)[0] != "Z":
         assert time.monotonic() < deadline
         time.sleep(0.02)
     try:
@@ -285,12 +285,12 @@ def test_a_claim_of_an_exiting_process_is_stale(monkeypatch):
     # a SIGKILLed Dask worker closes its sockets (the scheduler retries its run on another worker)
     # while it still tears down, before it shows as a zombie: the kernel flags it PF_EXITING then
     me = os.getpid()
-    state, flags, start = store._proc_stat(me)
+    state, flags, start = env.proc_stat(me)
     live = store.Claim("e", socket.gethostname(), me, start, time.time(), None, "x")
-    assert not live.stale() and not flags & store.PF_EXITING
-    monkeypatch.setattr(store, "_proc_stat", lambda pid: (state, flags | store.PF_EXITING, start))
+    assert not live.stale() and not flags & env.PF_EXITING
+    monkeypatch.setattr(env, "proc_stat", lambda pid: (state, flags | env.PF_EXITING, start))
     assert live.stale()
-    monkeypatch.setattr(store, "_proc_stat", lambda pid: (state, flags, start + 1))  # pid reused
+    monkeypatch.setattr(env, "proc_stat", lambda pid: (state, flags, start + 1))  # pid reused
     assert live.stale()
 
 

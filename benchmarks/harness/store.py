@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autorec.env import proc_stat as _proc_stat
+from autorec import env
 from autorec.errors import ConfigError, DataError
 from benchmarks import record
 from benchmarks.record import RunRecord
@@ -145,33 +145,10 @@ def clean_stale_temp(raw_dir: str | os.PathLike, min_age_s: float = 600.0) -> in
 
 
 # ====================================================================== claims
-#: ``PF_EXITING`` in a task's ``/proc/<pid>/stat`` flags: set as soon as the process starts to exit
-#: (a SIGKILLed process's sockets may close, and a Dask scheduler retry the run elsewhere, before
-#: it shows as a zombie)
-PF_EXITING = 0x4
-
-
 def _process_start(pid: int) -> int | None:
     """The start time of process ``pid`` in clock ticks since boot (``/proc``), else ``None``."""
-    stat = _proc_stat(pid)
+    stat = env.proc_stat(pid)
     return None if stat is None else stat[2]
-
-
-def _alive(pid: int, started: int | None) -> bool:
-    """Whether ``pid`` is the live process that took a claim: it exists, is neither exiting
-    (killed, still tearing down) nor a zombie (dead, not yet reaped by its parent: its work is over,
-    though ``kill(pid, 0)`` still finds it), and started when the claim says."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True
-    state, flags, start = stat
-    return state not in ("Z", "X") and not flags & PF_EXITING and (started is None or start == started)
 
 
 @dataclass(frozen=True)
@@ -194,7 +171,7 @@ class Claim:
         now = time.time() if now is None else now
         if self.timeout_s is not None and now - self.since > self.timeout_s + STALE_GRACE_S:
             return True
-        return self.host == socket.gethostname() and not _alive(self.pid, self.pid_start)
+        return self.host == socket.gethostname() and not env.process_alive(self.pid, self.pid_start)
 
 
 def claim_path(raw_dir: str | os.PathLike, run_id: str) -> Path:

@@ -342,8 +342,7 @@ def _dead(trial: FrozenTrial) -> bool:
         return False  # another machine's: Optuna's heartbeat check fails it once it falls silent
     pid, ticks = int(worker["pid"]), worker.get("start_ticks")
     if ticks is not None and os.path.isdir("/proc"):  # exact: the start in ticks never moves
-        stat = env.proc_stat(pid)
-        return stat is None or stat[0] in ("Z", "X") or stat[2] != ticks
+        return not env.process_alive(pid, ticks)
     try:  # a trial stored before start_ticks, or no /proc
         return abs(psutil.Process(pid).create_time() - float(worker["started"])) > START_SLACK_S
     except psutil.NoSuchProcess:  # zombies included
