@@ -131,8 +131,17 @@ def test_from_arrays_errors():
         from_arrays("x", [1, 2], [1], [3, 3], scale=(1, 5))
     with pytest.raises(DataError, match="no ratings"):
         from_arrays("x", [], [], [], scale=(1, 5))
-    with pytest.raises(DataError, match="user ids must be integers"):
+    with pytest.raises(DataError, match="x: row 0: user id 1.5 is not a whole number"):
         from_arrays("x", np.array([1.5, 2]), [1, 1], [3, 3], scale=(1, 5))
+    # values a 64-bit integer cannot hold are refused, never wrapped around to other ids
+    with pytest.raises(DataError, match=r"x: row 1: user id 1e\+30 is out of the 64-bit integer range"):
+        from_arrays("x", [1.0, 1e30], [1, 1], [3, 3], scale=(1, 5))
+    with pytest.raises(DataError, match="x: row 0: item id 18446744073709551615 is out of the 64-bit"):
+        from_arrays("x", [1, 2], np.array([2**64 - 1, 1], dtype=np.uint64), [3, 3], scale=(1, 5))
+    with pytest.raises(DataError, match="x: row 0: timestamp nan is not a whole number"):
+        from_arrays("x", [1, 2], [1, 1], [3, 3], scale=(1, 5), timestamps=[np.nan, 1.0])
+    with pytest.raises(DataError, match="ratings must be real numbers"):
+        from_arrays("x", [1, 2], [1, 1], np.array([3, 3], dtype=complex), scale=(1, 5))
     with pytest.raises(DataError, match=r"x: row 1: rating 6 is off the scale 1..5"):
         from_arrays("x", [1, 2], [1, 1], [3, 6], scale=(1, 5))
     with pytest.raises(DataError, match=r"x: row 0: rating nan is not a finite number"):
@@ -184,6 +193,56 @@ def test_malformed_lines_name_file_and_line(tmp_path, fmt, text, line, problem):
     msg = str(exc.value)
     assert msg.startswith(f"{p}, line {line}: "), msg
     assert problem in msg, msg
+
+
+@pytest.mark.parametrize(
+    "fmt,data,line,problem",
+    [
+        # pandas would end a field at a NUL (user "2\0" read as 2, a zero-filled timestamp cut short)
+        ("tab", b"1\t2\t3\t100\n2\x005\t3\t4\t101\n", 2, "a NUL byte (the file is damaged"),
+        ("tab", b"1\t2\t3\t100\n2\t5\t3\t1\x00\x00\n", 2, "a NUL byte"),
+        ("csv", b"user,item,rating\n1,2,3\n\x00\x00\x00\x00\x00\n", 3, "a NUL byte"),
+        # a CR that ends no line: pandas would start a new row there (one line read as two ratings)
+        ("tab", b"1\t2\t3\n4\t5\t3\r6\t7\t4\n", 2, "a carriage return (CR) that ends no line"),
+        ("csv", b"user,item,rating\n1,2,3\n2\r,3,4\n", 3, "a carriage return (CR) that ends no line"),
+        ("csv", b"user,item,rating\r1,2,3\r2,3,4\r", 1, "old Mac line endings"),
+        ("::", b"1::2::3::4\r\r\n", 1, "a carriage return (CR) that ends no line"),
+        # beyond 64-bit integers: refused, never wrapped around (pandas reads up to 2**64 - 1 as uint64)
+        ("tab", b"1\t2\t3\t100\n99999999999999999999\t2\t3\t5\n", 2, "is not a 64-bit integer (out of range)"),
+        ("::", b"1::2::3::4\n-9223372036854775809::2::3::5\n", 2, "is not a 64-bit integer (out of range)"),
+        ("tab", b"1\t2\t3\t18446744073709551615\n2\t2\t3\t5\n", 1, "timestamp 18446744073709551615 is out of"),
+        ("csv", b"user,item,rating\n1,2,3\n2,18446744073709551615,3\n", 3, "item 18446744073709551615 is out of"),
+    ],
+)
+def test_bytes_and_numbers_the_fast_parser_would_misread(tmp_path, fmt, data, line, problem):
+    p = tmp_path / "bad.txt"
+    p.write_bytes(data)
+    with pytest.raises(DataError) as exc:
+        read_ratings(p, fmt)
+    msg = str(exc.value)
+    assert msg.startswith(f"{p}, line {line}: "), msg
+    assert problem in msg, msg
+
+
+def test_line_breaks_that_are_fine(tmp_path, monkeypatch):
+    import autorec.data.parsers as parsers
+
+    crlf = tmp_path / "crlf.csv"
+    crlf.write_bytes(b"user,item,rating\r\n1,2,3\r\n2,3,4\r")  # CR LF, and a last line ended by CR
+    assert read_ratings(crlf, "csv")[0].tolist() == [1, 2]
+    # a CR LF pair split between two read blocks is a pair; a lone CR in a later block names its line
+    monkeypatch.setattr(parsers, "_SCAN_BLOCK", 7)
+    rows = b"".join(b"%d\t%d\t3\r\n" % (u, u + 1) for u in range(1, 30))
+    p = tmp_path / "blocks.data"
+    p.write_bytes(rows)
+    assert read_ratings(p, "tab")[0].tolist() == list(range(1, 30))
+    for cut in range(len(rows) - 1):
+        if rows[cut : cut + 1] == b"\r":
+            bad = rows[:cut] + b"\r0" + rows[cut + 1 :]  # this line's CR no longer ends it
+            p.write_bytes(bad)
+            line = rows[:cut].count(b"\n") + 1
+            with pytest.raises(DataError, match=f"line {line}: a carriage return"):
+                parsers.scan_bytes(p)
 
 
 def test_empty_files_and_headers(tmp_path):

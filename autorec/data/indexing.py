@@ -15,7 +15,7 @@ import numpy as np
 from autorec.data.ratings import Ratings
 from autorec.errors import DataError
 
-__all__ = ["from_arrays", "Where"]
+__all__ = ["from_arrays", "int64_column", "Where"]
 
 #: rows (0-based, in input order) -> where each comes from, for error messages
 Where = Callable[[np.ndarray], dict[int, str]]
@@ -35,6 +35,30 @@ def _index(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return table[raw].astype(np.int32), ids
     ids, inverse = np.unique(raw, return_inverse=True)
     return inverse.reshape(-1).astype(np.int32), ids.astype(np.int64)
+
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def int64_column(a, label: str, where_many: Where) -> np.ndarray:
+    """``a`` (raw ids or timestamps) as int64, refused (naming the first bad row) unless every value
+    is a whole number a 64-bit integer holds: an unsigned value above 2**63 - 1 or a float out of
+    range would otherwise wrap around to another number silently."""
+    a = np.asarray(a)
+    bad = None
+    if a.dtype.kind == "u":
+        bad = a > _INT64_MAX
+    elif a.dtype.kind == "f":
+        bad = ~np.isfinite(a) | (a != np.round(a)) | (a < -(2.0**63)) | (a >= 2.0**63)
+    elif a.dtype.kind != "i":
+        raise DataError(f"{label} must be integers, got dtype {a.dtype}")
+    if bad is not None and bad.any():
+        k = int(np.argmax(bad))
+        value = a[k].item()
+        whole = a.dtype.kind == "u" or (math.isfinite(value) and value == round(value))
+        problem = "is out of the 64-bit integer range" if whole else "is not a whole number"
+        raise DataError(f"{where_many(np.array([k]))[k]}: {label} {value!r} {problem}")
+    return np.ascontiguousarray(a, dtype=np.int64)
 
 
 def _check_ratings(ratings: np.ndarray, scale: tuple[float, float], step: float | None, where_many: Where) -> None:
@@ -116,12 +140,10 @@ def from_arrays(
     if len(vals) == 0:
         raise DataError(f"{name}: no ratings")
     for label, a in (("user", raw_u), ("item", raw_i)):
-        if not np.issubdtype(a.dtype, np.integer):
-            if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
-                continue
+        if a.dtype.kind not in "iuf":
             raise DataError(f"{name}: raw {label} ids must be integers, got dtype {a.dtype}")
-    raw_u = raw_u.astype(np.int64, copy=False)
-    raw_i = raw_i.astype(np.int64, copy=False)
+    raw_u = int64_column(raw_u, "user id", where_many)
+    raw_i = int64_column(raw_i, "item id", where_many)
     try:
         lo, hi = float(scale[0]), float(scale[1])
     except (TypeError, ValueError, IndexError):
@@ -132,8 +154,8 @@ def from_arrays(
         step = float(step)
         if not (step > 0 and math.isfinite(step)):
             raise DataError(f"{name}: step must be a positive number, got {step!r}")
-    if not np.issubdtype(vals.dtype, np.number):
-        raise DataError(f"{name}: ratings must be numbers, got dtype {vals.dtype}")
+    if vals.dtype.kind not in "iuf":
+        raise DataError(f"{name}: ratings must be real numbers, got dtype {vals.dtype}")
     _check_ratings(vals, (lo, hi), step, where_many)
     users, user_ids = _index(raw_u)
     items, item_ids = _index(raw_i)
@@ -143,7 +165,9 @@ def from_arrays(
         ts = np.asarray(timestamps)
         if ts.shape != vals.shape:
             raise DataError(f"{name}: timestamps differ in length from the ratings ({len(ts)} vs {len(vals)})")
-        ts = ts.astype(np.int64, copy=False)
+        if ts.dtype.kind not in "iuf":
+            raise DataError(f"{name}: timestamps must be integers, got dtype {ts.dtype}")
+        ts = int64_column(ts, "timestamp", where_many)
     meta = {} if step is None else {"step": step}
     return Ratings(
         name=name,

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from autorec.data.indexing import Where, from_arrays
+from autorec.data.indexing import Where, from_arrays, int64_column
 from autorec.data.ratings import Ratings
 from autorec.errors import DataError
 
-__all__ = ["read_ratings", "load_file", "normalize_format", "line_numbers", "where_in_files"]
+__all__ = ["read_ratings", "load_file", "normalize_format", "line_numbers", "where_in_files", "scan_bytes"]
 
 _FORMAT_ALIASES = {
     "tab": "tab",
@@ -74,8 +74,13 @@ def _lines(path: Path, fmt: str):
             text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             if not text.strip():
                 continue
+            if "\r" in text:
+                raise DataError(f"{path}, line {n}: {_STRAY_CR}")
             if fmt == "csv":
-                fields = next(csv.reader([text]))
+                try:
+                    fields = next(csv.reader([text]))
+                except csv.Error as exc:
+                    raise DataError(f"{path}, line {n}: not a readable csv line ({exc}): {text[:80]!r}") from None
             elif fmt == "::":
                 fields = text.split("::")
             else:
@@ -83,10 +88,60 @@ def _lines(path: Path, fmt: str):
             yield n, fields
 
 
+_STRAY_CR = (
+    "a carriage return (CR) that ends no line (a stray CR, or old Mac line endings): "
+    "line breaks must be LF or CR LF"
+)
+
+
+def scan_bytes(path: Path) -> None:
+    """Refuse bytes the fast parser would misread without failing: a NUL (a zero-filled block of a
+    damaged copy; pandas ends a field there, so ``1\\x00\\x00`` would read as ``1``) and a CR that is
+    not part of a CR LF pair (pandas ends a line there, so one line could read as two rows).
+    Reads the file in blocks; the error names the line."""
+    offset = 0  # of this block in the file
+    bad: tuple[int, str] | None = None
+    with open(path, "rb") as fh:
+        pending_cr = False  # the previous block ended with a CR: its pair's LF must start this one
+        while block := fh.read(_SCAN_BLOCK):
+            if pending_cr and not block.startswith(b"\n"):
+                bad = (offset - 1, _STRAY_CR)
+                break
+            nul = block.find(b"\x00")
+            lone = -1
+            trailing = block.endswith(b"\r")
+            n_cr = block.count(b"\r")
+            if n_cr and n_cr != block.count(b"\r\n") + trailing:  # some CR ends no line
+                k = block.find(b"\r")
+                while block[k + 1 : k + 2] == b"\n":
+                    k = block.find(b"\r", k + 2)
+                lone = k
+            first = min((k for k in (nul, lone) if k >= 0), default=-1)
+            if first >= 0:
+                what = "a NUL byte (the file is damaged, e.g. a zero-filled block)" if first == nul else _STRAY_CR
+                bad = (offset + first, what)
+                break
+            pending_cr = trailing
+            offset += len(block)
+    # a CR as the file's very last byte ends its last line: harmless
+    if bad is not None:
+        with open(path, "rb") as fh:
+            line = fh.read(bad[0]).count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: {bad[1]}")
+
+
+_SCAN_BLOCK = 1 << 24
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def csv_lines(path: Path):
+    """``(line number, fields)`` of every non-blank line of a csv file, its header included."""
+    return _lines(path, "csv")
+
+
 def _is_int(text: str) -> bool:
     try:
-        int(text.strip())
-        return True
+        return _INT64[0] <= int(text.strip()) <= _INT64[1]
     except ValueError:
         return False
 
@@ -125,6 +180,8 @@ def _diagnose(
             ok = _is_float(value) if field == "rating" else _is_int(value)
             if not ok:
                 kind = "a number" if field == "rating" else "an integer"
+                if field != "rating" and value.strip().lstrip("+-").isdigit():
+                    kind = "a 64-bit integer (out of range)"
                 return DataError(f"{path}, line {n}: {field} {value!r} is not {kind}: {_show(fields, fmt)}")
             if field == "rating" and not math.isfinite(float(value)):
                 return DataError(f"{path}, line {n}: rating {value.strip()} is not a finite number")
@@ -168,7 +225,12 @@ def _csv_columns(path: Path) -> tuple[dict[str, int], int]:
             f"{path}, line 1: empty; a csv ratings file starts with a header row "
             "'user,item,rating[,timestamp]' (or userId,movieId,rating,timestamp)"
         )
-    header = next(csv.reader([first]))
+    if "\r" in first:
+        raise DataError(f"{path}, line 1: {_STRAY_CR}")
+    try:
+        header = next(csv.reader([first]))
+    except csv.Error as exc:
+        raise DataError(f"{path}, line 1: not a readable csv header ({exc}): {first[:80]!r}") from None
     norm = [h.strip().strip('"').lower().replace("_", "").replace(" ", "") for h in header]
     columns: dict[str, int] = {}
     for field, accepted in _CSV_COLUMNS.items():
@@ -201,6 +263,7 @@ def read_ratings(path, fmt: str):
     path = Path(path)
     fmt = normalize_format(fmt)
     _check_file(path)
+    scan_bytes(path)
     columns: dict[str, int] | None = None
     n_fields: int | None = None
     if fmt == "csv":
@@ -253,7 +316,7 @@ def read_ratings(path, fmt: str):
         raise DataError(
             f"{path}: no ratings (only a header row)" if fmt == "csv" else f"{path}: no ratings (the file is empty)"
         ) from None
-    except (ValueError, TypeError, pd.errors.ParserError) as exc:
+    except (ValueError, TypeError, OverflowError, pd.errors.ParserError) as exc:
         raise _diagnose(path, fmt, columns, n_fields, exc) from None
     if frame.shape[1] != n_fields:
         raise _diagnose(path, fmt, columns, n_fields, None)
@@ -262,8 +325,15 @@ def read_ratings(path, fmt: str):
             f"{path}: no ratings (only a header row)" if fmt == "csv" else f"{path}: no ratings (the file is empty)"
         )
     col = {f: frame[k].to_numpy() for f, k in zip(names, usecols)}
-    users = np.ascontiguousarray(col["user"], dtype=np.int64)
-    items = np.ascontiguousarray(col["item"], dtype=np.int64)
+    del frame
+
+    def where(rows: np.ndarray) -> dict[int, str]:
+        lines = line_numbers(path, fmt, rows)
+        return {int(k): f"{path}, line {lines.get(int(k), '?')}" for k in rows}
+
+    # pandas reads an id above 2**63 - 1 as uint64: refused here, never wrapped to a negative id
+    users = int64_column(col["user"], "user", where)
+    items = int64_column(col["item"], "item", where)
     values = col["rating"]
     bad = ~np.isfinite(values)
     if bad.any():
@@ -271,7 +341,7 @@ def read_ratings(path, fmt: str):
         line = line_numbers(path, fmt, np.array([k])).get(k, "?")
         raise DataError(f"{path}, line {line}: rating {values[k]} is not a finite number")
     ratings = values.astype(np.float32)
-    ts = np.ascontiguousarray(col["timestamp"], dtype=np.int64) if "timestamp" in col else None
+    ts = int64_column(col["timestamp"], "timestamp", where) if "timestamp" in col else None
     return users, items, ratings, ts
 
 
