@@ -570,6 +570,11 @@ def test_files_split_rejections(ratings, tmp_path):
         ("user,item,rating\n1,2.5,3\n", "line 2: item '2.5' is not an integer id"),
         ("user,item,rating\n1,2,3\n1,3,\n", "line 3: rating '' is not a finite number"),
         ("user,item,rating\n1,2,inf\n", "line 2: rating 'inf' is not a finite number"),
+        # a field more than the header: refused, never read shifted by a column
+        ("user,item,rating\n9,2,2,1\n8,3,3,2\n", "line 2: malformed line: expected 3 fields as in the header, found 4"),
+        ("user,item,rating\n9,2,2\n8,3\n", "line 3: truncated line: expected 3 fields as in the header, found 2"),
+        ("user,item,rating\n1,2\x00,3\n", "line 2: a NUL byte"),
+        ("user,item,rating\n1,2,3\r4,5,3\n", "line 2: a carriage return (CR) that ends no line"),
     ],
 )
 def test_read_split_csv_errors(tmp_path, text, needle):

@@ -7,13 +7,14 @@ Every error names the file, and the line where one applies."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from autorec.data.indexing import from_arrays
-from autorec.data.parsers import line_numbers, where_in_files
+from autorec.data.parsers import csv_lines, line_numbers, scan_bytes, where_in_files
 from autorec.data.rating_scale import scale_for
 from autorec.data.ratings import Ratings
 from autorec.errors import DataError, SplitError
@@ -30,12 +31,17 @@ def read_split_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.
     path = Path(path)
     if not path.is_file():
         raise DataError(f"split file {path} does not exist")
+    scan_bytes(path)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        with warnings.catch_warnings():
+            # index_col=False, and its warning an error: a row with more fields than the header is
+            # refused below, never read shifted by a column (pandas' default) or cut short
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty; expected a header 'user,item,rating' and rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({exc})") from None
+    except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError) as exc:
+        raise _field_count_error(path) or DataError(f"{path}: not a readable CSV ({exc})") from None
     cols = [c.strip() for c in df.columns]
     df.columns = cols
     missing = [c for c in ("user", "item", "rating") if c not in cols]
@@ -56,12 +62,30 @@ def read_split_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.
             vals = None
             bad = ~text.str.fullmatch(r"[+-]?\d{1,18}").to_numpy(dtype=bool)
         if bad.any():
+            err = _field_count_error(path)
+            if err is not None:
+                raise err
             j = int(np.argmax(bad))
             line = line_numbers(path, "csv", np.array([j])).get(j, "?")
             what = "a finite number" if col == "rating" else "an integer id"
             raise DataError(f"{path} line {line}: {col} {df[col].iloc[j]!r} is not {what}")
         out.append(vals.astype(np.float32) if vals is not None else text.to_numpy().astype(np.int64))
     return out[0], out[1], out[2]
+
+
+def _field_count_error(path: Path) -> DataError | None:
+    """The error for the first line whose number of fields differs from the header's, if any."""
+    lines = csv_lines(path)
+    header = next(lines, None)
+    if header is None:
+        return None
+    for n, fields in lines:
+        if len(fields) != len(header[1]):
+            what = "truncated line" if len(fields) < len(header[1]) else "malformed line"
+            return DataError(
+                f"{path} line {n}: {what}: expected {len(header[1])} fields as in the header, found {len(fields)}"
+            )
+    return None
 
 
 def ratings_from_files(
