@@ -56,6 +56,13 @@ def fake_load(monkeypatch):
     return calls, table
 
 
+def test_an_unwritable_split_store_is_a_clear_error(fake_load, tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(SplitError, match=f"cannot store the split in {not_a_folder}.*writable --cache-dir"):
+        S.load_split("toy", "random:test_ratio=0.2", seed=3, cache_dir=not_a_folder)
+
+
 def test_load_split_stores_and_reuses(fake_load, tmp_path):
     calls, table = fake_load
     d = S.load_split("toy", "random:test_ratio=0.2", seed=3, data_dir="/some/dir", offline=True, cache_dir=tmp_path)
@@ -133,6 +140,11 @@ def test_canonical_maps_published_files(fake_ml100k, tmp_path):
         S.make_split(r, "canonical:ua", source_dir=folder)
     with pytest.raises(SplitError, match="have no rating in 'ml-100k'.*line 1, user 999"):
         S.make_split(r, "canonical:ub", source_dir=folder)
+    # a test file that lost its last lines (cut at a line end) still parses: the cover check refuses it
+    write_tab(folder / "u2.base", r, perm[:480])
+    write_tab(folder / "u2.test", r, perm[480:-3])
+    with pytest.raises(SplitError, match="u2.base and u2.test hold 480 \\+ 117 ratings, but u.data holds 600"):
+        S.make_split(r, "canonical:u2", source_dir=folder)
 
 
 @needs_data_layer

@@ -69,12 +69,18 @@ def cache_path(cache_dir: str | os.PathLike, dataset: str, spec: SplitSpec, seed
 
 
 def _write(path: Path, split: Split, meta: dict) -> None:
-    atomic_write(
-        path,
-        lambda fh: np.savez(
-            fh, train=split.train, valid=split.valid, test=split.test, meta=np.array(json.dumps(meta, sort_keys=True))
-        ),
-    )
+    try:
+        atomic_write(
+            path,
+            lambda fh: np.savez(
+                fh, train=split.train, valid=split.valid, test=split.test, meta=np.array(json.dumps(meta, sort_keys=True))
+            ),
+        )
+    except OSError as exc:
+        raise SplitError(
+            f"cannot store the split in {path.parent} ({exc.strerror or exc}); pass a writable "
+            "--cache-dir (or set $AUTOREC_CACHE_DIR)"
+        ) from None
 
 
 def _read(path: Path, ratings: Ratings, spec: SplitSpec, seed: int, valid_ratio: float, key: str) -> Split:

@@ -89,7 +89,16 @@ def _canonical(ratings: Ratings, spec: SplitSpec, seed: int, source_dir: Path | 
     for path in paths:
         u, i, r, _ = read_ratings(path, "tab")
         rows.append(map_rows(ratings, u, i, r, str(path), 1))
-    return disjoint_rows(ratings, rows[0], rows[1], f"{fold}.base", f"{fold}.test")
+    train, test = disjoint_rows(ratings, rows[0], rows[1], f"{fold}.base", f"{fold}.test")
+    if len(train) + len(test) != len(ratings):
+        # every published fold partitions u.data: a rating in neither file means one was cut short
+        # or edited (a line lost at the end of a truncated copy parses without an error)
+        raise SplitError(
+            f"{fold}.base and {fold}.test hold {len(train):,} + {len(test):,} ratings, but u.data holds "
+            f"{len(ratings):,}: every published fold covers all of them, so {paths[0].parent} holds a truncated "
+            "or edited copy (re-extract ml-100k.zip)"
+        )
+    return train, test
 
 
 def _files(ratings: Ratings, spec: SplitSpec, seed: int, source_dir: Path | None) -> Parts:
