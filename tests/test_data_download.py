@@ -32,8 +32,8 @@ def datasets_cache() -> Path:
 
 
 def toy(name="ml-100k", **kw) -> data.DatasetSpec:
-    """A registered spec with the toy's counts (3 users, 4 items, 6 ratings)."""
-    return dataclasses.replace(data.get(name), n_users=3, n_items=4, n_ratings=6, **kw)
+    """A registered spec with the toy's counts (3 users, 4 items, 6 ratings, timestamps 100..105)."""
+    return dataclasses.replace(data.get(name), n_users=3, n_items=4, n_ratings=6, **{"timestamps": None, **kw})
 
 
 def put(root: Path, spec: data.DatasetSpec, folder: str | None = None) -> Path:
@@ -235,6 +235,17 @@ def test_typo_in_a_registered_dataset_names_file_and_line(env, no_network):
     )
 
 
+def test_a_timestamp_cut_short_names_its_line(env, no_network):
+    """A last line cut inside its timestamp parses and keeps the counts; the release's time range
+    catches it."""
+    d = put(env / "d", toy(timestamps=(100, 105)))
+    assert data.load(toy(timestamps=(100, 105)), env / "d", offline=True).timestamps.tolist() == list(range(100, 106))
+    (d / "u.data").write_text(U_DATA[:-2] + "\n")  # 105 -> 10
+    with pytest.raises(DataError, match=r"u.data, line 6: timestamp 10 is outside ml-100k's 100..105 .*Fix: point"):
+        data.load(toy(timestamps=(100, 105)), env / "d", offline=True)
+    assert len(data.load(toy(timestamps=(100, 105)), env / "d", offline=True, validate=False)) == 6
+
+
 def test_truncated_u_data_names_a_fix_the_user_can_apply(env, monkeypatch, no_network):
     """Issue 12: a truncated u.data suggested ``validate=False``, which the CLI does not offer."""
     folder = env / "d" / "ml-100k"
@@ -381,6 +392,11 @@ def test_download_http_error(env, server):
     assert not any(p.suffix == ".part" for p in datasets_cache().iterdir())
 
 
+def test_download_bad_url(env):
+    with pytest.raises(DataError, match=r"could not download http://127\.0\.0\.1:9/a b/ml-25m\.zip"):
+        data.locate("ml-25m", base_url="http://127.0.0.1:9/a b/", progress=False)
+
+
 def _link(name: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name)
     info.external_attr = 0o120777 << 16
@@ -438,3 +454,25 @@ def test_download_latest_small_csv_end_to_end(env, server, monkeypatch):
     r = data.load(toy("ml-latest-small"), progress=False)
     assert r.meta["resolved_by"] == "download"
     assert r.rating_scale == (0.5, 5.0) and np.array_equal(r.ratings, [5, 3, 4, 1, 2, 5])
+
+
+def test_a_cached_archive_with_an_incomplete_copy_is_replaced(env, server, capfd):
+    """ml-latest-small has no published checksum, so a cached archive is only known bad by its
+    counts: it is removed and downloaded again, not extracted again and again."""
+    root, url, hits = server
+    s = toy("ml-latest-small")
+    cache = datasets_cache()
+    cache.mkdir(parents=True)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:  # 4 of the 6 ratings
+        zf.writestr(f"{s.folder}/{s.ratings_file}", "".join(R_CSV.splitlines(keepends=True)[:5]))
+    (cache / s.archive).write_bytes(buf.getvalue())
+    with pytest.raises(DataError, match=r"cached archive was refused: .*truncated: 4 of 6 ratings.*removed from"):
+        data.resolve(s, offline=True)
+    assert not (cache / s.archive).exists()
+    # the extracted incomplete copy is still there; --download replaces it from the server
+    (cache / s.archive).write_bytes(buf.getvalue())
+    (root / s.archive).write_bytes(make_zip(data.get("ml-latest-small")))
+    got = data.download(s, base_url=url, progress=False)
+    assert hits == ["/ml-latest-small.zip"]
+    assert len(data.load(s, got, offline=True)) == 6

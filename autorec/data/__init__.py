@@ -26,7 +26,7 @@ from autorec.data.download import (
     verify_archive,
 )
 from autorec.data.indexing import from_arrays
-from autorec.data.integrity import check_counts, copy_problem, count_rows, fix_hint
+from autorec.data.integrity import check_counts, check_timestamps, copy_problem, count_rows, fix_hint
 from autorec.data.parsers import load_file, normalize_format, read_ratings
 from autorec.data.rating_scale import RatingScale, scale_for
 from autorec.data.ratings import Ratings
@@ -65,6 +65,7 @@ __all__ = [
     "count_rows",
     "copy_problem",
     "check_counts",
+    "check_timestamps",
     "fix_hint",
     "SHAPES",
     "generate",
@@ -98,5 +99,6 @@ def load_copy(name, loc: Location, *, validate: bool = True) -> Ratings:
     ratings = load_file(path, spec.fmt, name=spec.name, scale=spec.rating_scale, step=spec.step)
     if validate:
         check_counts(ratings, spec, path, loc.step)
+        check_timestamps(ratings, spec, path, loc.step)
     ratings.meta.update(dataset=spec.name, folder=str(loc.path), resolved_by=loc.step, validated=bool(validate))
     return ratings

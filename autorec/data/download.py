@@ -141,6 +141,7 @@ def resolve(
             return Location(found, step, root)
     cache = cache_dir("datasets")
     archive = cache / spec.archive
+    cached_problem = None
     if archive.is_file():
         # a verified archive from an earlier run (or put there by hand): extract it, no network
         try:
@@ -148,10 +149,14 @@ def resolve(
         except ChecksumError:
             _remove(archive)
         else:
-            return Location(extract_archive(archive, spec, cache), "cache-archive", cache)
+            try:
+                return Location(_extract_cached(archive, spec, cache), "cache-archive", cache)
+            except DataError as exc:  # removed: a download replaces it
+                cached_problem = str(exc)
     url = _url(spec, base_url)
     if offline:
-        raise _not_local(spec, roots, "offline mode forbids downloading it", url)
+        why = "offline mode forbids downloading it"
+        raise _not_local(spec, roots, f"{why} (the cached archive was refused: {cached_problem})" if cached_problem else why, url)
     if not download:
         raise _not_local(spec, roots, "downloading is disabled (download=False)", url)
     return Location(_download(spec, cache, base=base_url, progress=progress), "download", cache)
@@ -196,11 +201,33 @@ def _download(spec: DatasetSpec, dest: Path, *, base: str | None, progress: bool
     if archive.is_file():
         try:
             verify_archive(archive, spec)
-        except ChecksumError:
-            _remove(archive)
-    if not archive.is_file():
-        _fetch(_url(spec, base), archive, spec, progress=progress, timeout=timeout)
-    return extract_archive(archive, spec, dest)
+            return _extract_cached(archive, spec, dest)
+        except (ChecksumError, DataError):
+            _remove(archive)  # not this dataset's complete archive: fetch it again
+    _fetch(_url(spec, base), archive, spec, progress=progress, timeout=timeout)
+    return _extract_cached(archive, spec, dest)
+
+
+def _extract_cached(archive: Path, spec: DatasetSpec, dest: Path) -> Path:
+    """:func:`extract_archive` of an archive in the cache, checked for the registered number of
+    ratings; an archive that cannot be extracted or holds an incomplete copy is removed from the
+    cache (it passed its checksums, if any are published, so only an archive without one, such as
+    ml-latest-small's, or one put there by hand gets here), so that a download replaces it."""
+    try:
+        target = extract_archive(archive, spec, dest)
+    except DataError as exc:
+        if not archive.exists():
+            raise  # removed already, and the message says so
+        _remove(archive)
+        raise DataError(f"{exc} (the archive was removed from the cache: download it again)") from None
+    problem = copy_problem(spec, target)
+    if problem is not None:
+        _remove(archive)
+        raise DataError(
+            f"{archive}: its {spec.ratings_file} is incomplete ({problem}); the archive was removed "
+            f"from the cache: download it again (autorec-bench datasets --download {spec.name})"
+        )
+    return target
 
 
 def _remove(path: Path) -> None:
@@ -277,7 +304,7 @@ def _fetch(url: str, archive: Path, spec: DatasetSpec, *, progress: bool, timeou
             response = urllib.request.urlopen(url, timeout=timeout)
         except urllib.error.HTTPError as exc:
             raise DataError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.InvalidURL, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DataError(
                 f"could not download {url}: {reason}; without network, put the extracted "

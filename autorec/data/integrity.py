@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from autorec.data.parsers import line_numbers
 from autorec.data.ratings import Ratings
 from autorec.data.registry import DatasetSpec
 from autorec.errors import DataError
 
-__all__ = ["count_rows", "copy_problem", "check_counts", "fix_hint"]
+__all__ = ["count_rows", "copy_problem", "check_counts", "check_timestamps", "fix_hint"]
 
 _BLOCK = 1 << 22
 _SPACE = np.array([ord(c) for c in " \t\r\v\f"], dtype=np.uint8)
@@ -90,4 +91,22 @@ def check_counts(ratings: Ratings, spec: DatasetSpec, where: str | Path, step: s
     raise DataError(
         f"{where}: {what}has {diff}; {spec.name} has {spec.n_users} users, {spec.n_items} rated items and "
         f"{spec.n_ratings} ratings. The copy is incomplete, modified or another release. Fix: {fix_hint(spec, step)}"
+    )
+
+
+def check_timestamps(ratings: Ratings, spec: DatasetSpec, where: str | Path, step: str) -> None:
+    """:class:`DataError`, naming the line, for a timestamp outside the release's first..last one
+    (``spec.timestamps``, where known): a last line cut short inside its timestamp still parses and
+    keeps the counts, but would move that rating in time (``seq-aware`` splits order by it)."""
+    if spec.timestamps is None or ratings.timestamps is None:
+        return
+    lo, hi = spec.timestamps
+    off = (ratings.timestamps < lo) | (ratings.timestamps > hi)
+    if not off.any():
+        return
+    k = int(np.argmax(off))
+    line = line_numbers(Path(where), spec.fmt, np.array([k])).get(k, "?")
+    raise DataError(
+        f"{where}, line {line}: timestamp {int(ratings.timestamps[k])} is outside {spec.name}'s "
+        f"{lo}..{hi} (a line cut short, or another release). Fix: {fix_hint(spec, step)}"
     )

@@ -39,7 +39,8 @@ class DatasetSpec:
     verified); empty when none is published (then ``checksum_note`` says so).  ``archive_size`` is
     the archive's size in bytes when known.  ``folder`` is the folder the archive unpacks to,
     ``ratings_file`` the ratings file inside it, read as ``fmt``.  ``n_users`` / ``n_items`` /
-    ``n_ratings`` are the expected counts (users, items with at least one rating, ratings).
+    ``n_ratings`` are the expected counts (users, items with at least one rating, ratings);
+    ``timestamps`` the release's first and last timestamp, where known.
     """
 
     name: str
@@ -58,6 +59,9 @@ class DatasetSpec:
     archive_size: int | None = None
     checksum_note: str = ""
     redistributable: bool = False
+    #: the first and last timestamp of the release, checked on load where known (a line cut short
+    #: in its timestamp parses, and the count check cannot see it)
+    timestamps: tuple[int, int] | None = None
 
     @property
     def url(self) -> str:
@@ -110,6 +114,7 @@ DATASETS: dict[str, DatasetSpec] = {
                 ("sha1", "cd4dcac4241c8a4ad7badc7ca635da8a69dddb83"),
             ),
             archive_size=4_924_029,
+            timestamps=(874_724_710, 893_286_638),
         ),
         DatasetSpec(
             name="ml-1m",
@@ -193,6 +198,7 @@ DATASETS: dict[str, DatasetSpec] = {
             checksum_note="GroupLens publishes no checksum for this archive (and may re-release it): "
             "verified by its expected counts only",
             redistributable=True,
+            timestamps=(828_124_615, 1_537_799_250),
         ),
     )
 }
