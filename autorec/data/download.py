@@ -156,7 +156,9 @@ def resolve(
     url = _url(spec, base_url)
     if offline:
         why = "offline mode forbids downloading it"
-        raise _not_local(spec, roots, f"{why} (the cached archive was refused: {cached_problem})" if cached_problem else why, url)
+        raise _not_local(
+            spec, roots, f"{why} (the cached archive was refused: {cached_problem})" if cached_problem else why, url
+        )
     if not download:
         raise _not_local(spec, roots, "downloading is disabled (download=False)", url)
     return Location(_download(spec, cache, base=base_url, progress=progress), "download", cache)

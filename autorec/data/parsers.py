@@ -89,8 +89,7 @@ def _lines(path: Path, fmt: str):
 
 
 _STRAY_CR = (
-    "a carriage return (CR) that ends no line (a stray CR, or old Mac line endings): "
-    "line breaks must be LF or CR LF"
+    "a carriage return (CR) that ends no line (a stray CR, or old Mac line endings): line breaks must be LF or CR LF"
 )
 
 

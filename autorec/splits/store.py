@@ -73,7 +73,11 @@ def _write(path: Path, split: Split, meta: dict) -> None:
         atomic_write(
             path,
             lambda fh: np.savez(
-                fh, train=split.train, valid=split.valid, test=split.test, meta=np.array(json.dumps(meta, sort_keys=True))
+                fh,
+                train=split.train,
+                valid=split.valid,
+                test=split.test,
+                meta=np.array(json.dumps(meta, sort_keys=True)),
             ),
         )
     except OSError as exc:
