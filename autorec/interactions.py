@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from autorec.errors import DataError
+
 
 @dataclass(frozen=True, eq=False)
 class Interactions:
@@ -44,6 +46,11 @@ class Interactions:
             raise ValueError(f"based must be 'item' or 'user', got {based!r}")
         m = sp.csr_matrix((self.ratings.astype(np.float32, copy=False), (rows, cols)), shape=shape, dtype=np.float32)
         m.sum_duplicates()
+        if m.nnz != len(self):  # scipy summed a pair's ratings into one (5 + 5 = a target of 10)
+            raise DataError(
+                f"{len(self) - m.nnz} duplicate (user, item) pair(s) among {len(self)} ratings: "
+                "keep one rating per pair"
+            )
         m.sort_indices()
         return m
 

@@ -319,6 +319,22 @@ def test_resume_equals_uninterrupted(Model, data, tmp_path, optimizer, extra):
     assert [h["valid_rmse"] for h in info.history] == [h["valid_rmse"] for h in info_full.history]
     with pytest.raises(ConfigError, match="hidden"):
         Model({**cfg, "hidden": (13,)}).fit(data.train, data.valid, resume=ck)
+    if optimizer == "sgd":  # a knob of the update itself may not change; one of how it is computed may
+        with pytest.raises(ConfigError, match=r"extra\['sgd_momentum'\]: checkpoint 0.9 vs now 0.5"):
+            Model({**cfg, "extra": {"sgd_momentum": 0.5}}).fit(data.train, data.valid, resume=ck)
+    again = Model({**cfg, "extra": {**extra, "predict_batch_rows": 7}})
+    again.fit(data.train, data.valid, resume=ck)
+    np.testing.assert_array_equal(again.get_weights()["W0"], full.get_weights()["W0"])
+
+
+def test_resume_keeps_the_epochs_a_cosine_schedule_depends_on(Model, data, tmp_path):
+    cfg = dict(hidden=(6,), epochs=2, batch_size=64, lr_schedule="cosine", threads=1)
+    Model(cfg).fit(data.train, data.valid, checkpoint=tmp_path / "ck")
+    with pytest.raises(ConfigError, match="epochs: checkpoint 2 vs now 4"):
+        Model({**cfg, "epochs": 4}).fit(data.train, data.valid, resume=tmp_path / "ck")
+    step = {**cfg, "lr_schedule": "step", "lr_step": 1}
+    Model(step).fit(data.train, data.valid, checkpoint=tmp_path / "ck2")
+    assert Model({**step, "epochs": 4}).fit(data.train, data.valid, resume=tmp_path / "ck2").epochs_run == 4
 
 
 # ====================================================================== faults and interface
@@ -327,6 +343,27 @@ def test_divergence_names_epoch_and_batch(Model, data):
     with pytest.raises(TrainingDivergedError, match=r"epoch \d+, batch \d+.*lower lr \(now 1e\+06\)") as err:
         m.fit(data.train)
     assert isinstance(err.value.history, list)  # type: ignore[attr-defined]
+
+
+def test_a_last_step_to_non_finite_weights_is_divergence_and_leaves_no_model(Model, data, tmp_path):
+    """A fit without validation (a refit on train + validation) has nothing that looks at its last
+    step; one batch per epoch makes the only step the last."""
+    cfg = dict(hidden=(8,), optimizer="sgd", loss="observed-sum", epochs=1, batch_size=10_000,
+               hidden_activation="identity", dropout=0.0)  # fmt: skip
+    m = Model(**cfg, lr=3e38)
+    with pytest.raises(TrainingDivergedError, match=r"the learned 'W0' after the last step is not finite .*epoch 1"):
+        m.fit(data.train)
+    with pytest.raises(NotFittedError):
+        m.predict(data.test.users[:3], data.test.items[:3])
+    with pytest.raises(NotFittedError):
+        m.save(tmp_path / "m.npz")
+    # finite weights whose outputs overflow: predict names the model and the config
+    m = Model(**cfg, lr=1e36)
+    m.fit(data.train)
+    with pytest.raises(
+        FloatingPointError, match=r"^autorec \(\w+\): 3 of 3 predictions are NaN .*did training diverge"
+    ):
+        m.predict(data.test.users[:3], data.test.items[:3])
 
 
 def test_nan_ratings_refused_before_training(Model, data):
@@ -345,6 +382,11 @@ def test_nan_ratings_refused_before_training(Model, data):
         ({"extra": {"no_such_knob": 1}}, "unknown .* backend knob"),
         ({"nonsense": 1}, "unknown parameter"),
         ({"lr": 0}, "lr"),
+        ({"hidden": "500,-250"}, "positive layer sizes"),  # a minus is a sign, not a separator
+        ({"extra": {"record_batch_losses": "no"}}, r"extra\['record_batch_losses'\]='no' must be true or false"),
+        ({"extra": {"sgd_momentum": -1}}, r"sgd_momentum.*\[0, 1\)"),
+        ({"extra": {"predict_batch_rows": "abc"}}, "predict_batch_rows.*positive integer"),
+        ({"extra": {"predict_batch_rows": 0.5}}, "predict_batch_rows.*positive integer"),
     ],
 )
 def test_invalid_configs_rejected_up_front(Model, params, match):

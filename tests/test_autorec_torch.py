@@ -161,6 +161,10 @@ def test_default_init_is_torchs(data):
         ({"devices": ("cpu", "cpu")}, "fit_parallel"),
         ({"extra": {"adam_epsilon": "torch"}}, "unknown torch backend knob"),
         ({"extra": {"sparse_kernel": "fast"}}, "sparse_kernel"),
+        ({"extra": {"fused_step": "no"}}, "must be true or false"),
+        ({"extra": {"lbfgs_max_iter": 0}}, "lbfgs_max_iter.*positive integer"),
+        ({"extra": {"lbfgs_history": -1}}, "lbfgs_history.*positive integer"),
+        ({"extra": {"lbfgs_line_search": "armijo"}}, "'strong_wolfe' only"),
     ],
 )
 def test_torch_only_configs_rejected_up_front(params, match):

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from autorec.errors import ConfigError, TrainingDivergedError
+from autorec.errors import ConfigError, DataError, TrainingDivergedError
 from autorec.interactions import Interactions
 from autorec.models import registry
 from autorec.models.base import IterativeRecommender, NotFittedError, Recommender
@@ -120,6 +120,14 @@ class TestContract:
         assert np.all((pred >= 1.0) & (pred <= 5.0))
         m = model.evaluate(data.test)
         assert m["n"] == len(data.test) and math.isfinite(m["rmse"]) and m["rmse"] < 1.5
+        # indices are integers: 1.9 is refused, not read as user 1
+        with pytest.raises(DataError, match="user indices must be integers, got float64"):
+            model.predict([1.9], [0])
+        with pytest.raises(DataError, match="item indices must be integers"):
+            model.predict([1], ["3"])
+        with pytest.raises(DataError, match="must be a 1-d array"):
+            model.predict([[1, 2]], [[0, 0]])
+        assert model.predict(np.array([], dtype=np.int32), []).shape == (0,)
 
     def test_best_epoch_is_the_lowest_validation_rmse_and_is_restored(self, name, backend, data):
         model = _build(name, backend)
@@ -189,6 +197,16 @@ class TestContract:
             model.fit(data.train, data.valid)
         assert "config" in str(err.value)
         assert isinstance(err.value.history, list)
+        # diverged weights are no model, also when an earlier fit succeeded
+        with pytest.raises(NotFittedError):
+            model.predict(data.test.users[:3], data.test.items[:3])
+        model = _build(name, backend)
+        model.fit(data.train)
+        model.config = _build(name, backend, **diverge).config
+        with pytest.raises(TrainingDivergedError):
+            model.fit(data.train, data.valid)
+        with pytest.raises(NotFittedError):
+            model.predict(data.test.users[:3], data.test.items[:3])
 
     def test_save_and_load_where_supported(self, name, backend, data, tmp_path):
         model = _build(name, backend)

@@ -89,3 +89,15 @@ def test_csr_does_not_alias_the_part():
     m = P.csr("user")
     m.data[:] = 0
     assert P.ratings.tolist() == [5, 3, 4, 1, 2.5]
+
+
+def test_csr_refuses_duplicate_pairs():
+    """scipy sums a pair's ratings (5 + 5 would be one target of 10): the loaders refuse duplicates,
+    and a part built by hand is refused where AutoRec builds its matrix."""
+    from autorec.errors import DataError
+
+    part = Interactions(np.array([0, 0, 1]), np.array([2, 2, 0]), np.array([5, 5, 3], dtype=np.float32), 2, 3, (1, 5))
+    with pytest.raises(DataError, match=r"1 duplicate \(user, item\) pair\(s\) among 3 ratings"):
+        part.csr()
+    zero = Interactions(np.array([0, 1]), np.array([2, 2]), np.array([0, 3], dtype=np.float32), 2, 3, (0, 5))
+    assert zero.csr("user").nnz == 2  # a rating of 0 is a rating, not a duplicate

@@ -110,6 +110,25 @@ def test_one_epoch_same_losses_and_weights(backends, data, based, optimizer, reg
     assert moved > 50 * WEIGHT_ATOL[optimizer]  # the epoch really changed the weights
 
 
+@pytest.mark.parametrize("act", ["sigmoid", "relu", "tanh", "elu", "selu"])
+def test_every_activation_trains_alike_across_frameworks(backends, data, act):
+    """The gradients too, not only the forward values: MXNet's own selu backward is wrong for
+    negative inputs (the block computes selu as scale * elu)."""
+    AutoRecTorch, AutoRecMXNet = backends
+    train = data[0]
+    cfg = dict(hidden=(12, 6), hidden_activation=act, output_activation="identity", dropout=0.0, epochs=1,
+               batch_size=20, loss="observed-mean", optimizer="sgd", lr=0.5, reg=0.0, path="sparse")  # fmt: skip
+    start = _start_weights(train.n_users, (12, 6), seed=5)
+    start["b0"] -= 1.0  # many negative pre-activations, where elu and selu bend
+    lt, wt, _ = _one_epoch(AutoRecTorch, cfg, train, start, {})
+    lm, wm, _ = _one_epoch(AutoRecMXNet, cfg, train, start, {})
+    np.testing.assert_allclose(lm, lt, rtol=LOSS_RTOL)
+    for k in wt:  # selu's weights move by up to 30 here: float rounding scales with them
+        atol = WEIGHT_ATOL["sgd"] * max(1.0, float(np.abs(wt[k]).max()))
+        np.testing.assert_allclose(wm[k], wt[k], rtol=0, atol=atol, err_msg=k)
+    assert np.abs(wt["W0"] - start["W0"]).max() > 1e-2  # the epoch really trained the first layer
+
+
 @pytest.mark.parametrize("path", ["dense", "sparse"])
 def test_deep_stack_and_paths_agree_across_frameworks(backends, data, path):
     AutoRecTorch, AutoRecMXNet = backends

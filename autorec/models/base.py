@@ -184,7 +184,13 @@ class Recommender(ABC, Generic[C]):
         if self.train_pass:
             options["score_train"] = bool(score_train)
         self.facts = TrainFacts.of(train)
-        info = self._fit(train, valid if valid is not None and len(valid) else None, progress=progress, **options)
+        self.fit_info = None
+        try:
+            info = self._fit(train, valid if valid is not None and len(valid) else None, progress=progress, **options)
+        except BaseException:
+            # half-trained (or diverged) weights are no model: predict and save refuse until a fit succeeds
+            self.facts = None
+            raise
         self.fit_info = info
         return info
 
@@ -215,7 +221,12 @@ class Recommender(ABC, Generic[C]):
             raw[warm] = scores
         facts = self._facts()
         fill = ColdStartPolicy.parse(self.config.cold_start).fill_value(facts.global_mean)
-        return finalize(raw, cold, fill, facts.rating_scale)
+        try:
+            return finalize(raw, cold, fill, facts.rating_scale)
+        except FloatingPointError as exc:
+            raise FloatingPointError(
+                f"{self.label()}: {exc} (did training diverge? config: {self.config.summary()})"
+            ) from None
 
     def cold_mask(self, users: Any, items: Any) -> np.ndarray:
         """True where the user or the item of a pair has no training rating."""
@@ -239,10 +250,19 @@ class Recommender(ABC, Generic[C]):
             raise NotFittedError(f"{self.label()}: call fit(train) (or load a saved model) before predict")
         return self.facts
 
+    def _indices(self, values: Any, what: str) -> np.ndarray:
+        """0-based indices as a 1-d int64 array; floats, strings and tables are refused, not cast
+        (``1.9`` would silently become user 1)."""
+        arr = np.asarray(values)
+        if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):
+            raise DataError(f"{self.label()}: {what} indices must be integers, got {arr.dtype} values")
+        if arr.ndim > 1:
+            raise DataError(f"{self.label()}: {what} indices must be a 1-d array, got shape {arr.shape}")
+        return arr.astype(np.int64, copy=False).reshape(-1)
+
     def _checked_pairs(self, users: Any, items: Any) -> tuple[np.ndarray, np.ndarray]:
         f = self._facts()
-        users = np.asarray(users, dtype=np.int64).ravel()
-        items = np.asarray(items, dtype=np.int64).ravel()
+        users, items = self._indices(users, "user"), self._indices(items, "item")
         if users.shape != items.shape:
             raise DataError(f"{self.label()}: predict got {users.size} users but {items.size} items")
         if users.size:

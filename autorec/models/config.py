@@ -115,6 +115,13 @@ class ModelConfig:
     EXECUTION: ClassVar[tuple[str, ...]] = ("threads",)
     #: fields that may differ between a checkpoint and the run resuming from it
     RESUME_MUTABLE: ClassVar[tuple[str, ...]] = ("epochs", "patience", "threads", "devices", "restore_best")
+    #: where ``extra`` is resume-mutable: the only keys in it that may change
+    RESUME_MUTABLE_EXTRA: ClassVar[tuple[str, ...]] = ()
+
+    def resume_mutable(self) -> tuple[str, ...]:
+        """The fields a fit resumed from a checkpoint of this config may change (they do not change
+        the steps already taken or the ones to come)."""
+        return self.RESUME_MUTABLE
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -239,7 +246,10 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin is tuple:
         (inner, _ellipsis) = typing.get_args(tp)
         if isinstance(value, str):
-            value = [v for v in re.split(r"[,\s-]+", value) if v] if inner is int else split_devices(value)
+            # "500,250", "500 250" or "500-250"; a minus sign stays a sign ("500,-250" is refused below)
+            value = (
+                [v for v in re.split(r"[,\s]+|(?<=\d)-(?=\d)", value) if v] if inner is int else split_devices(value)
+            )
         if isinstance(value, (int, str)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):

@@ -14,9 +14,10 @@ same way for every model, so that the families the verdict compares stop by the 
 - **best weights**: with ``config.restore_best`` the state of the best epoch is kept and restored at
   the end; ``FitInfo.best_epoch`` is always the best validation epoch and ``FitInfo.weights_epoch``
   the epoch whose weights the model holds;
-- **divergence**: a non-finite training loss, or non-finite validation predictions, raise
-  :class:`~autorec.errors.TrainingDivergedError` naming the model, the epoch and the config; the
-  error carries the history up to that epoch (``exc.history``);
+- **divergence**: a non-finite training loss, non-finite validation predictions, or (in a fit
+  without validation, whose last step nothing else checks) non-finite learned parameters at the
+  end raise :class:`~autorec.errors.TrainingDivergedError` naming the model, the epoch and the
+  config; the error carries the history up to that epoch (``exc.history``);
 - **progress**: ``progress(epoch, epochs, record)`` after every epoch;
 - **checkpoints**: every ``checkpoint_every`` epochs (and at the last one) an atomic ``.npz`` with
   the state, the trainer's optimizer state, the history and the early-stopping bookkeeping;
@@ -152,7 +153,7 @@ def train_loop(
                     model,
                     config,
                     epoch=epoch,
-                    what="the validation predictions",
+                    what="a validation prediction",
                     value=f"not finite ({exc})",
                     history=st.history,
                 ) from None
@@ -194,6 +195,10 @@ def train_loop(
             progress(epoch, epochs, dict(rec))
 
     last = st.history[-1]["epoch"] if st.history else 0
+    if valid_fn is None and st.history:
+        # an epoch's loss is taken before its updates, and nothing validates this fit: the last
+        # epoch's step could have left non-finite weights (a refit on train + validation) unseen
+        _check_finite_state(trainer, model, config, epoch=last, history=st.history)
     restored = False
     if config.restore_best and st.best_state is not None and st.best_epoch not in (None, last):
         trainer.load_state(st.best_state)
@@ -211,6 +216,23 @@ def train_loop(
             "resumed_from_epoch": (start - 1) if resume is not None else None,
         },
     )
+
+
+def _check_finite_state(
+    trainer: EpochTrainer, model: str, config: IterativeConfig, *, epoch: int, history: list[dict]
+) -> None:
+    for name, value in trainer.state(copy=False).items():
+        arr = np.asarray(value)
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).sum())
+            raise diverged(
+                model,
+                config,
+                epoch=epoch,
+                what=f"the learned {name!r} after the last step",
+                value=f"not finite ({bad} of {arr.size} values)",
+                history=history,
+            )
 
 
 @dataclass
@@ -305,10 +327,19 @@ def _optimizer_state(z: dict[str, np.ndarray], path: str | os.PathLike) -> Optim
 
 def check_resume_config(saved: dict, config: IterativeConfig, path: str | os.PathLike) -> None:
     """:class:`ConfigError` if the checkpoint was written with another configuration (only the
-    config class's ``RESUME_MUTABLE`` fields may change)."""
+    config's :meth:`resume_mutable` fields may change, and of ``extra`` only its class's
+    ``RESUME_MUTABLE_EXTRA`` keys)."""
     now = config.to_dict()
-    mutable = type(config).RESUME_MUTABLE
+    mutable = config.resume_mutable()
     diff = sorted(k for k in set(saved) | set(now) if k not in mutable and saved.get(k) != now.get(k))
+    if "extra" in mutable:  # only the keys that change how a step is computed, not what
+        fixed = type(config).RESUME_MUTABLE_EXTRA
+        was, now_extra = dict(saved.get("extra") or {}), dict(now.get("extra") or {})
+        diff += sorted(
+            f"extra[{k!r}]" for k in set(was) | set(now_extra) if k not in fixed and was.get(k) != now_extra.get(k)
+        )
+        saved = {**saved, **{f"extra[{k!r}]": was.get(k) for k in was}}
+        now = {**now, **{f"extra[{k!r}]": now_extra.get(k) for k in now_extra}}
     if diff:
         detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
         raise ConfigError(

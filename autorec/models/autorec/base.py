@@ -112,10 +112,26 @@ class AutoRecBase(IterativeRecommender[AutoRecConfig]):
                 f"{self.label()}: unknown {self.backend} backend knob(s) in extra: {unknown}; "
                 f"known: {list(self.KNOWN_EXTRA)}"
             )
+        self._check_extra_values()
         self.net: Any = None
         self._train: Interactions | None = None
         self._csr: sp.csr_matrix | None = None
         self._initial_weights: dict[str, np.ndarray] | None = None  # a fit option, held during one fit
+
+    def _check_extra_values(self) -> None:
+        """The values of the knobs both backends know, refused before any work: a switch is true or
+        false (the string "no" would count as on), a count a positive integer."""
+        extra, label = self.config.extra, self.label()
+        for key in ("record_batch_losses", "fused_optimizer", "fused_step"):
+            if key in extra and not isinstance(extra[key], bool):
+                raise ConfigError(f"{label}: extra[{key!r}]={extra[key]!r} must be true or false")
+        for key in ("predict_batch_rows", "lbfgs_max_iter", "lbfgs_history"):
+            n = extra.get(key)
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
+                raise ConfigError(f"{label}: extra[{key!r}]={n!r} must be a positive integer")
+        mom = extra.get("sgd_momentum", 0.0)
+        if not isinstance(mom, (int, float)) or isinstance(mom, bool) or not 0.0 <= float(mom) < 1.0:
+            raise ConfigError(f"{label}: extra['sgd_momentum']={mom!r} must be a number in [0, 1)")
 
     @classmethod
     def display_name(cls, params: Mapping[str, Any]) -> str:
@@ -280,7 +296,7 @@ class AutoRecBase(IterativeRecommender[AutoRecConfig]):
     def save(self, path: str | os.PathLike) -> None:
         """Config, weights and the train part (the inputs of prediction) in one ``.npz``, written
         atomically; one format for every backend (either backend loads it)."""
-        if self.net is None or self._train is None:
+        if self.net is None or self._train is None or self.facts is None:
             raise NotFittedError(f"{self.label()}: save needs a fitted model; call fit(train) first")
         train = self._train
         fit = self.fit_info

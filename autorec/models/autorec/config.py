@@ -84,6 +84,21 @@ class AutoRecConfig(IterativeConfig):
     )
 
     RESUME_MUTABLE: ClassVar[tuple[str, ...]] = (*ModelConfig.RESUME_MUTABLE, "extra")
+    #: the ``extra`` knobs a resumed fit may change: how the same step is computed or recorded
+    #: (kernels, fusion, kvstore, batch-loss records, prediction groups), never what it computes
+    RESUME_MUTABLE_EXTRA: ClassVar[tuple[str, ...]] = (
+        "record_batch_losses",
+        "predict_batch_rows",
+        "sparse_kernel",
+        "fused_step",
+        "fused_optimizer",
+        "kvstore",
+    )
+
+    def resume_mutable(self) -> tuple[str, ...]:
+        # the cosine schedule's learning rates depend on the number of epochs
+        mutable = super().resume_mutable()
+        return tuple(k for k in mutable if k != "epochs") if self.lr_schedule == "cosine" else mutable
 
     @property
     def full_batch(self) -> bool:

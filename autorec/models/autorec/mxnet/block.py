@@ -60,8 +60,15 @@ def activation(name: str, x: Any) -> Any:
     if name == "elu":
         return nd.LeakyReLU(x, act_type="elu", slope=1.0)
     if name == "selu":
-        return nd.LeakyReLU(x, act_type="selu")
+        # scale * elu(x, alpha), not LeakyReLU(act_type="selu"): MXNet 1.9.1's selu backward is wrong
+        # for negative inputs (0.0028 at x = -3 where the derivative is 0.0875)
+        return nd.LeakyReLU(x, act_type="elu", slope=_SELU_ALPHA) * _SELU_SCALE
     return x  # identity
+
+
+#: torch.nn.functional.selu's constants
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
 
 
 class CsrTimesWT(autograd.Function):

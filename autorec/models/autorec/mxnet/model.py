@@ -316,12 +316,6 @@ class AutoRecMXNet(AutoRecBase):
         eps = cfg.extra.get("adam_epsilon", "gluon")
         if eps not in ADAM_EPSILON:
             raise ConfigError(f"{label}: extra['adam_epsilon']={eps!r} is not one of {list(ADAM_EPSILON)}")
-        mom = cfg.extra.get("sgd_momentum", 0.0)
-        if not isinstance(mom, (int, float)) or isinstance(mom, bool) or not 0.0 <= float(mom) < 1.0:
-            raise ConfigError(f"{label}: extra['sgd_momentum']={mom!r} must be a number in [0, 1)")
-        pbr = cfg.extra.get("predict_batch_rows")
-        if pbr is not None and (isinstance(pbr, bool) or not isinstance(pbr, int) or pbr <= 0):
-            raise ConfigError(f"{label}: extra['predict_batch_rows']={pbr!r} must be a positive integer")
 
     @classmethod
     def launcher(cls, devices: tuple[str, ...] | list[str]) -> str:

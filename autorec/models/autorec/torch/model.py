@@ -339,6 +339,12 @@ class AutoRecTorch(AutoRecBase):
         kernel = self.config.extra.get("sparse_kernel")
         if kernel is not None and kernel not in KERNELS:
             raise ConfigError(f"{self.label()}: extra['sparse_kernel']={kernel!r} is not one of {list(KERNELS)}")
+        search = self.config.extra.get("lbfgs_line_search")
+        if search not in (None, "strong_wolfe"):
+            raise ConfigError(
+                f"{self.label()}: extra['lbfgs_line_search']={search!r}: torch's L-BFGS offers 'strong_wolfe' only "
+                "(or leave it out: a fixed step)"
+            )
 
     @classmethod
     def launcher(cls, devices: tuple[str, ...] | list[str]) -> str:
