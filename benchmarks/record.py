@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -280,7 +281,26 @@ def read(path: str | os.PathLike) -> RunRecord:
         raise DataError(f"raw result {path}: status {rec.status!r} is not 'ok' or 'failed'")
     if rec.run_id != rec.identity.run_id:
         raise DataError(f"raw result {path}: its run_id does not match its identity (edited by hand?)")
+    bad = _impossible_errors(rec)
+    if bad:
+        raise DataError(f"raw result {path}: {bad} is not a finite non-negative number (damaged or edited by hand?)")
     return rec
+
+
+def _impossible_errors(rec: RunRecord) -> str | None:
+    """The first error metric that no run can produce (NaN, infinite or negative: a fit that
+    diverges fails, it records no metrics), or None."""
+    named = []
+    if rec.metrics is not None:
+        m = rec.metrics
+        named += [("metrics.test_rmse", m.test_rmse), ("metrics.test_mae", m.test_mae)]
+        named += [("metrics.valid_rmse", m.valid_rmse), ("metrics.valid_mae", m.valid_mae)]
+    if rec.refit is not None:
+        named += [("refit.test_rmse", rec.refit.test_rmse), ("refit.test_mae", rec.refit.test_mae)]
+    for name, value in named:
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            return f"{name} = {value!r}"
+    return None
 
 
 # ====================================================================== plain JSON <-> dataclasses

@@ -82,8 +82,10 @@ def parse_seeds(text: str | int | Iterable[int]) -> list[int]:
                 items.append(int(part))
             elif part:
                 raise ConfigError(f"seeds {text!r}: {part!r} is not a non-negative integer or a range a-b")
-    else:
+    elif isinstance(text, (list, tuple, range)):
         items = list(text)
+    else:
+        items = [text]  # one seed; anything but a non-negative integer is refused below
     out: list[int] = []
     for s in items:
         if isinstance(s, bool) or not isinstance(s, int) or s < 0:
@@ -106,11 +108,13 @@ def read_params_file(path: str | os.PathLike, model: str | None = None, base: st
         candidates = ([Path(base).parent / p] if base is not None else []) + [Path.cwd() / p, REPO / p]
         p = next((c for c in candidates if c.is_file()), candidates[0])
     try:
-        doc = tomllib.loads(p.read_text())
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist (looked for {p})") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {p}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {p}: cannot be read ({exc.strerror or exc})") from None
     if "params" not in doc:
         params = {k: v for k, v in doc.items() if not isinstance(v, dict)}
     else:
@@ -185,11 +189,13 @@ def load_spec(path: str | os.PathLike, *, source: DataSource | None = None, dry_
     """Parse, expand and plan one spec file (every problem reported at once, as one ConfigError)."""
     path = Path(path)
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"sweep spec {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"sweep spec {path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"sweep spec {path}: cannot be read ({exc.strerror or exc})") from None
     return build_sweep(doc, path, source=source or DataSource(), dry_run=dry_run)
 
 
@@ -285,8 +291,12 @@ def _expand(doc: dict, m: Any, where: str, path: Path) -> Iterable[tuple[str, di
     if "seeds" in m:  # per-model seeds override the split tables' seeds too
         splits = [(s, seeds) for s, _ in splits]
     datasets = m.get("datasets", doc.get("datasets"))
+    if isinstance(datasets, str):
+        datasets = [datasets]  # one dataset, as splits = "..." is one split
     if not datasets:
         raise ConfigError('no datasets (datasets = ["ml-100k"])')
+    if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
+        raise ConfigError(f'datasets = {datasets!r} must be a list of dataset names (datasets = ["ml-100k"])')
     settings = {k: m.get(k, doc.get(k, default)) for k, default in INHERITED.items()}
     for ds in datasets:
         for backend, dev, combo in itertools.product(backends, devs, grid):

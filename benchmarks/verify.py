@@ -396,6 +396,10 @@ def verdicts(
         raise VerifyError(f"select={select!r} must be one of {list(SELECTIONS)}")
     if compare not in COMPARISONS:
         raise VerifyError(f"compare={compare!r} must be one of {list(COMPARISONS)}")
+    if not (isinstance(alpha, (int, float)) and 0.0 < float(alpha) < 1.0):
+        raise VerifyError(f"alpha={alpha!r} must be a significance level between 0 and 1 (e.g. 0.05)")
+    if isinstance(min_pairs, bool) or not isinstance(min_pairs, int) or min_pairs < 2:
+        raise VerifyError(f"min_pairs={min_pairs!r} must be an integer of at least 2 (a paired test needs two pairs)")
     by_dataset: dict[str, list[RawRun]] = defaultdict(list)
     for r in runs:
         if r.rec.ok and (split is None or split in (r.rec.split.spec, split_group(r.rec.split.spec))):
@@ -437,6 +441,8 @@ def verify(
     """Verdicts of ``dataset`` (default: every dataset of ``raw_dir``) and the exit status; writes
     ``out_dir/verdicts/<dataset>.json`` for each when ``write`` (with every dataset verified, files
     of datasets no longer there are removed)."""
+    if not Path(raw_dir).is_dir():
+        raise VerifyError(f"raw folder {raw_dir} does not exist (--raw names the folder of raw result files)")
     results = verdicts(load_raw(raw_dir).ok, [dataset] if dataset else None, **options)
     if write:
         folder = Path(out_dir) / VERDICTS
@@ -444,7 +450,7 @@ def verify(
         for v in results:
             text = dumps(v).encode("utf-8")
             atomic_write(folder / f"{slug(v.dataset)}.json", lambda fh, text=text: fh.write(text))
-        if dataset is None:
+        if dataset is None and options.get("split") is None:  # a filtered verify speaks for its part only
             for stale in sorted(folder.glob("*.json")):
                 if stale.name not in names:
                     stale.unlink()

@@ -37,9 +37,11 @@ def _plan(**kw):
 def test_parse_seeds_and_datasets():
     assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds("0-4") == [0, 1, 2, 3, 4]
     assert parse_seeds("2,2,1") == [2, 1] and parse_seeds([3]) == [3]
-    for bad in ("a", "-1", "3-1", ""):
+    for bad in ("a", "-1", "3-1", "", 1.5, [0.5]):
         with pytest.raises(ConfigError):
             parse_seeds(bad)
+    with pytest.raises(ConfigError, match="refit='no' must be true or false"):
+        _plan(refit="no")
     assert harness.parse_dataset("synthetic:10,20,30").name == "synthetic:10,20,30,0"
     assert harness.parse_dataset("synthetic:ml-1m@0.01").name == "synthetic:ml-1m@0.01,0"
     assert harness.parse_dataset("ml-100k").synthetic is None

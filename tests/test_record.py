@@ -51,6 +51,9 @@ def test_committed_raw_files_validate_against_the_schema():
         (lambda d: json.dumps({**d, "surprise": 1}), "unknown field"),
         (lambda d: json.dumps({**d, "identity": {**d["identity"], "seed_of_doubt": 3}}), "unknown field"),
         (lambda d: json.dumps({**d, "metrics": {**d["metrics"], "test_rmse": "low"}}), "must be a number"),
+        # numbers no run can produce: a diverged fit fails, it records no metrics
+        (lambda d: json.dumps({**d, "metrics": {**d["metrics"], "test_rmse": float("nan")}}), "test_rmse = nan"),
+        (lambda d: json.dumps({**d, "metrics": {**d["metrics"], "valid_rmse": -5}}), "valid_rmse = -5"),
         (
             lambda d: json.dumps({**d, "identity": {**d["identity"], "params": {"lr": 9}}}),
             "does not match its identity",

@@ -20,7 +20,7 @@ import pytest
 
 from autorec import env
 from autorec.data import generate
-from benchmarks import harness
+from benchmarks import harness, record
 from benchmarks.cli import main as cli
 from benchmarks.harness import store
 from tests.test_harness_helpers import SYN, TOY, cli_env, execute1
@@ -130,6 +130,20 @@ def test_a_timed_out_run_reruns_with_a_larger_timeout(tmp_path, capsys):
     assert cli([*base, "--timeout", "120"]) == 0  # the timeout is no part of the identity: the same run
     (rec,) = harness.load(out)
     assert rec.ok and rec.run_id == failed.run_id  # the failure record replaced by the new attempt
+
+
+def test_a_forced_rerun_that_fails_keeps_the_successful_record(tmp_path, capsys):
+    out = tmp_path / "raw"
+    base = _run("--dataset", SYN, "--model", TOY, "--set", "mode=sleep", "--set", "sleep=1.5", "--out", str(out))
+    assert cli([*base, "--timeout", "120"]) == 0
+    (path,) = harness.raw_files(out)
+    good = path.read_bytes()
+    assert cli([*base, "--timeout", "1", "--force"]) == 1
+    assert path.read_bytes() == good and harness.raw_files(out) == [path]  # the result is not lost
+    side = out / harness.launch.FAILED_RERUNS / path.name
+    failed = record.read(side)
+    assert not failed.ok and failed.error is not None and "timeout of 1 s" in failed.error.message
+    assert str(side) in capsys.readouterr().out  # the failure is reported where it was written
 
 
 def test_strict_holds_on_resume(tmp_path, capsys):

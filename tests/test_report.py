@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autorec.errors import DataError
+
 from autorec.splits import SplitSpec
 from benchmarks.cli import main as cli
 from benchmarks.harness.data import DataSource, load_data, parse_dataset
@@ -295,9 +297,14 @@ def test_split_groups_and_t_interval():
 
 
 def test_empty_raw_folder(tmp_path):
+    (tmp_path / "nothing").mkdir()
     build_report(tmp_path / "nothing", tmp_path / "res")
     md = (tmp_path / "res" / "README.md").read_text()
     assert "0 raw result files" in md and "No results yet" in md
+    # a folder that does not exist is a mistyped --raw, not an empty one: the report stays as it is
+    with pytest.raises(DataError, match="raw folder .*typo does not exist"):
+        build_report(tmp_path / "typo", tmp_path / "res")
+    assert (tmp_path / "res" / "README.md").read_text() == md
 
 
 def test_refit_column_when_runs_were_refitted(tmp_path):

@@ -109,6 +109,26 @@ params = {{seed = 4}}
         sweeps.load_spec(typo)
 
 
+def test_spec_values_of_the_wrong_kind_are_config_errors(tmp_path, capsys):
+    def problem(text: str, name: str = "k.toml") -> str:
+        with pytest.raises(ConfigError) as exc:
+            sweeps.load_spec(_spec(tmp_path, text, name))
+        return str(exc.value)
+
+    model = 'splits = ["random"]\n[[model]]\nname = "bias-only"\n'
+    assert "refit='no' must be true or false" in problem(f'datasets = ["{SYN}"]\nrefit = "no"\n{model}')
+    assert "seed 1.5 must be a non-negative integer" in problem(f'datasets = ["{SYN}"]\nseeds = 1.5\n{model}')
+    assert "must be a list of dataset names" in problem(f"datasets = [1]\n{model}")
+    # one dataset may be a string, as one split may
+    one = sweeps.load_spec(_spec(tmp_path, f'datasets = "{SYN}"\n{model}', "one.toml"))
+    assert len(one.plans) == 1
+    (tmp_path / "latin1.toml").write_bytes(b'name = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        sweeps.load_spec(tmp_path / "latin1.toml")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        sweeps.load_spec(tmp_path)  # a folder
+
+
 def test_missing_data_is_skipped_with_a_message(tmp_path, monkeypatch):
     monkeypatch.delenv("AUTOREC_DATA_DIR", raising=False)
     monkeypatch.setenv("AUTOREC_DATA_URL", "http://127.0.0.1:9/nothing-here")  # never reached

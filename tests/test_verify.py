@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from autorec.errors import DataError
 from benchmarks import verify
 from benchmarks.cli import main as cli
 from benchmarks.record import RunRecord
@@ -174,7 +175,10 @@ def test_errors_exit_2(tmp_path, capsys):
     assert code == 2 and v.error and "no matrix-factorisation results" in v.error
     code, (v,) = verify.verify(only, "ml-1m", write=False)
     assert code == 2 and v.error and "no successful results for dataset 'ml-1m'" in v.error
-    assert verify.verify(tmp_path / "none", write=False) == (2, [])
+    (tmp_path / "empty").mkdir()
+    assert verify.verify(tmp_path / "empty", write=False) == (2, [])
+    with pytest.raises(verify.VerifyError, match="raw folder .*none does not exist"):
+        verify.verify(tmp_path / "none", write=False)  # a mistyped --raw is no empty folder
     # one undecidable dataset makes the whole answer undecided
     write_runs(only, series("als", 0.95))
     write_runs(only, series("i-autorec", 0.85, params={"based": "item"}, dataset="ml-1m", splits=four))
@@ -234,3 +238,48 @@ def test_verdict_files_are_a_pure_function_and_stale_ones_go(tmp_path):
     verify.verify(raw, out_dir=out)
     assert (out / "verdicts" / "ml-100k.json").read_bytes() == first
     assert sorted(p.name for p in (out / "verdicts").iterdir()) == ["ml-100k.json"]
+
+
+def test_options_that_cannot_decide_are_refused(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    write_runs(raw, series("i-autorec", 0.870, params={"based": "item"}, seed=1))
+    write_runs(raw, series("als", 0.905, seed=3))
+    for options, problem in (
+        ({"alpha": 2.0}, "alpha=2.0 must be a significance level"),
+        ({"alpha": float("nan")}, "alpha=nan"),
+        ({"min_pairs": 0}, "min_pairs=0 must be an integer of at least 2"),
+        ({"min_pairs": 1}, "min_pairs=1"),
+    ):
+        with pytest.raises(verify.VerifyError, match=problem):
+            verify.verify(raw, write=False, **options)
+    assert cli(["verify", "--raw", str(raw), "--out", str(tmp_path / "res"), "--alpha", "2"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_verify_of_one_split_group_leaves_the_other_verdicts(tmp_path):
+    raw = tmp_path / "raw"
+    write_runs(raw, series("i-autorec", 0.870, params={"based": "item"}, seed=1))
+    write_runs(raw, series("als", 0.905, seed=3))
+    write_runs(raw, series("als", 0.905, seed=3, dataset="ml-1m"))
+    write_runs(raw, series("i-autorec", 0.870, params={"based": "item"}, seed=1, dataset="ml-1m"))
+    out = tmp_path / "res"
+    verify.verify(raw, out_dir=out)
+    before = sorted(p.name for p in (out / "verdicts").iterdir())
+    assert before == ["ml-100k.json", "ml-1m.json"]
+    verify.verify(raw, out_dir=out, split="kfold:k=5")  # no run of that group: nothing to decide
+    assert sorted(p.name for p in (out / "verdicts").iterdir()) == before
+
+
+def test_two_versions_of_one_run_are_refused_naming_both_files(tmp_path):
+    import dataclasses
+
+    raw = tmp_path / "raw"
+    write_runs(raw, series("i-autorec", 0.870, params={"based": "item"}, seed=1))
+    mf = series("als", 0.905, seed=3)
+    write_runs(raw, mf)
+    old = mf[1]
+    ident = dataclasses.replace(old.identity, model_version=0)
+    (stale,) = write_runs(raw, [dataclasses.replace(old, identity=ident, run_id=ident.run_id)])
+    with pytest.raises(DataError) as exc:
+        verify.verify(raw, write=False)
+    assert stale.name in str(exc.value) and "(version 0)" in str(exc.value) and "(version 1)" in str(exc.value)

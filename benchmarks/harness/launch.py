@@ -48,10 +48,15 @@ class Interrupted(Exception):
     turns it into KeyboardInterrupt)."""
 
 
+#: the subfolder of a raw folder that keeps the failure records of forced reruns of finished runs
+FAILED_RERUNS = "failed-reruns"
+
+
 @dataclass
 class Outcome:
-    """What became of one run: ``ok`` / ``failed`` (a record was written), ``skipped`` (already
-    finished) or ``claimed`` (another live runner holds it: ``holder``)."""
+    """What became of one run: ``ok`` / ``failed`` (a record was written; a forced rerun of a
+    finished run that failed writes it under ``FAILED_RERUNS`` and keeps the successful one),
+    ``skipped`` (already finished) or ``claimed`` (another live runner holds it: ``holder``)."""
 
     plan: RunPlan
     path: Path
@@ -144,6 +149,12 @@ def execute(
         rec, seconds = launch(
             plan, int(threads), thread_policy or f"{threads} as given", on_event=on_event, verbose=verbose
         )
+        if not rec.ok and store.is_finished(path, plan.run_id):
+            # a forced rerun that failed (timeout, divergence, out of memory) never replaces the
+            # successful record: its failure goes beside the raw files, where no report reads it
+            side = out_dir / FAILED_RERUNS / path.name
+            record.write(side, rec)
+            return Outcome(plan, side, rec.status, rec, seconds)
         record.write(path, rec)
         return Outcome(plan, path, rec.status, rec, seconds)
     finally:

@@ -314,6 +314,9 @@ def plan_run(
     with p.check():
         timeout_s = check_timeout(timeout_s)
     with p.check():
+        if not isinstance(refit, bool):  # bool("no") is True
+            raise ConfigError(f"refit={refit!r} must be true or false")
+    with p.check():
         policy = str(ColdStartPolicy.parse(cold_start))
     with p.check():
         devs = tuple(split_devices(devices))

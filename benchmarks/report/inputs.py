@@ -16,6 +16,7 @@ again where its data is at hand and refuses every file whose hash differs from i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -71,7 +72,24 @@ def load_raw(raw_dir: str | os.PathLike) -> RawSet:
             continue
         seen[rec.run_id] = path.name
         (ok if rec.ok else failed).append(RawRun(path.name, rec))
+    _check_one_version(ok)
     return RawSet(ok, failed, duplicates)
+
+
+def _check_one_version(ok: list[RawRun]) -> None:
+    """Refuse two successful records of one run that differ only in the model's version: a version
+    bump gives its runs new ids, and the old files stay beside the new ones, where tables and the
+    verdict would average (or pair) the old numbers with the new."""
+    by_run: dict[str, list[RawRun]] = defaultdict(list)
+    for r in ok:
+        by_run[dataclasses.replace(r.rec.identity, model_version=0).run_id].append(r)
+    clashes = [rs for rs in by_run.values() if len(rs) > 1]
+    if clashes:
+        lines = [", ".join(f"{r.file} (version {r.rec.identity.model_version})" for r in rs) for rs in clashes[:10]]
+        raise DataError(
+            f"{len(clashes)} run(s) have successful records of several versions of their model; delete the "
+            "outdated files (or rerun them) so that each run counts once:\n  " + "\n  ".join(lines)
+        )
 
 
 def check_splits(runs: Iterable[RawRun]) -> None:
