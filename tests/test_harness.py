@@ -212,6 +212,11 @@ def test_files_split(tmp_path):
     assert rec.sizes is not None
     assert rec.split.kind == "files" and rec.sizes.n_test == 100 and rec.sizes.n_train + rec.sizes.n_valid == 800
     assert rec.identity.data.sha256 and rec.identity.split.sha256 and rec.sizes.rating_scale == (1.0, 5.0)
+    # the declared scale sets the clip range: another scale is another run, not "already done"
+    assert cli(["run", "--dataset", "mine", "--split", "files:train.csv,test.csv", "--rating-scale", "0,10",
+                "--model", "bias-only", "--threads", "1", "--out", str(out)]) == 0  # fmt: skip
+    scales = sorted(r.sizes.rating_scale for r in harness.load(out) if r.sizes is not None)
+    assert scales == [(0.0, 10.0), (1.0, 5.0)]
 
 
 def test_progress_events_reach_the_parent(tmp_path):

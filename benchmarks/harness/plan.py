@@ -260,6 +260,16 @@ def _should_materialise(ref: DatasetRef, split_kind: str, source: DataSource, do
     return download
 
 
+def _split_args(spec: SplitSpec, scale: tuple[float, ...] | None) -> dict[str, Any]:
+    """The split's arguments in the run's identity.  A ``files`` split's declared rating scale is
+    one of them: it sets the clip range and so the predictions, but the ratings' and the split's
+    hashes do not see it (a run repeated with the scale corrected is another run, not "done")."""
+    args = dict(spec.args)
+    if spec.kind == "files" and scale is not None:
+        args["rating_scale"] = list(scale)
+    return args
+
+
 # ====================================================================== plan_run
 def plan_run(
     *,
@@ -345,7 +355,8 @@ def plan_run(
     identity = RunIdentity(
         data=data_ref,
         split=SplitRef(
-            spec=str(spec), kind=spec.kind, args=dict(spec.args), seed=seed, valid_ratio=valid_ratio, sha256=split_sha
+            spec=str(spec), kind=spec.kind, args=_split_args(spec, scale), seed=seed, valid_ratio=valid_ratio,
+            sha256=split_sha,
         ),
         model=model_info.name,
         backend=model_info.backend,
