@@ -217,7 +217,7 @@ def build_sweep(doc: dict, path: Path, *, source: DataSource, dry_run: bool = Fa
     problems = _Collector()
     skipped: dict[str, int] = {}
     to_download: set[str] = set()
-    seen: set[str] = set()
+    seen: dict[str, tuple[str, str | None]] = {}  # run_id -> where it was first planned, and its label
     for mi, m in enumerate(models):
         mwhere = f"{where}: [[model]] #{mi + 1}" + (f" ({m['name']})" if isinstance(m, dict) and "name" in m else "")
         try:
@@ -246,11 +246,20 @@ def build_sweep(doc: dict, path: Path, *, source: DataSource, dry_run: bool = Fa
             if not plan.materialised and missing == "skip":
                 skipped[ds] = skipped.get(ds, 0) + 1
             elif plan.run_id in seen:
+                first, label = seen[plan.run_id]
+                if label != plan.label:  # one of the two labels would silently go
+                    problems.add(
+                        mwhere,
+                        ConfigError(
+                            f"repeats a run of {first} (the same model, parameters and split) under another "
+                            f"label ({plan.label!r} vs {label!r}); remove one table or make their parameters differ"
+                        ),
+                    )
                 sweep.duplicates += 1
             else:
                 if not plan.materialised:
                     to_download.add(ds)
-                seen.add(plan.run_id)
+                seen[plan.run_id] = (mwhere.removeprefix(f"{where}: "), plan.label)
                 sweep.plans.append(plan)
     if problems.errors:
         raise PlanError(list(problems.errors.values()))

@@ -127,6 +127,11 @@ def test_spec_values_of_the_wrong_kind_are_config_errors(tmp_path, capsys):
         sweeps.load_spec(tmp_path / "latin1.toml")
     with pytest.raises(ConfigError, match="cannot be read"):
         sweeps.load_spec(tmp_path)  # a folder
+    # two tables of one run: merged when they agree, refused when one label would silently go
+    twice = f'datasets = ["{SYN}"]\n{model}[[model]]\nname = "bias-only"\n'
+    assert sweeps.load_spec(_spec(tmp_path, twice, "twice.toml")).duplicates == 1
+    msg = problem(f'datasets = ["{SYN}"]\n{model}label = "A"\n[[model]]\nname = "bias-only"\nlabel = "B"\n')
+    assert "[[model]] #2 (bias-only): repeats a run of [[model]] #1 (bias-only)" in msg and "'B' vs 'A'" in msg
 
 
 def test_missing_data_is_skipped_with_a_message(tmp_path, monkeypatch):
@@ -291,3 +296,7 @@ name = "bias-only"
     assert "this time: 2 ran (2 ok, 0 failed)" in capsys.readouterr().out
     again = {p.name: p.stat().st_mtime_ns for p in harness.raw_files(out)}
     assert again.keys() == first.keys() and all(again[k] > first[k] for k in first)
+    # a file that is no summary (a raw record, say) is an error naming it, not a KeyError
+    some_record = harness.raw_files(out)[0]
+    assert cli(["summary", str(some_record)]) == 2
+    assert "not a summary written by `autorec-bench sweep --summary` (no counts" in capsys.readouterr().err

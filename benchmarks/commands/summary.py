@@ -33,6 +33,13 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(
             f"sweep summary {args.file}: not readable ({exc}); run the sweep with --summary first"
         ) from None
+    keys = ("counts", "run_ids", "raw", "sweeps", "runs", "seconds", "failed_total")
+    missing = [k for k in keys if k not in s] if isinstance(s, dict) else ["JSON object"]
+    if missing:
+        raise DataError(
+            f"sweep summary {args.file}: not a summary written by `autorec-bench sweep --summary` "
+            f"(no {', '.join(missing)})"
+        )
     c = s["counts"]
     ran = c.get("ok", 0) + c.get("failed", 0)
     ids = set(s["run_ids"])
