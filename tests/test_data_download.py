@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.server
+import importlib
 import io
+import os
 import socket
 import threading
+import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -476,3 +479,24 @@ def test_a_cached_archive_with_an_incomplete_copy_is_replaced(env, server, capfd
     got = data.download(s, base_url=url, progress=False)
     assert hits == ["/ml-latest-small.zip"]
     assert len(data.load(s, got, offline=True)) == 6
+
+
+def test_what_a_killed_download_left_is_removed_once_stale(env, server):
+    root, url, _ = server
+    blob = make_zip(data.get("ml-100k"))
+    (root / "ml-100k.zip").write_bytes(blob)
+    s = toy(checksums=sums(blob), archive_size=len(blob))
+    cache = datasets_cache()
+    cache.mkdir(parents=True)
+    old_part, new_part = cache / ".ml-100k.zip.abc.part", cache / ".ml-100k.zip.def.part"
+    old_dir = cache / ".ml-100k.extract-xyz"
+    for p in (old_part, new_part):
+        p.write_bytes(b"partial")
+    old_dir.mkdir()
+    (old_dir / "u.data").write_text("1\t2\t3\n")
+    hour_ago = time.time() - 2 * importlib.import_module("autorec.data.download").STALE_TEMP_S
+    for p in (old_part, old_dir):
+        os.utime(p, (hour_ago, hour_ago))
+    data.download(s, base_url=url, progress=False)
+    assert not old_part.exists() and not old_dir.exists()
+    assert new_part.exists()  # may be a live download's: kept

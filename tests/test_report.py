@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from autorec.errors import DataError
-
 from autorec.splits import SplitSpec
 from benchmarks.cli import main as cli
 from benchmarks.harness.data import DataSource, load_data, parse_dataset

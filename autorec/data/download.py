@@ -31,6 +31,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -200,6 +201,7 @@ def _download(spec: DatasetSpec, dest: Path, *, base: str | None, progress: bool
             f"cannot create the dataset folder {dest}: {exc}; set ${ENV_CACHE_DIR} to a writable folder"
         ) from None
     archive = dest / spec.archive
+    _remove_stale_temps(dest, spec)
     if archive.is_file():
         try:
             verify_archive(archive, spec)
@@ -208,6 +210,25 @@ def _download(spec: DatasetSpec, dest: Path, *, base: str | None, progress: bool
             _remove(archive)  # not this dataset's complete archive: fetch it again
     _fetch(_url(spec, base), archive, spec, progress=progress, timeout=timeout)
     return _extract_cached(archive, spec, dest)
+
+
+#: a partial download or extraction folder older than this was left by a killed process
+STALE_TEMP_S = 3600.0
+
+
+def _remove_stale_temps(dest: Path, spec: DatasetSpec) -> None:
+    """Remove what a killed download or extraction of ``spec`` left in ``dest`` (``.ARCHIVE.*.part``,
+    ``.NAME.extract-*``, ``.NAME.stale-*``); an interrupted one cleans up after itself, a SIGKILLed one
+    cannot.  Only files untouched for :data:`STALE_TEMP_S`: a live download keeps writing its own."""
+    now = time.time()
+    patterns = (f".{spec.archive}.*.part", f".{spec.name}.extract-*", f".{spec.name}.stale-*")
+    for pattern in patterns:
+        for path in dest.glob(pattern):
+            try:
+                if now - path.stat().st_mtime > STALE_TEMP_S:
+                    _remove(path)
+            except OSError:
+                pass
 
 
 def _extract_cached(archive: Path, spec: DatasetSpec, dest: Path) -> Path:
