@@ -355,7 +355,11 @@ def plan_run(
     identity = RunIdentity(
         data=data_ref,
         split=SplitRef(
-            spec=str(spec), kind=spec.kind, args=_split_args(spec, scale), seed=seed, valid_ratio=valid_ratio,
+            spec=str(spec),
+            kind=spec.kind,
+            args=_split_args(spec, scale),
+            seed=seed,
+            valid_ratio=valid_ratio,
             sha256=split_sha,
         ),
         model=model_info.name,
