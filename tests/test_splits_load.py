@@ -274,8 +274,11 @@ def test_declared_scale_must_agree_with_a_registered_dataset(fake_load, tmp_path
         "the declared scale 0..10 contradicts it",
     ):
         S.load_split("ml-100k", "random", rating_scale=(0, 10), cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="the declared scale 1..5 in steps of 2 contradicts it"):
+        S.load_split("ml-100k", "random", rating_scale=(1, 5, 2), cache_dir=tmp_path)  # the step too
     assert calls == []
     assert S.load_split("ml-100k", "random", rating_scale=(1, 5), cache_dir=tmp_path).ratings.rating_scale == (1, 5)
+    assert S.load_split("ml-100k", "random", rating_scale=(1, 5, 1), cache_dir=tmp_path).ratings.rating_scale == (1, 5)
 
 
 @pytest.mark.parametrize(

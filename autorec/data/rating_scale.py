@@ -86,7 +86,7 @@ def scale_for(name: str, declared: Any = None, values: np.ndarray | None = None)
     mine = RatingScale.parse(declared) if declared is not None else None
     if registered is not None:
         known = RatingScale(*registered.rating_scale, step=registered.step)
-        if mine is not None and mine.bounds != known.bounds:
+        if mine is not None and (mine.bounds != known.bounds or mine.step not in (None, known.step)):
             raise ConfigError(
                 f"{name} is a registered dataset with rating scale {known}; the declared scale {mine} "
                 "contradicts it: drop the declared scale, or give your data another name"
