@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autorec import env
+from autorec import data, env
 from autorec.data import generate
 from benchmarks import harness, record
 from benchmarks.cli import main as cli
@@ -86,9 +86,9 @@ def _fake_ml100k(folder: Path, edit: bool = False) -> Path:
         ratings[123] = ratings[123] % 5 + 1
     (folder / "ml-100k").mkdir(parents=True)
     assert r.timestamps is not None
-    lines = (
-        f"{u}\t{i}\t{v}\t{t}" for u, i, v, t in zip(r.user_ids[r.users], r.item_ids[r.items], ratings, r.timestamps)
-    )
+    lo, hi = data.get("ml-100k").timestamps or (0, 1)
+    stamps = lo + (r.timestamps - r.timestamps.min()) % (hi - lo)  # within the release's time range
+    lines = (f"{u}\t{i}\t{v}\t{t}" for u, i, v, t in zip(r.user_ids[r.users], r.item_ids[r.items], ratings, stamps))
     (folder / "ml-100k" / "u.data").write_text("\n".join(lines) + "\n")
     return folder
 
