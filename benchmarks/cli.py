@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from autorec.errors import AutoRecBenchError
 
@@ -56,14 +58,27 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    terminated: list[int] = []
+
+    def on_term(signum: int, _frame: object) -> None:
+        # SIGTERM (kill, a scheduler's stop) takes the same way out as Ctrl-C: workers stopped,
+        # claims released, finished runs kept and said so; exit 143 as for a plain SIGTERM
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_term) if main_thread else None
     try:
         return int(args._run(args) or 0)
     except AutoRecBenchError as exc:
         print(f"autorec-bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"autorec-bench {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"autorec-bench {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 128 + signal.SIGTERM if terminated else 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

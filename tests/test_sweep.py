@@ -187,7 +187,7 @@ def reference(tmp_path_factory):
     return state
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_killed_sweep_resumes_to_the_same_results(tmp_path, sig, reference):
     spec = _spec(tmp_path, SLOW_SPEC)
     env = cli_env(tmp_path)
@@ -202,8 +202,10 @@ def test_killed_sweep_resumes_to_the_same_results(tmp_path, sig, reference):
     _wait_for_files(out, 2, proc)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130, f"{stdout}\n{stderr}"
+    if sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM takes Ctrl-C's way out: said so, claims released
+        assert proc.returncode == 128 + sig if sig == signal.SIGTERM else 130, f"{stdout}\n{stderr}"
+        assert "rerun the same command to resume" in stdout + stderr
+        assert not list((out / ".claims").iterdir())
     partial = _state(out)  # every file present is a valid record: nothing half-written
     assert 2 <= len(partial) < 6
     assert all(reference[name] == v for name, v in partial.items())  # no failure record for the interrupted run
