@@ -550,11 +550,11 @@ def test_files_split_rejections(ratings, tmp_path):
         make_split(
             ratings, f"files:{write_csv(tmp_path / 'b.csv', ratings, np.arange(60, 300), rating_delta=0.5)},{te}"
         )
-    (tmp_path / "c.csv").write_text("user,item,rating\n3,5,4\n99999,5,3\n")
-    with pytest.raises(SplitError, match=r"1 row\(s\) of .*c.csv have no rating .*line 3, user 99999"):
+    (tmp_path / "c.csv").write_text("user,item,rating\n3,5,4\n\n\n99999,5,3\n")  # blank lines count as lines
+    with pytest.raises(SplitError, match=r"1 row\(s\) of .*c.csv have no rating .*line 5, user 99999"):
         make_split(ratings, f"files:{tmp_path / 'c.csv'},{te}")
     dup = np.r_[np.arange(60, 300), 61]
-    with pytest.raises(SplitError, match="more than once"):
+    with pytest.raises(SplitError, match=r"1 rating\(s\) appear more than once in .*d.csv \(first repeat: line 242,"):
         make_split(ratings, f"files:{write_csv(tmp_path / 'd.csv', ratings, dup)},{te}")
     with pytest.raises(DataError, match="does not exist"):
         make_split(ratings, f"files:{tmp_path / 'missing.csv'},{te}")

@@ -146,11 +146,15 @@ def _lookup(sorted_ids: np.ndarray, order: np.ndarray, raw: np.ndarray) -> np.nd
 
 
 def map_rows(
-    ratings: Ratings, raw_u: np.ndarray, raw_i: np.ndarray, raw_r: np.ndarray | None, source: str, first_line: int
+    ratings: Ratings, raw_u: np.ndarray, raw_i: np.ndarray, raw_r: np.ndarray | None, source: str, fmt: str
 ) -> np.ndarray:
-    """Row index in ``ratings`` of each (raw user, raw item) row of ``source`` (whose first row is
-    on line ``first_line``); refuses rows with no match, pairs rated more than once in ``ratings``,
-    differing ratings and rows given twice."""
+    """Row index in ``ratings`` of each (raw user, raw item) row of the file ``source`` (read as
+    ``fmt``: errors name its lines, blank lines counted); refuses rows with no match, pairs rated
+    more than once in ``ratings``, differing ratings and rows given twice."""
+
+    def line(row: int) -> int | str:
+        return line_numbers(Path(source), fmt, np.array([row])).get(row, "?")
+
     raw_u = np.asarray(raw_u, dtype=np.int64)
     raw_i = np.asarray(raw_i, dtype=np.int64)
     if raw_u.size == 0:
@@ -171,7 +175,7 @@ def map_rows(
         bad = int(np.argmax(~hit))
         raise SplitError(
             f"{int((~hit).sum())} row(s) of {source} have no rating in {ratings.name!r} "
-            f"(first: line {first_line + bad}, user {raw_u[bad]}, item {raw_i[bad]}); "
+            f"(first: line {line(bad)}, user {raw_u[bad]}, item {raw_i[bad]}); "
             "the file does not belong to this dataset"
         )
     nxt = np.minimum(pos + 1, len(skeys) - 1)
@@ -180,7 +184,7 @@ def map_rows(
         bad = int(np.argmax(ambiguous))
         raise SplitError(
             f"{int(ambiguous.sum())} row(s) of {source} match a (user, item) pair rated more than once in "
-            f"{ratings.name!r} (first: line {first_line + bad}, user {raw_u[bad]}, item {raw_i[bad]}); "
+            f"{ratings.name!r} (first: line {line(bad)}, user {raw_u[bad]}, item {raw_i[bad]}); "
             "deduplicate the dataset"
         )
     idx = korder[pos].astype(np.int64)
@@ -190,12 +194,17 @@ def map_rows(
             bad = int(np.argmax(differ))
             raise SplitError(
                 f"{int(differ.sum())} row(s) of {source} rate differently from {ratings.name!r} "
-                f"(first: line {first_line + bad}, user {raw_u[bad]}, item {raw_i[bad]}: "
+                f"(first: line {line(bad)}, user {raw_u[bad]}, item {raw_i[bad]}: "
                 f"{raw_r[bad]:g} vs {ratings.ratings[idx[bad]]:g})"
             )
-    _, counts = np.unique(idx, return_counts=True)
+    values, first, counts = np.unique(idx, return_index=True, return_counts=True)
     if (counts > 1).any():
-        raise SplitError(f"{int((counts > 1).sum())} rating(s) appear more than once in {source}")
+        again = np.flatnonzero(np.isin(idx, values[counts > 1]))
+        second = int(next(k for k in again if k != first[np.searchsorted(values, idx[k])]))
+        raise SplitError(
+            f"{int((counts > 1).sum())} rating(s) appear more than once in {source} (first repeat: line "
+            f"{line(second)}, user {raw_u[second]}, item {raw_i[second]})"
+        )
     return np.sort(idx)
 
 

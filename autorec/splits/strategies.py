@@ -88,7 +88,7 @@ def _canonical(ratings: Ratings, spec: SplitSpec, seed: int, source_dir: Path | 
     rows = []
     for path in paths:
         u, i, r, _ = read_ratings(path, "tab")
-        rows.append(map_rows(ratings, u, i, r, str(path), 1))
+        rows.append(map_rows(ratings, u, i, r, str(path), "tab"))
     train, test = disjoint_rows(ratings, rows[0], rows[1], f"{fold}.base", f"{fold}.test")
     if len(train) + len(test) != len(ratings):
         # every published fold partitions u.data: a rating in neither file means one was cut short
@@ -106,7 +106,7 @@ def _files(ratings: Ratings, spec: SplitSpec, seed: int, source_dir: Path | None
     for name in ("train", "test"):
         path = Path(spec.args[name])
         u, i, r = read_split_csv(path)
-        rows.append(map_rows(ratings, u, i, r, str(path), 2))
+        rows.append(map_rows(ratings, u, i, r, str(path), "csv"))
     return disjoint_rows(ratings, rows[0], rows[1], spec.args["train"], spec.args["test"])
 
 
