@@ -193,6 +193,18 @@ def test_a_saved_model_loads_in_the_other_backend(backends, data, tmp_path):
     np.testing.assert_allclose(
         t.predict(test.users, test.items), m.predict(test.users, test.items), rtol=1e-5, atol=1e-5
     )
+    # the main job's torch setting (native sparse kernels, fused Adam) loads in MXNet: those knobs
+    # say how torch trained, and are left out with a warning
+    fused = AutoRecTorch(hidden=(8,), epochs=2, batch_size=32, path="sparse",
+                         extra={"sparse_kernel": "native", "fused_step": True})  # fmt: skip
+    fused.fit(train)
+    fused.save(tmp_path / "t.npz")
+    with pytest.warns(UserWarning, match=r"\['fused_step', 'sparse_kernel'\] have no meaning in the mxnet backend"):
+        back = AutoRecMXNet.load(tmp_path / "t.npz")
+    assert back.config.extra == {}
+    np.testing.assert_allclose(
+        back.predict(test.users, test.items), fused.predict(test.users, test.items), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.realdata

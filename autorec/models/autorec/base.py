@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
@@ -337,7 +338,20 @@ class AutoRecBase(IterativeRecommender[AutoRecConfig]):
             n_items=int(meta["n_items"]),
             rating_scale=(float(lo), float(hi)),
         )
-        model = cls({**meta["config"], **changes})
+        config = dict(meta["config"])
+        if meta.get("backend") != cls.backend and "extra" not in changes:
+            # the other backend's knobs set how it trained (kernels, kvstore, ...): not this backend's
+            extra = dict(config.get("extra") or {})
+            other = sorted(set(extra) - set(cls.KNOWN_EXTRA))
+            if other:
+                warnings.warn(
+                    f"{os.fspath(path)}: saved by the {meta.get('backend')} backend; its knob(s) {other} "
+                    f"have no meaning in the {cls.backend} backend and are left out",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                config["extra"] = {k: v for k, v in extra.items() if k in cls.KNOWN_EXTRA}
+        model = cls({**config, **changes})
         model.facts = TrainFacts.of(train)
         model._attach(train)
         model._build(model.n_in)
