@@ -224,10 +224,15 @@ def choose(runs: list[RawRun], family: str, select: str, min_runs: int) -> tuple
     best, passed_over = select_best(scored, n=lambda t: len(t[3]), rank=lambda t: t[:3], min_runs=min_runs)
     if best is None:
         what = "AutoRec" if family == "autorec" else "matrix-factorisation"
-        raise VerifyError(
-            f"no {what} results with a {select} RMSE; run the sweep first "
-            "(e.g. `autorec-bench sweep benchmarks/specs/ml100k.toml`)"
+        unscored = sorted({describe(v[0]) for v in configs.values() if _score(v, select) is None})
+        why = (
+            f"{len(unscored)} configuration(s) have runs without one ({', '.join(unscored[:3])}"
+            + (", ..." if len(unscored) > 3 else "")
+            + "; a run with valid_ratio = 0 has no validation part)"
+            if unscored
+            else "run the sweep first (e.g. `autorec-bench sweep benchmarks/specs/ml100k.toml`)"
         )
+        raise VerifyError(f"no {what} results with a {select} RMSE; {why}")
     return best[3], passed_over
 
 

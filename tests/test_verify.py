@@ -4,6 +4,7 @@ verdict files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -173,6 +174,13 @@ def test_errors_exit_2(tmp_path, capsys):
     write_runs(only, series("i-autorec", 0.85, params={"based": "item"}))
     code, (v,) = verify.verify(only, write=False)
     assert code == 2 and v.error and "no matrix-factorisation results" in v.error
+    novalid = tmp_path / "novalid"
+    write_runs(novalid, series("i-autorec", 0.85, params={"based": "item"}))
+    als = series("als", 0.95)
+    als[3] = dataclasses.replace(als[3], metrics=dataclasses.replace(als[3].metrics, valid_rmse=None))
+    write_runs(novalid, als)
+    code, (v,) = verify.verify(novalid, write=False)
+    assert code == 2 and v.error and "1 configuration(s) have runs without one (als (numpy)" in v.error
     code, (v,) = verify.verify(only, "ml-1m", write=False)
     assert code == 2 and v.error and "no successful results for dataset 'ml-1m'" in v.error
     (tmp_path / "empty").mkdir()
@@ -271,8 +279,6 @@ def test_a_verify_of_one_split_group_leaves_the_other_verdicts(tmp_path):
 
 
 def test_two_versions_of_one_run_are_refused_naming_both_files(tmp_path):
-    import dataclasses
-
     raw = tmp_path / "raw"
     write_runs(raw, series("i-autorec", 0.870, params={"based": "item"}, seed=1))
     mf = series("als", 0.905, seed=3)
