@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -298,6 +299,13 @@ name = "bias-only"
     assert "this time: 2 ran (2 ok, 0 failed)" in capsys.readouterr().out
     again = {p.name: p.stat().st_mtime_ns for p in harness.raw_files(out)}
     assert again.keys() == first.keys() and all(again[k] > first[k] for k in first)
+    # read from another folder, a relative raw folder is still the sweep's
+    rel = ["sweep", str(spec), "--out", "raw", "--no-progress", "--summary", str(summary)]
+    assert cli(rel) == 0 and "2 already done" in capsys.readouterr().out
+    os.chdir(tmp_path / "raw")
+    assert cli(["summary", str(summary)]) == 0
+    assert "raw records: raw/ (one JSON file per run; 2 of these runs recorded)" in capsys.readouterr().out
+    os.chdir(tmp_path)
     # a file that is no summary (a raw record, say) is an error naming it, not a KeyError
     some_record = harness.raw_files(out)[0]
     assert cli(["summary", str(some_record)]) == 2

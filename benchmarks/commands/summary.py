@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     c = s["counts"]
     ran = c.get("ok", 0) + c.get("failed", 0)
     ids = set(s["run_ids"])
-    records = [r for r in store.load(s["raw"], strict=False) if r.run_id in ids]
+    raw = Path(s.get("cwd", ".")) / s["raw"]  # the sweep's folder, wherever this runs from
+    records = [r for r in store.load(raw, strict=False) if r.run_id in ids]
     wall = sum(r.timing.wall or r.timing.worker or 0.0 for r in records)
     lines = [
         f"== {' + '.join(s['sweeps'])}: {s['runs']} runs ==",

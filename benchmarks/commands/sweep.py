@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             "specs": list(args.specs),
             "sweeps": sweep.names,
             "raw": str(args.out),
+            "cwd": os.getcwd(),  # what a relative "raw" is relative to
             "runs": len(sweep.plans),
             "jobs": args.jobs,
             "rerun": bool(args.rerun),
