@@ -20,6 +20,7 @@ import pytest
 
 from autorec import data, env
 from autorec.data import generate
+from autorec.errors import DataError
 from benchmarks import harness, record
 from benchmarks.cli import main as cli
 from benchmarks.harness import store
@@ -144,6 +145,34 @@ def test_a_forced_rerun_that_fails_keeps_the_successful_record(tmp_path, capsys)
     failed = record.read(side)
     assert not failed.ok and failed.error is not None and "timeout of 1 s" in failed.error.message
     assert str(side) in capsys.readouterr().out  # the failure is reported where it was written
+    plan = harness.plan_run(dataset=SYN, model=TOY, params={"mode": "sleep", "sleep": 1.5})
+    assert plan.run_id == failed.run_id
+    assert harness.failures([plan], out) == [side]  # the latest attempt failed: --strict and summary say so
+    assert cli([*base, "--timeout", "120", "--force"]) == 0
+    assert not side.exists() and harness.failures([plan], out) == []
+
+
+def test_a_sweep_moves_aside_what_a_newer_model_version_replaced(tmp_path, capsys):
+    """After a version bump the sweep writes new files beside the old; report and verify would
+    refuse the pair, so the sweep moves the old one to superseded/ once the new one exists."""
+    import dataclasses
+
+    from benchmarks.report.inputs import load_raw
+
+    out = tmp_path / "raw"
+    plan = harness.plan_run(dataset=SYN, model="bias-only")
+    new = execute1(plan, out)
+    ident = dataclasses.replace(new.identity, model_version=new.identity.model_version - 1)
+    old = dataclasses.replace(new, identity=ident, run_id=ident.run_id)
+    old_path = record.write(out / f"{SYN.split(':')[0]}_{old.run_id[:16]}_old.json", old)
+    other = harness.plan_run(dataset=SYN, model="bias-only", seed=1)
+    kept = record.write(out / "unrelated.json", execute1(other, tmp_path / "elsewhere"))
+    with pytest.raises(DataError, match="several versions of their model"):
+        load_raw(out)
+    harness.run_batch([plan], out, progress=False, log=print)
+    assert "a newer version of its model's record replaces it" in capsys.readouterr().out
+    assert not old_path.exists() and (out / "superseded" / old_path.name).is_file() and kept.is_file()
+    assert {r.rec.run_id for r in load_raw(out).ok} == {new.run_id, other.run_id}
 
 
 def test_strict_holds_on_resume(tmp_path, capsys):

@@ -10,6 +10,7 @@ the folder is a failure now, old failures included.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -22,8 +23,20 @@ from tqdm import tqdm
 
 from autorec.env import default_threads
 from benchmarks.harness import store
-from benchmarks.harness.launch import Executor, Interrupted, LocalExecutor, Outcome, Tally, execute, terminate_active
+from benchmarks.harness.launch import (
+    FAILED_RERUNS,
+    Executor,
+    Interrupted,
+    LocalExecutor,
+    Outcome,
+    Tally,
+    execute,
+    terminate_active,
+)
 from benchmarks.harness.plan import RunPlan
+
+#: the subfolder of a raw folder that keeps records that a newer model version replaced
+SUPERSEDED = "superseded"
 
 
 def _fmt_s(seconds: float) -> str:
@@ -32,14 +45,42 @@ def _fmt_s(seconds: float) -> str:
 
 
 def failures(plans: Iterable[RunPlan], out_dir: str | os.PathLike) -> list[Path]:
-    """The record files of ``plans`` that hold a failure now (old ones included)."""
+    """The record files of ``plans`` that hold a failure now (old ones included), and those of
+    forced reruns that failed where a successful record was kept (``FAILED_RERUNS``: the latest
+    attempt of that run failed, even though the tables still show the earlier result)."""
     out = []
     for plan in plans:
         path = store.path_for(out_dir, plan)
-        rec = store.read_if_valid(path)
-        if rec is not None and rec.run_id == plan.run_id and not rec.ok:
-            out.append(path)
+        side = Path(out_dir) / FAILED_RERUNS / path.name
+        for where in (path, side):
+            rec = store.read_if_valid(where)
+            if rec is not None and rec.run_id == plan.run_id and not rec.ok:
+                out.append(where)
     return out
+
+
+def retire_superseded(plans: Iterable[RunPlan], out_dir: str | os.PathLike) -> list[Path]:
+    """Move the successful records that a newer version of the same run's model replaced (same
+    identity but ``model_version``) to ``<out_dir>/superseded/``: after a version bump, a sweep
+    writes new files beside the old ones, which report and verify would refuse as a clash.  Only
+    runs of ``plans`` that have a successful record of their own version are considered."""
+    out_dir = Path(out_dir)
+    current: dict[str, str] = {}
+    for plan in plans:
+        if store.is_finished(store.path_for(out_dir, plan), plan.run_id):
+            current[dataclasses.replace(plan.identity, model_version=0).run_id] = plan.run_id
+    moved = []
+    for path in store.raw_files(out_dir):
+        rec = store.read_if_valid(path)
+        if rec is None or not rec.ok:
+            continue
+        mine = current.get(dataclasses.replace(rec.identity, model_version=0).run_id)
+        if mine is not None and rec.run_id != mine:
+            target = out_dir / SUPERSEDED / path.name
+            target.parent.mkdir(exist_ok=True)
+            os.replace(path, target)
+            moved.append(target)
+    return moved
 
 
 class _EpochBar:
@@ -96,6 +137,7 @@ def run_batch(
         f"({jobs} job(s), {threads} thread(s) each) -> {out_dir}"
     )
     if not pending:
+        _retire(plans, out_dir, log)  # a sweep interrupted after its last run never got here
         return tally
     bar = tqdm(
         total=len(pending),
@@ -144,4 +186,10 @@ def run_batch(
     )
     for line in tally.closing_lines():
         log(line)
+    _retire(plans, out_dir, log)
     return tally
+
+
+def _retire(plans: Sequence[RunPlan], out_dir: Path, log: Callable[[str], Any]) -> None:
+    for path in retire_superseded(plans, out_dir):
+        log(f"moved {path.name} to {path.parent}/: a newer version of its model's record replaces it")

@@ -149,13 +149,16 @@ def execute(
         rec, seconds = launch(
             plan, int(threads), thread_policy or f"{threads} as given", on_event=on_event, verbose=verbose
         )
+        side = out_dir / FAILED_RERUNS / path.name
         if not rec.ok and store.is_finished(path, plan.run_id):
             # a forced rerun that failed (timeout, divergence, out of memory) never replaces the
             # successful record: its failure goes beside the raw files, where no report reads it
-            side = out_dir / FAILED_RERUNS / path.name
+            # (and batch.failures still counts it until an attempt succeeds)
             record.write(side, rec)
             return Outcome(plan, side, rec.status, rec, seconds)
         record.write(path, rec)
+        if rec.ok:
+            side.unlink(missing_ok=True)  # an earlier forced rerun's failure is history now
         return Outcome(plan, path, rec.status, rec, seconds)
     finally:
         store.release(out_dir, mine)
