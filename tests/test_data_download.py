@@ -500,3 +500,14 @@ def test_what_a_killed_download_left_is_removed_once_stale(env, server):
     data.download(s, base_url=url, progress=False)
     assert not old_part.exists() and not old_dir.exists()
     assert new_part.exists()  # may be a live download's: kept
+
+
+def test_a_downloaded_archive_of_another_release_says_so(env, server):
+    """ml-latest-small has no checksum: a re-released archive is only known by its counts, and
+    downloading it again would not help."""
+    root, url, _ = server
+    s = dataclasses.replace(toy("ml-latest-small"), n_ratings=5)
+    (root / s.archive).write_bytes(make_zip(data.get("ml-latest-small")))  # 6 ratings
+    with pytest.raises(DataError, match=r"the downloaded ratings.csv does not match the registered .*re-released"):
+        data.download(s, base_url=url, progress=False)
+    assert not (datasets_cache() / s.archive).exists()

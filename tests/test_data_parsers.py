@@ -207,6 +207,7 @@ def test_malformed_lines_name_file_and_line(tmp_path, fmt, text, line, problem):
         ("csv", b"user,item,rating\n1,2,3\n2\r,3,4\n", 3, "a carriage return (CR) that ends no line"),
         ("csv", b"user,item,rating\r1,2,3\r2,3,4\r", 1, "old Mac line endings"),
         ("::", b"1::2::3::4\r\r\n", 1, "a carriage return (CR) that ends no line"),
+        ("tab", "1\t2\t3\n".encode("utf-16"), 1, "the file is UTF-16 encoded; save it as UTF-8"),
         # beyond 64-bit integers: refused, never wrapped around (pandas reads up to 2**64 - 1 as uint64)
         ("tab", b"1\t2\t3\t100\n99999999999999999999\t2\t3\t5\n", 2, "is not a 64-bit integer (out of range)"),
         ("::", b"1::2::3::4\n-9223372036854775809::2::3::5\n", 2, "is not a 64-bit integer (out of range)"),

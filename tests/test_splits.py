@@ -574,6 +574,8 @@ def test_files_split_rejections(ratings, tmp_path):
         ("user,item,rating\n9,2,2,1\n8,3,3,2\n", "line 2: malformed line: expected 3 fields as in the header, found 4"),
         ("user,item,rating\n9,2,2\n8,3\n", "line 3: truncated line: expected 3 fields as in the header, found 2"),
         ("user,item,rating\n1,2\x00,3\n", "line 2: a NUL byte"),
+        # a quoted field after a space is one field, as pandas reads it: the real problem is named
+        ('user,item,rating,note\n1,2,3, "a, b"\nx,2,3,c\n', "line 3: user 'x' is not an integer id"),
         ("user,item,rating\n1,2,3\r4,5,3\n", "line 2: a carriage return (CR) that ends no line"),
     ],
 )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -277,7 +276,7 @@ def test_repo_specs_are_valid():
         assert sw.plans or sw.notes, name
 
 
-def test_summary_says_what_ran_and_rerun_regenerates(tmp_path, capsys):
+def test_summary_says_what_ran_and_rerun_regenerates(tmp_path, capsys, monkeypatch):
     spec = _spec(tmp_path, f'''
 datasets = ["{SYN}"]
 splits = ["random"]
@@ -302,10 +301,10 @@ name = "bias-only"
     # read from another folder, a relative raw folder is still the sweep's
     rel = ["sweep", str(spec), "--out", "raw", "--no-progress", "--summary", str(summary)]
     assert cli(rel) == 0 and "2 already done" in capsys.readouterr().out
-    os.chdir(tmp_path / "raw")
+    monkeypatch.chdir(tmp_path / "raw")
     assert cli(["summary", str(summary)]) == 0
     assert "raw records: raw/ (one JSON file per run; 2 of these runs recorded)" in capsys.readouterr().out
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     # a file that is no summary (a raw record, say) is an error naming it, not a KeyError
     some_record = harness.raw_files(out)[0]
     assert cli(["summary", str(some_record)]) == 2

@@ -208,8 +208,9 @@ def _download(spec: DatasetSpec, dest: Path, *, base: str | None, progress: bool
             return _extract_cached(archive, spec, dest)
         except (ChecksumError, DataError):
             _remove(archive)  # not this dataset's complete archive: fetch it again
-    _fetch(_url(spec, base), archive, spec, progress=progress, timeout=timeout)
-    return _extract_cached(archive, spec, dest)
+    url = _url(spec, base)
+    _fetch(url, archive, spec, progress=progress, timeout=timeout)
+    return _extract_cached(archive, spec, dest, downloaded_from=url)
 
 
 #: a partial download or extraction folder older than this was left by a killed process
@@ -231,11 +232,12 @@ def _remove_stale_temps(dest: Path, spec: DatasetSpec) -> None:
                 pass
 
 
-def _extract_cached(archive: Path, spec: DatasetSpec, dest: Path) -> Path:
+def _extract_cached(archive: Path, spec: DatasetSpec, dest: Path, downloaded_from: str | None = None) -> Path:
     """:func:`extract_archive` of an archive in the cache, checked for the registered number of
-    ratings; an archive that cannot be extracted or holds an incomplete copy is removed from the
-    cache (it passed its checksums, if any are published, so only an archive without one, such as
-    ml-latest-small's, or one put there by hand gets here), so that a download replaces it."""
+    ratings; an archive that cannot be extracted or does not hold the registered copy is removed
+    from the cache, so that a download replaces it (an archive with published checksums passed
+    them, so this is mostly ml-latest-small's, which has none, or one put there by hand).  One just
+    ``downloaded_from`` a URL is another release: downloading again would not help."""
     try:
         target = extract_archive(archive, spec, dest)
     except DataError as exc:
@@ -246,9 +248,15 @@ def _extract_cached(archive: Path, spec: DatasetSpec, dest: Path) -> Path:
     problem = copy_problem(spec, target)
     if problem is not None:
         _remove(archive)
+        if downloaded_from is not None:
+            raise DataError(
+                f"{downloaded_from}: the downloaded {spec.ratings_file} does not match the registered "
+                f"{spec.title} ({problem}): GroupLens may have re-released it. Fix: put a copy of the "
+                f"registered release into a data dir (--data-dir or ${ENV_DATA_DIR})"
+            )
         raise DataError(
-            f"{archive}: its {spec.ratings_file} is incomplete ({problem}); the archive was removed "
-            f"from the cache: download it again (autorec-bench datasets --download {spec.name})"
+            f"{archive}: its {spec.ratings_file} does not match the registry ({problem}); the archive was "
+            f"removed from the cache: download it again (autorec-bench datasets --download {spec.name})"
         )
     return target
 

@@ -67,18 +67,17 @@ def _check_file(path: Path) -> None:
 
 
 # ------------------------------------------------------------------ line-level diagnosis
-def _lines(path: Path, fmt: str):
-    """Yield (line number, fields) of every non-blank line, as the fast parser sees them."""
+def _lines(path: Path, fmt: str, *, skip_initial_space: bool = False):
+    """Yield (line number, fields) of every non-blank line, as the fast parser sees them (a file
+    with NUL bytes or lone CRs is refused by :func:`scan_bytes` before it is read)."""
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh, start=1):
             text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             if not text.strip():
                 continue
-            if "\r" in text:
-                raise DataError(f"{path}, line {n}: {_STRAY_CR}")
             if fmt == "csv":
                 try:
-                    fields = next(csv.reader([text]))
+                    fields = next(csv.reader([text], skipinitialspace=skip_initial_space))
                 except csv.Error as exc:
                     raise DataError(f"{path}, line {n}: not a readable csv line ({exc}): {text[:80]!r}") from None
             elif fmt == "::":
@@ -118,6 +117,8 @@ def scan_bytes(path: Path) -> None:
             first = min((k for k in (nul, lone) if k >= 0), default=-1)
             if first >= 0:
                 what = "a NUL byte (the file is damaged, e.g. a zero-filled block)" if first == nul else _STRAY_CR
+                if offset == 0 and (block[:2] in (b"\xff\xfe", b"\xfe\xff") or 0 <= nul < 2):
+                    what = "NUL bytes between the characters: the file is UTF-16 encoded; save it as UTF-8"
                 bad = (offset + first, what)
                 break
             pending_cr = trailing
@@ -133,9 +134,9 @@ _SCAN_BLOCK = 1 << 24
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-def csv_lines(path: Path):
+def csv_lines(path: Path, *, skip_initial_space: bool = False):
     """``(line number, fields)`` of every non-blank line of a csv file, its header included."""
-    return _lines(path, "csv")
+    return _lines(path, "csv", skip_initial_space=skip_initial_space)
 
 
 def _is_int(text: str) -> bool:
@@ -224,8 +225,6 @@ def _csv_columns(path: Path) -> tuple[dict[str, int], int]:
             f"{path}, line 1: empty; a csv ratings file starts with a header row "
             "'user,item,rating[,timestamp]' (or userId,movieId,rating,timestamp)"
         )
-    if "\r" in first:
-        raise DataError(f"{path}, line 1: {_STRAY_CR}")
     try:
         header = next(csv.reader([first]))
     except csv.Error as exc:

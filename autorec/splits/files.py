@@ -75,7 +75,7 @@ def read_split_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.
 
 def _field_count_error(path: Path) -> DataError | None:
     """The error for the first line whose number of fields differs from the header's, if any."""
-    lines = csv_lines(path)
+    lines = csv_lines(path, skip_initial_space=True)  # as pandas reads it here
     header = next(lines, None)
     if header is None:
         return None

@@ -120,8 +120,9 @@ class AutoRecBase(IterativeRecommender[AutoRecConfig]):
         self._initial_weights: dict[str, np.ndarray] | None = None  # a fit option, held during one fit
 
     def _check_extra_values(self) -> None:
-        """The values of the knobs both backends know, refused before any work: a switch is true or
-        false (the string "no" would count as on), a count a positive integer."""
+        """The values of the knobs in ``extra``, refused before any work (whichever backend knows
+        them: unknown ones were refused already): a switch is true or false (the string "no" would
+        count as on), a count a positive integer, a momentum in [0, 1)."""
         extra, label = self.config.extra, self.label()
         for key in ("record_batch_losses", "fused_optimizer", "fused_step"):
             if key in extra and not isinstance(extra[key], bool):
