@@ -211,8 +211,9 @@ def test_malformed_lines_name_file_and_line(tmp_path, fmt, text, line, problem):
         # beyond 64-bit integers: refused, never wrapped around (pandas reads up to 2**64 - 1 as uint64)
         ("tab", b"1\t2\t3\t100\n99999999999999999999\t2\t3\t5\n", 2, "is not a 64-bit integer (out of range)"),
         ("::", b"1::2::3::4\n-9223372036854775809::2::3::5\n", 2, "is not a 64-bit integer (out of range)"),
-        ("tab", b"1\t2\t3\t18446744073709551615\n2\t2\t3\t5\n", 1, "timestamp 18446744073709551615 is out of"),
-        ("csv", b"user,item,rating\n1,2,3\n2,18446744073709551615,3\n", 3, "item 18446744073709551615 is out of"),
+        # (pandas 2 reads these as uint64, which is then refused; pandas 3 refuses them itself)
+        ("tab", b"1\t2\t3\t18446744073709551615\n2\t2\t3\t5\n", 1, ("timestamp ", "64-bit integer")),
+        ("csv", b"user,item,rating\n1,2,3\n2,18446744073709551615,3\n", 3, ("item ", "64-bit integer")),
     ],
 )
 def test_bytes_and_numbers_the_fast_parser_would_misread(tmp_path, fmt, data, line, problem):
@@ -222,7 +223,7 @@ def test_bytes_and_numbers_the_fast_parser_would_misread(tmp_path, fmt, data, li
         read_ratings(p, fmt)
     msg = str(exc.value)
     assert msg.startswith(f"{p}, line {line}: "), msg
-    assert problem in msg, msg
+    assert all(part in msg for part in ((problem,) if isinstance(problem, str) else problem)), msg
 
 
 def test_line_breaks_that_are_fine(tmp_path, monkeypatch):
