@@ -77,6 +77,12 @@ class RunIdentity:
     def run_id(self) -> str:
         return hashlib.sha256(canonical_json(self).encode("utf-8")).hexdigest()
 
+    @property
+    def versionless_id(self) -> str:
+        """The run_id this run would have with any version of its model: records that share it
+        but not the run_id are one run measured by two versions of the model's code."""
+        return dataclasses.replace(self, model_version=0).run_id
+
 
 @dataclass(frozen=True)
 class Metrics:

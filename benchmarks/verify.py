@@ -446,8 +446,6 @@ def verify(
     """Verdicts of ``dataset`` (default: every dataset of ``raw_dir``) and the exit status; writes
     ``out_dir/verdicts/<dataset>.json`` for each when ``write`` (with every dataset verified, files
     of datasets no longer there are removed)."""
-    if not Path(raw_dir).is_dir():
-        raise VerifyError(f"raw folder {raw_dir} does not exist (--raw names the folder of raw result files)")
     results = verdicts(load_raw(raw_dir).ok, [dataset] if dataset else None, **options)
     if write:
         folder = Path(out_dir) / VERDICTS

@@ -185,7 +185,7 @@ def test_errors_exit_2(tmp_path, capsys):
     assert code == 2 and v.error and "no successful results for dataset 'ml-1m'" in v.error
     (tmp_path / "empty").mkdir()
     assert verify.verify(tmp_path / "empty", write=False) == (2, [])
-    with pytest.raises(verify.VerifyError, match="raw folder .*none does not exist"):
+    with pytest.raises(DataError, match="raw folder .*none does not exist"):
         verify.verify(tmp_path / "none", write=False)  # a mistyped --raw is no empty folder
     # one undecidable dataset makes the whole answer undecided
     write_runs(only, series("als", 0.95))

@@ -206,7 +206,7 @@ def _download(spec: DatasetSpec, dest: Path, *, base: str | None, progress: bool
         try:
             verify_archive(archive, spec)
             return _extract_cached(archive, spec, dest)
-        except (ChecksumError, DataError):
+        except DataError:  # a ChecksumError too
             _remove(archive)  # not this dataset's complete archive: fetch it again
     url = _url(spec, base)
     _fetch(url, archive, spec, progress=progress, timeout=timeout)

@@ -38,6 +38,8 @@ def _index(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 _INT64_MAX = np.iinfo(np.int64).max
+#: how an id or timestamp beyond 64-bit integers is named, whichever check finds it
+OUT_OF_INT64 = "is out of the 64-bit integer range"
 
 
 def int64_column(a, label: str, where_many: Where) -> np.ndarray:
@@ -56,7 +58,7 @@ def int64_column(a, label: str, where_many: Where) -> np.ndarray:
         k = int(np.argmax(bad))
         value = a[k].item()
         whole = a.dtype.kind == "u" or (math.isfinite(value) and value == round(value))
-        problem = "is out of the 64-bit integer range" if whole else "is not a whole number"
+        problem = OUT_OF_INT64 if whole else "is not a whole number"
         raise DataError(f"{where_many(np.array([k]))[k]}: {label} {value!r} {problem}")
     return np.ascontiguousarray(a, dtype=np.int64)
 

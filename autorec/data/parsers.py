@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from autorec.data.indexing import Where, from_arrays, int64_column
+from autorec.data.indexing import OUT_OF_INT64, Where, from_arrays, int64_column
 from autorec.data.ratings import Ratings
 from autorec.errors import DataError
 
@@ -179,10 +179,10 @@ def _diagnose(
             value = fields[k]
             ok = _is_float(value) if field == "rating" else _is_int(value)
             if not ok:
-                kind = "a number" if field == "rating" else "an integer"
+                problem = "is not a number" if field == "rating" else "is not an integer"
                 if field != "rating" and value.strip().lstrip("+-").isdigit():
-                    kind = "a 64-bit integer (out of range)"
-                return DataError(f"{path}, line {n}: {field} {value!r} is not {kind}: {_show(fields, fmt)}")
+                    problem = OUT_OF_INT64  # the wording of indexing.int64_column, which pandas 2 reaches
+                return DataError(f"{path}, line {n}: {field} {value!r} {problem}: {_show(fields, fmt)}")
             if field == "rating" and not math.isfinite(float(value)):
                 return DataError(f"{path}, line {n}: rating {value.strip()} is not a finite number")
     return DataError(f"{path}: could not be parsed as {fmt!r} ratings ({cause})")
@@ -324,20 +324,15 @@ def read_ratings(path, fmt: str):
         )
     col = {f: frame[k].to_numpy() for f, k in zip(names, usecols)}
     del frame
-
-    def where(rows: np.ndarray) -> dict[int, str]:
-        lines = line_numbers(path, fmt, rows)
-        return {int(k): f"{path}, line {lines.get(int(k), '?')}" for k in rows}
-
-    # pandas reads an id above 2**63 - 1 as uint64: refused here, never wrapped to a negative id
+    values = col["rating"]
+    where = where_in_files([(path, fmt, len(values))])
+    # pandas 2 reads an id above 2**63 - 1 as uint64: refused here, never wrapped to a negative id
     users = int64_column(col["user"], "user", where)
     items = int64_column(col["item"], "item", where)
-    values = col["rating"]
     bad = ~np.isfinite(values)
     if bad.any():
         k = int(np.argmax(bad))
-        line = line_numbers(path, fmt, np.array([k])).get(k, "?")
-        raise DataError(f"{path}, line {line}: rating {values[k]} is not a finite number")
+        raise DataError(f"{where(np.array([k]))[k]}: rating {values[k]} is not a finite number")
     ratings = values.astype(np.float32)
     ts = int64_column(col["timestamp"], "timestamp", where) if "timestamp" in col else None
     return users, items, ratings, ts

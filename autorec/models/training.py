@@ -227,8 +227,10 @@ def _check_finite_state(
             continue
         flat = arr.reshape(-1)
         step = 1 << 22  # in blocks: a Netflix-size weight's mask would be another 240 MB
-        if not all(np.isfinite(flat[s : s + step]).all() for s in range(0, flat.size, step)):
-            bad = sum(int((~np.isfinite(flat[s : s + step])).sum()) for s in range(0, flat.size, step))
+        bad = sum(
+            flat[s : s + step].size - int(np.isfinite(flat[s : s + step]).sum()) for s in range(0, flat.size, step)
+        )
+        if bad:
             raise diverged(
                 model,
                 config,
@@ -335,17 +337,15 @@ def check_resume_config(saved: dict, config: IterativeConfig, path: str | os.Pat
     ``RESUME_MUTABLE_EXTRA`` keys)."""
     now = config.to_dict()
     mutable = config.resume_mutable()
-    diff = sorted(k for k in set(saved) | set(now) if k not in mutable and saved.get(k) != now.get(k))
-    if "extra" in mutable:  # only the keys that change how a step is computed, not what
-        fixed = type(config).RESUME_MUTABLE_EXTRA
-        was, now_extra = dict(saved.get("extra") or {}), dict(now.get("extra") or {})
-        diff += sorted(
-            f"extra[{k!r}]" for k in set(was) | set(now_extra) if k not in fixed and was.get(k) != now_extra.get(k)
-        )
-        saved = {**saved, **{f"extra[{k!r}]": was.get(k) for k in was}}
-        now = {**now, **{f"extra[{k!r}]": now_extra.get(k) for k in now_extra}}
+    # (name, checkpoint value, value now) of every field that differs and may not
+    diff = [(k, saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if k not in mutable]
+    if "extra" in mutable:  # of extra, only the keys that change how a step is computed, not what
+        was, is_ = dict(saved.get("extra") or {}), dict(now.get("extra") or {})
+        free = type(config).RESUME_MUTABLE_EXTRA
+        diff += [(f"extra[{k!r}]", was.get(k), is_.get(k)) for k in sorted(set(was) | set(is_)) if k not in free]
+    diff = [(k, a, b) for k, a, b in diff if a != b]
     if diff:
-        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, a, b in diff)
         raise ConfigError(
             f"cannot resume from {os.fspath(path)!r}: config differs ({detail}); resume "
             f"with the checkpoint's config or start a fresh run"

@@ -10,7 +10,6 @@ the folder is a failure now, old failures included.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import sys
@@ -68,13 +67,13 @@ def retire_superseded(plans: Iterable[RunPlan], out_dir: str | os.PathLike) -> l
     current: dict[str, str] = {}
     for plan in plans:
         if store.is_finished(store.path_for(out_dir, plan), plan.run_id):
-            current[dataclasses.replace(plan.identity, model_version=0).run_id] = plan.run_id
+            current[plan.identity.versionless_id] = plan.run_id
     moved = []
     for path in store.raw_files(out_dir):
         rec = store.read_if_valid(path)
         if rec is None or not rec.ok:
             continue
-        mine = current.get(dataclasses.replace(rec.identity, model_version=0).run_id)
+        mine = current.get(rec.identity.versionless_id)
         if mine is not None and rec.run_id != mine:
             target = out_dir / SUPERSEDED / path.name
             target.parent.mkdir(exist_ok=True)

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autorec.atomic import atomic_write
-from autorec.errors import DataError
 from benchmarks import verify
 from benchmarks.harness.store import DEFAULT_RAW
 from benchmarks.report import paper, plots, sections, tables, verdict
@@ -95,8 +94,6 @@ def build_report(
     ``raw_dir``; returns the files written.  ``recompute``: also materialise every split whose data
     is at hand (under ``data_dir``) and refuse files that do not match it."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    if not raw_dir.is_dir():  # a mistyped --raw would regenerate an empty report over the real one
-        raise DataError(f"raw folder {raw_dir} does not exist (--raw names the folder of raw result files)")
     raw = load_raw(raw_dir)
     check_splits(raw.all)
     notes = recompute_splits(raw.all, data_dir=data_dir) if recompute else []

@@ -16,7 +16,6 @@ again where its data is at hand and refuses every file whose hash differs from i
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -57,8 +56,11 @@ class RawSet:
 
 
 def load_raw(raw_dir: str | os.PathLike) -> RawSet:
-    """Every raw record of ``raw_dir`` (sorted by file name; a missing folder holds none).  A second
-    file of the same run is ignored and listed in ``duplicates``."""
+    """Every raw record of ``raw_dir`` (sorted by file name).  A second file of the same run is
+    ignored and listed in ``duplicates``.  A folder that does not exist is an error (a mistyped
+    ``--raw`` would otherwise regenerate an empty report, or no verdict, over the real ones)."""
+    if not os.path.isdir(raw_dir):
+        raise DataError(f"raw folder {raw_dir} does not exist (--raw names the folder of raw result files)")
     ok: list[RawRun] = []
     failed: list[RawRun] = []
     duplicates: list[str] = []
@@ -82,7 +84,7 @@ def _check_one_version(ok: list[RawRun]) -> None:
     verdict would average (or pair) the old numbers with the new."""
     by_run: dict[str, list[RawRun]] = defaultdict(list)
     for r in ok:
-        by_run[dataclasses.replace(r.rec.identity, model_version=0).run_id].append(r)
+        by_run[r.rec.identity.versionless_id].append(r)
     clashes = [rs for rs in by_run.values() if len(rs) > 1]
     if clashes:
         lines = [", ".join(f"{r.file} (version {r.rec.identity.model_version})" for r in rs) for rs in clashes[:10]]
