@@ -62,6 +62,16 @@ class ColdStartPolicy:
             return cls("constant", value)
         raise ConfigError(f"unknown cold-start policy {text!r}; use 'global-mean', 'constant' or 'constant:V'")
 
+    def check_scale(self, scale: tuple[float, float]) -> None:
+        """:class:`ConfigError` for a constant outside the rating scale ``(low, high)``: predictions
+        are clipped to the scale, so such a constant would silently predict the nearest end instead."""
+        lo, hi = float(scale[0]), float(scale[1])
+        if self.kind == "constant" and not lo <= self.value <= hi:
+            raise ConfigError(
+                f"cold-start policy {self}: the constant is outside the rating scale {lo:g}..{hi:g} "
+                f"(predictions are clipped to it, so it would predict {min(max(self.value, lo), hi):g})"
+            )
+
     def fill_value(self, global_mean: float) -> float:
         """The prediction for a cold pair, given the mean training rating."""
         return float(global_mean) if self.kind == "global-mean" else float(self.value)

@@ -156,6 +156,14 @@ class TestContract:
             assert model.predict([0, 0, 5], [3, 0, 0]) == pytest.approx([expected] * 3)
             assert model.cold_mask([0, 5, 5], [3, 0, 7]).tolist() == [True, True, False]
 
+    def test_cold_start_constant_outside_the_scale_is_refused(self, name, backend, data):
+        # clipping would silently turn constant:9 into 5 (data.train's scale is 1..5)
+        model = _build(name, backend, cold_start="constant:9")
+        with pytest.raises(ConfigError, match="constant:9: the constant is outside the rating scale 1..5"):
+            model.fit(data.train)
+        with pytest.raises(NotFittedError):
+            model.predict([1], [1])
+
     def test_predictions_clipped_to_the_rating_scale(self, name, backend, data):
         # a scale narrower than the ratings (mean about 3.4): clipping must bite on both sides
         d = data.train

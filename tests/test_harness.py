@@ -100,6 +100,13 @@ def test_errors_before_any_training(tmp_path, monkeypatch, capsys):
         _plan(dataset="ml-99k", split="nosuchsplit", params={"reg_user": -1}, cold_start="warm")
     text = str(exc.value)
     assert "nosuchsplit" in text and "reg_user" in text and "cold-start" in text
+    # a cold-start constant outside a registered dataset's scale (it would be clipped to 5), before
+    # any data is read; the ends of the scale are allowed
+    with pytest.raises(ConfigError, match=r"constant:9: the constant is outside the rating scale 1\.\.5"):
+        _plan(dataset="ml-100k", cold_start="constant:9", download=False)
+    with pytest.raises(ConfigError, match=r"outside the rating scale 0\.5\.\.5 .*would predict 0\.5"):
+        _plan(dataset="ml-latest-small", cold_start="constant:0", download=False)
+    assert _plan(dataset="ml-100k", cold_start="constant:5", download=False).identity.cold_start_policy == "constant:5"
     # the CLI: exit 2, a message naming the problem, not a single file written
     assert cli(["run", "--dataset", SYN, "--model", "bias-only", "--seeds", "0,1", "--set", "reg_user=-1",
                 "--out", str(out)]) == 2  # fmt: skip
@@ -217,6 +224,10 @@ def test_files_split(tmp_path):
                 "--model", "bias-only", "--threads", "1", "--out", str(out)]) == 0  # fmt: skip
     scales = sorted(r.sizes.rating_scale for r in harness.load(out) if r.sizes is not None)
     assert scales == [(0.0, 10.0), (1.0, 5.0)]
+    # a declared scale bounds the cold-start constant before anything runs
+    assert cli(["run", "--dataset", "mine", "--split", "files:train.csv,test.csv", "--rating-scale", "1,5",
+                "--cold-start", "constant:7", "--model", "bias-only", "--threads", "1", "--out", str(out)]) == 2  # fmt: skip
+    assert len(harness.load(out)) == 2
 
 
 def test_progress_events_reach_the_parent(tmp_path):

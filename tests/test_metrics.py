@@ -85,6 +85,14 @@ def test_policy_default_and_fill_values():
     assert ColdStartPolicy.parse("constant:4.25").fill_value(3.5) == 4.25
 
 
+def test_constant_must_lie_on_the_rating_scale():
+    for ok in ("global-mean", "constant:1", "constant:5", "constant"):
+        ColdStartPolicy.parse(ok).check_scale((1.0, 5.0))
+    with pytest.raises(ConfigError, match="constant:0.5: the constant is outside the rating scale 1..5"):
+        ColdStartPolicy.parse("constant:0.5").check_scale((1, 5))
+    ColdStartPolicy.parse("constant:0.5").check_scale((0.5, 5.0))
+
+
 # --- finalize: cold fill, non-finite predictions, clipping ------------------------------------
 
 

@@ -181,6 +181,7 @@ class Recommender(ABC, Generic[C]):
         history nobody reads); it changes nothing else. ``options`` are the model's own (checkpoint /
         resume for iterative models)."""
         check_parts(self.label(), train, valid)
+        ColdStartPolicy.parse(self.config.cold_start).check_scale(train.rating_scale)
         if self.train_pass:
             options["score_train"] = bool(score_train)
         self.facts = TrainFacts.of(train)

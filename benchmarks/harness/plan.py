@@ -25,7 +25,8 @@ from typing import Any
 
 from autorec.cache import cache_root
 from autorec.devices import split_devices
-from autorec.errors import AutoRecBenchError, ConfigError
+from autorec import data
+from autorec.errors import AutoRecBenchError, ConfigError, DataError
 from autorec.metrics import ColdStartPolicy
 from autorec.models import registry
 from autorec.splits import SplitSpec
@@ -271,6 +272,17 @@ def _split_args(spec: SplitSpec, scale: tuple[float, ...] | None) -> dict[str, A
 
 
 # ====================================================================== plan_run
+def _registered_scale(ref: DatasetRef | None, spec: SplitSpec | None) -> tuple[float, float] | None:
+    """The rating scale of a registered real dataset (``None`` for synthetic data, ``files:``
+    splits and unknown names)."""
+    if ref is None or ref.synthetic is not None or spec is None or spec.kind == "files":
+        return None
+    try:
+        return data.get(ref.name).rating_scale
+    except DataError:
+        return None
+
+
 def plan_run(
     *,
     dataset: str,
@@ -327,7 +339,11 @@ def plan_run(
         if not isinstance(refit, bool):  # bool("no") is True
             raise ConfigError(f"refit={refit!r} must be true or false")
     with p.check():
-        policy = str(ColdStartPolicy.parse(cold_start))
+        parsed = ColdStartPolicy.parse(cold_start)
+        policy = str(parsed)
+        known = scale if scale is not None else _registered_scale(ref, spec)
+        if known is not None:  # else the fit checks it, once the train part's scale is known
+            parsed.check_scale((known[0], known[1]))
     with p.check():
         devs = tuple(split_devices(devices))
     with p.check():  # checked even when the run's other settings are bad (then with defaults)
