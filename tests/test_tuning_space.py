@@ -31,6 +31,8 @@ AUTOREC_LIKE = {
         ({"k": {"dist": "int", "low": 1.5, "high": 3}}, "integer bounds"),
         ({"reg": {"dist": "uniform", "low": 0}}, "dist, low, high"),
         ({"reg": []}, "empty list"),
+        ({"reg": {"low": 0.1, "high": 1}}, r"a table with \['high', 'low'\] but no dist"),
+        ({"one_of": {"a": {"lr": {"low": 1e-3}}}}, r"one_of.a.lr: a table with \['low'\] but no dist"),
         ({"one_of": {}}, "non-empty table"),
         ({"lr": 1, "one_of": {"a": {"lr": [1, 2]}}}, "also in the common part"),
         ({"one_of": {"a.b": {"lr": 1}}}, "without '.'"),

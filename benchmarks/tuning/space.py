@@ -88,6 +88,13 @@ def _validate_spec(spec: Any, where: str) -> None:
             raise ConfigError(f"{where}: an empty list of choices")
         return
     if not _is_dist(spec):
+        if isinstance(spec, Mapping) and {"low", "high"} & set(spec):
+            # no model parameter is a table of low/high: a distribution whose dist was left out (taken
+            # as a fixed value, the model would refuse a table where it wants a number)
+            raise ConfigError(
+                f"{where}: a table with {sorted({'low', 'high'} & set(spec))} but no dist; a distribution "
+                f"is {{dist, low, high}} with dist one of {list(FLOAT_DISTS + INT_DISTS)}"
+            )
         return  # a fixed value
     dist = spec.get("dist")
     if dist not in FLOAT_DISTS + INT_DISTS:
