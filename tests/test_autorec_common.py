@@ -70,6 +70,14 @@ def test_invalid_configs_are_config_errors(params, match):
         AutoRecConfig.from_dict(params)
 
 
+def test_every_bad_parameter_is_named_in_one_error():
+    with pytest.raises(ConfigError) as exc:
+        AutoRecConfig.from_dict({"lr": -1, "dropout": 2, "epochs": 0, "hidden": [8]})
+    text = str(exc.value)
+    assert "lr=-1: must be > 0" in text and "dropout=2: must be in [0, 1)" in text and "epochs=0: must be >= 1" in text
+    assert "hidden" not in text
+
+
 def test_any_cold_start_policy_is_accepted():
     for policy in ("global-mean", "constant", "constant:3.5"):
         assert AutoRecConfig.from_dict({"cold_start": policy}).cold_start == policy

@@ -138,7 +138,14 @@ class ModelConfig:
         unknown = sorted(set(params) - set(known))
         if unknown:
             raise ConfigError(f"{label}: unknown parameter(s) {unknown}; known: {sorted(known)}")
-        kwargs = {k: coerce(cls, k, v, model=label) for k, v in params.items()}
+        kwargs, problems = {}, []
+        for k, v in params.items():  # every bad parameter in one error, not the first one only
+            try:
+                kwargs[k] = coerce(cls, k, v, model=label)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError("; ".join(problems))
         cfg = cls(**kwargs)
         cfg.validate(model=label)
         return cfg
