@@ -107,6 +107,22 @@ def test_listing_flags_a_truncated_copy(env, capsys):
     ) in out
 
 
+def test_listing_names_another_releases_file(env, capsys):
+    """A folder named for ml-20m holding ml-latest-small's ratings.csv (the same format, 100,836 ratings)
+    is another dataset's file, not a truncated copy of ml-20m."""
+    folder = env / "d" / "ml-20m"
+    folder.mkdir(parents=True)
+    n = data.get("ml-latest-small").n_ratings
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "1,1,4.0,964982703\n" * n)
+    assert main(["datasets", "--data-dir", str(env / "d"), "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"{folder} (found via data-dir): another dataset's ratings file: its 100,836 ratings are "
+        "ml-latest-small's count (ml-20m has 20,000,263)"
+    ) in out
+    assert "truncated" not in out
+
+
 def test_download_repairs_a_truncated_cached_copy(env, server, capsys, monkeypatch):  # noqa: F811
     """A truncated copy in the cache: loading names the fix, and the fix (``--download``) works."""
     root, url, hits = server

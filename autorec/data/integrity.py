@@ -16,7 +16,7 @@ import numpy as np
 
 from autorec.data.parsers import line_numbers
 from autorec.data.ratings import Ratings
-from autorec.data.registry import DatasetSpec
+from autorec.data.registry import DATASETS, DatasetSpec
 from autorec.errors import DataError
 
 __all__ = ["count_rows", "copy_problem", "check_counts", "check_timestamps", "fix_hint"]
@@ -54,11 +54,26 @@ def copy_problem(spec: DatasetSpec, folder: str | Path) -> str | None:
     if not path.is_file():
         return f"{path.name} is missing"
     n = count_rows(path, spec.fmt)
+    other = _release_with(n, spec)
+    if other is not None:
+        return (
+            f"another dataset's ratings file: its {n:,} ratings are {other}'s count "
+            f"({spec.name} has {spec.n_ratings:,})"
+        )
     if n < spec.n_ratings:
         return f"truncated: {n:,} of {spec.n_ratings:,} ratings"
     if n > spec.n_ratings:
         return f"{n:,} ratings where {spec.name} has {spec.n_ratings:,} (modified, or another release)"
     return None
+
+
+def _release_with(n_ratings: int, spec: DatasetSpec) -> str | None:
+    """The other registered dataset, in ``spec``'s file format, with exactly ``n_ratings`` ratings (a
+    folder named for one release holding another's file is not a truncated copy)."""
+    return next(
+        (o.name for o in DATASETS.values() if o.name != spec.name and o.fmt == spec.fmt and o.n_ratings == n_ratings),
+        None,
+    )
 
 
 def fix_hint(spec: DatasetSpec, step: str) -> str:
