@@ -148,6 +148,10 @@ def test_from_arrays_errors():
         from_arrays("x", [1, 2], [1, 1], [np.nan, 3], scale=(1, 5))
     with pytest.raises(DataError, match=r"x: row 1: rating 3.5 is not on the scale's steps of 1"):
         from_arrays("x", [1, 2], [1, 1], [3, 3.5], step=1, scale=(1, 5))
+    # within the tolerances a rating is the level it stands for: exactly on the step and the scale
+    near = from_arrays("x", [1, 2, 3, 4], [1, 1, 1, 1], [4.99999, 3.00005, 1 - 1e-7, 2.5], step=0.5, scale=(1, 5))
+    assert near.ratings.tolist() == [5.0, 3.0, 1.0, 2.5] and near.ratings.dtype == np.float32
+    assert from_arrays("x", [1, 2], [1, 1], [5 + 5e-7, 2.25], scale=(1, 5)).ratings.tolist() == [5.0, 2.25]
     with pytest.raises(DataError, match=r"x: rows 0 and 2: duplicate rating of user 1 for item 9"):
         from_arrays("x", [1, 2, 1], [9, 9, 9], [3, 3, 4], scale=(1, 5))
     with pytest.raises(DataError, match="low < high"):

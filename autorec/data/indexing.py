@@ -63,7 +63,12 @@ def int64_column(a, label: str, where_many: Where) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
-def _check_ratings(ratings: np.ndarray, scale: tuple[float, float], step: float | None, where_many: Where) -> None:
+def _check_ratings(
+    ratings: np.ndarray, scale: tuple[float, float], step: float | None, where_many: Where
+) -> np.ndarray:
+    """The ratings as float32 on the scale, or :class:`DataError` naming the first bad one.  Within the
+    tolerances a rating is taken to be the scale level it stands for (``4.99999`` on steps of 1 is 5;
+    ``5.0000001`` on 1..5 is 5), so that ratings and predictions clipped to the scale compare exactly."""
     lo, hi = scale
     r = ratings.astype(np.float64)
     bad = ~np.isfinite(r)
@@ -90,6 +95,8 @@ def _check_ratings(ratings: np.ndarray, scale: tuple[float, float], step: float 
                 f"{step:g} ({lo:g}, {lo + step:g}, ..., {hi:g})"
                 + (f" (and {more} more such rating(s))" if more else "")
             )
+        r = lo + np.round(pos) * step
+    return np.clip(r, lo, hi).astype(np.float32)
 
 
 def _check_unique(
@@ -158,7 +165,7 @@ def from_arrays(
             raise DataError(f"{name}: step must be a positive number, got {step!r}")
     if vals.dtype.kind not in "iuf":
         raise DataError(f"{name}: ratings must be real numbers, got dtype {vals.dtype}")
-    _check_ratings(vals, (lo, hi), step, where_many)
+    vals = _check_ratings(vals, (lo, hi), step, where_many)
     users, user_ids = _index(raw_u)
     items, item_ids = _index(raw_i)
     _check_unique(users, items, len(item_ids), raw_u, raw_i, where_many)
@@ -175,7 +182,7 @@ def from_arrays(
         name=name,
         users=users,
         items=items,
-        ratings=vals.astype(np.float32, copy=False),
+        ratings=vals,
         user_ids=user_ids,
         item_ids=item_ids,
         rating_scale=(lo, hi),
