@@ -226,7 +226,7 @@ def test_files_split(tmp_path):
     assert scales == [(0.0, 10.0), (1.0, 5.0)]
     # a declared scale bounds the cold-start constant before anything runs
     assert cli(["run", "--dataset", "mine", "--split", "files:train.csv,test.csv", "--rating-scale", "1,5",
-                "--cold-start", "constant:7", "--model", "bias-only", "--threads", "1", "--out", str(out)]) == 2  # fmt: skip
+                "--cold-start", "constant:7", "--model", "bias-only", "--out", str(out)]) == 2  # fmt: skip
     assert len(harness.load(out)) == 2
 
 

@@ -182,6 +182,25 @@ def test_evaluate_runs_the_chosen_config_once_through_the_harness(data, tmp_path
     assert plan.run_id == rec.run_id and harness.is_finished(raw, plan.run_id)
 
 
+def test_tunes_on_synthetic_data_like_any_run(tmp_path, capsys, monkeypatch):
+    """A synthetic dataset (which ``run`` and ``sweep`` take) is tuned on too, and its tuned config
+    evaluated through the harness on the same split."""
+    from benchmarks import record
+    from benchmarks.cli import main
+
+    monkeypatch.setenv("AUTOREC_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["tune", "--dataset", "synthetic:60,40,900", "--model", "bias-only", "--trials", "2", "--threads", "1",
+            "--results", str(tmp_path), "--evaluate", "--quiet"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    (toml,) = (tmp_path / "tuning" / "synthetic_60_40_900_0").glob("*.toml")
+    doc = tomllib.loads(toml.read_text())
+    (raw,) = (tmp_path / "raw").glob("*.json")
+    rec = record.read(raw)
+    assert rec.status == "ok" and rec.identity.data.name == "synthetic:60,40,900,0"
+    assert rec.identity.split.sha256 in toml.read_text()
+    assert {k: rec.identity.params[k] for k in doc["params"]} == doc["params"]
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [

@@ -238,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
 
     from autorec.env import environment, set_threads
     from autorec.models.config import ModelConfig, parse_assignments
-    from autorec.splits import load_split
+    from autorec.splits import SplitSpec
+    from benchmarks.harness.data import DataSource, check_rating_scale, load_data, parse_dataset
     from benchmarks.tuning import StudySpec, describe, result_of, tune
     from benchmarks.tuning.config_file import write_config
     from benchmarks.tuning.study import sqlite_url
@@ -252,18 +253,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--set {harness}: set from the run (--seed, --cold-start), not fixed by hand")
     targets = _targets(args, fixed)
     threads = set_threads(args.threads)
-    data = load_split(
-        args.dataset,
-        args.split,
-        seed=args.seed,
-        valid_ratio=args.valid_ratio,
+    dataset = parse_dataset(args.dataset)  # a registered name, synthetic:..., or a files: split's own
+    split_spec = SplitSpec.parse(args.split)
+    source = DataSource(
         data_dir=args.data_dir,
         offline=args.offline,
         cache_dir=args.cache_dir,
-        rating_scale=args.rating_scale,
+        rating_scale=check_rating_scale(args.rating_scale),
     )
+    data = load_data(dataset, split_spec, seed=args.seed, valid_ratio=args.valid_ratio, source=source)
     split = str(data.split.spec)
-    folder = Path(args.results) / "tuning" / _slug(args.dataset)
+    folder = Path(args.results) / "tuning" / _slug(dataset.name)
     env = environment()
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     studies = []
@@ -273,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
             name=name,
             storage=args.storage or sqlite_url(folder / f"{name}.db"),
             data={
-                "dataset": args.dataset,
+                "dataset": dataset.name,
                 "split": split,
                 "seed": args.seed,
                 "valid_ratio": data.split.valid_ratio,

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from autorec import data
 from autorec.cache import cache_root
 from autorec.devices import split_devices
-from autorec import data
 from autorec.errors import AutoRecBenchError, ConfigError, DataError
 from autorec.metrics import ColdStartPolicy
 from autorec.models import registry
