@@ -80,8 +80,15 @@ class ColdStartPolicy:
         return "global-mean" if self.kind == "global-mean" else f"constant:{self.value:g}"
 
 
+#: a raw prediction further than this many widths of the rating scale outside it (beyond -39,999 or
+#: 40,005 on 1..5) comes from a diverged model: no fitted model predicts there, and clipping it would
+#: hide the divergence behind a rating on the scale
+DIVERGED_WIDTHS = 1e4
+
+
 def finalize(raw: np.ndarray, cold: np.ndarray, fill: float, scale: tuple[float, float]) -> np.ndarray:
-    """Replace cold pairs by ``fill``, replace non-finite predictions nowhere (they raise), and clip."""
+    """Replace cold pairs by ``fill`` and clip to ``scale``; non-finite predictions, and predictions far
+    outside the scale (:data:`DIVERGED_WIDTHS`), raise :class:`FloatingPointError`."""
     out = np.asarray(raw, dtype=np.float64).copy()
     if np.any(cold) and not np.isfinite(fill):
         raise FloatingPointError(
@@ -92,4 +99,14 @@ def finalize(raw: np.ndarray, cold: np.ndarray, fill: float, scale: tuple[float,
     bad = ~np.isfinite(out)
     if bad.any():
         raise FloatingPointError(f"{int(bad.sum())} of {out.size} predictions are NaN or infinite")
-    return np.clip(out, scale[0], scale[1])
+    lo, hi = float(scale[0]), float(scale[1])
+    reach = DIVERGED_WIDTHS * (hi - lo)
+    far = (out < lo - reach) | (out > hi + reach)
+    if far.any():
+        # clipping would turn a diverged model's predictions into plausible-looking ratings
+        k = int(np.argmax(far))
+        raise FloatingPointError(
+            f"{int(far.sum())} of {out.size} predictions lie over {DIVERGED_WIDTHS:g} scale widths outside "
+            f"{lo:g}..{hi:g} (e.g. {out[k]:.3g}): the model diverged"
+        )
+    return np.clip(out, lo, hi)

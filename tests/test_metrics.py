@@ -109,6 +109,17 @@ def test_non_finite_warm_predictions_raise(bad):
         finalize(np.array([3.0, bad]), np.array([False, False]), 3.0, (1.0, 5.0))
 
 
+def test_predictions_far_off_the_scale_are_divergence_not_clipped():
+    # 4 widths of 1..5 beyond it is a bad model, clipped; 10,000 widths beyond it is a diverged one
+    assert finalize(np.array([21.0, -15.0]), np.array([False, False]), 3.0, (1.0, 5.0)).tolist() == [5.0, 1.0]
+    assert finalize(np.array([40_005.0, -39_999.0]), np.zeros(2, bool), 3.0, (1.0, 5.0)).tolist() == [5.0, 1.0]
+    with pytest.raises(FloatingPointError, match=r"1 of 3 predictions lie over 10000 scale widths outside 1..5 "
+                       r"\(e.g. 4.5e\+04\): the model diverged"):  # fmt: skip
+        finalize(np.array([2.0, 45_000.0, 3.0]), np.zeros(3, bool), 3.0, (1.0, 5.0))
+    with pytest.raises(FloatingPointError, match=r"e.g. -1e\+08"):
+        finalize(np.array([-1e8]), np.array([False]), 3.0, (0.5, 5.0))
+
+
 def test_nan_at_a_cold_pair_is_replaced_not_raised():
     raw = np.array([np.nan, 2.0])
     out = finalize(raw, np.array([True, False]), 3.0, (1.0, 5.0))

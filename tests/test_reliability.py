@@ -444,6 +444,19 @@ def test_autorec_divergence_names_epoch_and_config(tmp_path):
     assert len(rec.fit.history) == rec.error.epoch - 1
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
+def test_a_divergence_with_a_finite_loss_is_a_failure_not_a_clipped_number(tmp_path):
+    """Adam at lr=1000 takes MF's predictions to about 1e8 with a finite loss; clipped to the scale
+    they gave a plausible test RMSE (2.29) in an ``ok`` record.  With or without validation it fails."""
+    params = {"optimizer": "adam", "lr": 1000.0, "epochs": 3}
+    for refit in (False, True):
+        plan = harness.plan_run(dataset=SYN, model="biased-mf", backend="torch", params=params, refit=refit)
+        rec = execute1(plan, tmp_path / f"raw{refit}")
+        assert rec.status == "failed" and rec.metrics is None
+        assert rec.error is not None and rec.error.type == "TrainingDivergedError"
+        assert "scale widths outside 1..5" in rec.error.message and "the model diverged" in rec.error.message
+
+
 # ====================================================================== row 7: --dry-run checks everything
 def test_dry_run_reports_every_spec_error_at_once(tmp_path, capsys):
     spec = tmp_path / "bad.toml"

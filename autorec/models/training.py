@@ -14,7 +14,8 @@ same way for every model, so that the families the verdict compares stop by the 
 - **best weights**: with ``config.restore_best`` the state of the best epoch is kept and restored at
   the end; ``FitInfo.best_epoch`` is always the best validation epoch and ``FitInfo.weights_epoch``
   the epoch whose weights the model holds;
-- **divergence**: a non-finite training loss, non-finite validation predictions, or (in a fit
+- **divergence**: a non-finite training loss, validation predictions that are not finite or lie far
+  off the rating scale (:data:`autorec.metrics.DIVERGED_WIDTHS`), or (in a fit
   without validation, whose last step nothing else checks) non-finite learned parameters at the
   end raise :class:`~autorec.errors.TrainingDivergedError` naming the model, the epoch and the
   config; the error carries the history up to that epoch (``exc.history``);
@@ -154,7 +155,7 @@ def train_loop(
                     config,
                     epoch=epoch,
                     what="a validation prediction",
-                    value=f"not finite ({exc})",
+                    value=f"not finite or far off the rating scale ({exc})",
                     history=st.history,
                 ) from None
             if not math.isfinite(valid_rmse):
