@@ -6,9 +6,12 @@ For every dataset with successful records (or the one asked for):
 1. **Selection on validation.**  The best AutoRec configuration (family ``autorec``: any name,
    backend, devices, parameters) and the best MF configuration (family ``mf``: every matrix
    factorisation, als, biased-mf, d2l-mf, surprise-svd(pp), the Bayesian ones included) are the
-   ones with the lowest mean **validation** RMSE over their runs.  Test ratings take no part in the
-   choice.  Configurations run on fewer than ``min_pairs`` split instances (e.g. a 3-seed
-   ablation) are passed over when any has that many (:func:`benchmarks.report.tables.select_best`).
+   ones with the lowest mean **validation** RMSE.  Test ratings take no part in the choice.  It reads
+   only split instances (spec and seed) where both families ran (:func:`pairable`), and scores every
+   candidate on the instances all candidates share (:func:`choose`), so that no configuration is ranked
+   on splits the comparison never uses.  Configurations run on fewer than ``min_pairs`` split instances
+   (e.g. a 3-seed ablation) are passed over when any has that many
+   (:func:`benchmarks.report.tables.select_best`).
    ``select="test"`` chooses by mean test RMSE instead (optimistic; labelled so).
 2. **Pairing.**  The two are paired on the split instances (spec and seed) both ran on, which must
    have the same split SHA-256 (the same train / validation / test ratings); at least ``min_pairs``.
@@ -211,20 +214,49 @@ def _score(runs: list[RawRun], select: str) -> float | None:
     return math.fsum(vals) / len(vals)
 
 
-def choose(runs: list[RawRun], family: str, select: str, min_runs: int) -> tuple[list[RawRun], int]:
-    """The runs of the best configuration of ``family`` (lowest mean ``select`` RMSE), and how many
-    configurations were passed over for having fewer than ``min_runs`` runs."""
+def _instance(run: RawRun) -> tuple[str, int]:
+    return (run.rec.split.spec, run.rec.split.seed)
+
+
+def pairable(runs: list[RawRun]) -> list[RawRun]:
+    """The AutoRec and MF runs on split instances where both families have a run: the only ones a
+    comparison can use, so the only ones the choice reads (a configuration's extra seeds, which no
+    configuration of the other family ran, do not rank it)."""
+    fams: dict[tuple[str, int], set[str]] = defaultdict(set)
+    for r in runs:
+        fams[_instance(r)].add(r.rec.family)
+    return [r for r in runs if r.rec.family in ("autorec", "mf") and {"autorec", "mf"} <= fams[_instance(r)]]
+
+
+def choose(runs: list[RawRun], family: str, select: str, min_runs: int) -> tuple[list[RawRun], list[RawRun], int]:
+    """The best configuration of ``family`` (lowest mean ``select`` RMSE): its runs, the runs its
+    score was computed on, and how many configurations were passed over for having fewer than
+    ``min_runs`` runs.  Every candidate is scored on the same split instances (those all of them ran
+    on): a mean over other seeds or folds is another number, and would rank configurations on the
+    luck of their splits.  :class:`VerifyError` when the candidates share fewer than ``min_runs``."""
     configs: dict[tuple, list[RawRun]] = defaultdict(list)
     for r in runs:
         if r.rec.family == family:
             configs[config_key(r)].append(r)
+    enough = [k for k, v in configs.items() if len(v) >= min_runs]
+    candidates = enough or list(configs)
+    shared = set.intersection(*({_instance(r) for r in configs[k]} for k in candidates)) if candidates else set()
+    if len(enough) > 1 and len(shared) < min_runs:
+        what = "AutoRec" if family == "autorec" else "matrix-factorisation"
+        kinds = sorted({split_group(s) for k in enough for s, _ in (_instance(r) for r in configs[k])})
+        raise VerifyError(
+            f"the {len(enough)} {what} configurations with >= {min_runs} split instances share only "
+            f"{len(shared)} of them (split(s) {', '.join(kinds)}): configurations are chosen on the same splits; "
+            "run them on the same seeds / folds, or verify one split with --split"
+        )
+    scoring = {k: [r for r in configs[k] if _instance(r) in shared] or configs[k] for k in candidates}
     scored = [
-        (s, describe(v[0]), canonical_json(k), v) for k, v in configs.items() if (s := _score(v, select)) is not None
+        (sc, describe(v[0]), canonical_json(k), k) for k, v in scoring.items() if (sc := _score(v, select)) is not None
     ]
-    best, passed_over = select_best(scored, n=lambda t: len(t[3]), rank=lambda t: t[:3], min_runs=min_runs)
+    best, _ = select_best(scored, n=lambda t: len(scoring[t[3]]), rank=lambda t: t[:3], min_runs=min_runs)
     if best is None:
         what = "AutoRec" if family == "autorec" else "matrix-factorisation"
-        unscored = sorted({describe(v[0]) for v in configs.values() if _score(v, select) is None})
+        unscored = sorted({describe(v[0]) for v in scoring.values() if _score(v, select) is None})
         why = (
             f"{len(unscored)} configuration(s) have runs without one ({', '.join(unscored[:3])}"
             + (", ..." if len(unscored) > 3 else "")
@@ -233,7 +265,8 @@ def choose(runs: list[RawRun], family: str, select: str, min_runs: int) -> tuple
             else "run the sweep first (e.g. `autorec-bench sweep benchmarks/specs/ml100k.toml`)"
         )
         raise VerifyError(f"no {what} results with a {select} RMSE; {why}")
-    return best[3], passed_over
+    passed_over = len(configs) - len(enough) if enough else 0
+    return configs[best[3]], scoring[best[3]], passed_over
 
 
 def _side(runs: list[RawRun], select: str) -> Side:
@@ -255,9 +288,9 @@ def _side(runs: list[RawRun], select: str) -> Side:
 def _selection_text(select: str) -> str:
     if select == "valid":
         return (
-            "best = lowest mean VALIDATION RMSE over each configuration's runs (the validation part is carved "
-            "out of each train part; test ratings take no part in the choice), then compared on test RMSE over "
-            "the splits both ran on."
+            "best = lowest mean VALIDATION RMSE over the split instances every candidate ran on (the validation "
+            "part is carved out of each train part; test ratings take no part in the choice), then compared on "
+            "test RMSE over the splits both ran on."
         )
     return (
         "best = lowest mean TEST RMSE (optimistic: the winner is picked on the numbers being compared; use "
@@ -306,10 +339,23 @@ def _undecided(dataset: str, runs: list[RawRun], base: Verdict) -> Verdict:
             where = f" and split {base.split_group!r}" if base.split_group else ""
             raise VerifyError(f"no successful results for dataset {dataset!r}{where}")
         check_splits(runs)
-        arun, a_over = choose(runs, "autorec", base.select, base.min_pairs)
-        v = replace(v, autorec=_side(arun, base.select))
-        mrun, m_over = choose(runs, "mf", base.select, base.min_pairs)
-        v = replace(v, mf=_side(mrun, base.select))
+        if not all(any(r.rec.family == fam for r in runs) for fam in ("autorec", "mf")):
+            for fam in ("autorec", "mf"):  # the side that is there, then the error naming the missing one
+                v = replace(v, **{fam: _side(choose(runs, fam, base.select, base.min_pairs)[1], base.select)})
+        both = pairable(runs)
+        if not both:
+            ran = {
+                fam: ", ".join(sorted({split_group(r.rec.split.spec) for r in runs if r.rec.family == fam}))
+                for fam in ("autorec", "mf")
+            }
+            raise VerifyError(
+                f"no split instance has both an AutoRec and an MF run (AutoRec ran on {ran['autorec']}, MF on "
+                f"{ran['mf']}): run both on the same splits"
+            )
+        arun, a_sel, a_over = choose(both, "autorec", base.select, base.min_pairs)
+        v = replace(v, autorec=_side(a_sel, base.select))
+        mrun, m_sel, m_over = choose(both, "mf", base.select, base.min_pairs)
+        v = replace(v, mf=_side(m_sel, base.select))
         v = replace(v, pairs=tuple(_pairs(arun, mrun)))
         if len(v.pairs) < base.min_pairs:
             raise VerifyError(

@@ -234,6 +234,46 @@ def test_configurations_with_too_few_splits_are_passed_over(tmp_path):
     assert any("fewer than 5 split instances: 1 AutoRec and 0 MF" in n for n in v.notes)
 
 
+def test_configurations_are_chosen_on_the_splits_all_of_them_ran_on(tmp_path):
+    """MF config B is worse than A by validation on every split the comparison uses; B also ran 5 more
+    seeds (which nobody else ran) with a lower validation RMSE.  Those seeds must not make B the best MF:
+    the choice, and so the verdict, was flipped by them."""
+    raw = tmp_path / "raw"
+    five = [("random:test_ratio=0.1", s) for s in range(5)]
+    extra = [("random:test_ratio=0.1", s) for s in range(5, 10)]
+    write_runs(raw, series("i-autorec", 0.870, params={"based": "item"}, seed=1, splits=five))
+    a, b = {"factors": 10}, {"factors": 45}
+    write_runs(raw, series("als", 0.880, params=a, noise=0, splits=five, valid_offset=0.010))
+    write_runs(raw, series("als", 0.860, params=b, noise=0, splits=five, valid_offset=0.032))
+    write_runs(raw, series("als", 0.860, params=b, noise=0, splits=extra, valid_offset=-0.03))
+    code, (v,) = verify.verify(raw, write=False)
+    assert v.mf and v.mf.params == a and v.mf.n_runs == 5 and v.mf.valid_rmse_mean == pytest.approx(0.890)
+    assert code == 0 and v.winner == "autorec" and v.stats and v.stats.n_pairs == 5
+    # AutoRec on the extra seeds too: still chosen on the seeds every MF candidate ran (A's five)
+    write_runs(raw, series("i-autorec", 0.870, params={"based": "item"}, seed=5, splits=extra))
+    code, (v,) = verify.verify(raw, write=False)
+    assert v.mf and v.mf.params == a and code == 0 and v.stats and v.stats.n_pairs == 5
+    # a third candidate on the extra seeds only: the candidates share no split, and choosing between
+    # them would compare means over different splits
+    write_runs(raw, series("als", 0.870, params={"factors": 20}, noise=0, splits=extra))
+    code, (v,) = verify.verify(raw, write=False)
+    assert code == 2 and v.error and v.error.startswith(
+        "the 3 matrix-factorisation configurations with >= 5 split instances share only 0 of them "
+        "(split(s) random:test_ratio=0.1): configurations are chosen on the same splits"
+    )
+
+
+def test_no_split_with_both_families_is_named(tmp_path):
+    raw = tmp_path / "raw"
+    write_runs(raw, series("i-autorec", 0.870, params={"based": "item"}, seed=1, splits=SPLITS[:5]))
+    write_runs(raw, series("als", 0.905, seed=3, splits=SPLITS[5:]))
+    code, (v,) = verify.verify(raw, write=False)
+    assert code == 2 and v.error == (
+        "no split instance has both an AutoRec and an MF run (AutoRec ran on random:test_ratio=0.1, MF on "
+        "canonical:u1-u5): run both on the same splits"
+    )
+
+
 def test_verdict_files_are_a_pure_function_and_stale_ones_go(tmp_path):
     raw = tmp_path / "raw"
     write_runs(raw, series("i-autorec", 0.870, params={"based": "item"}, seed=1))
