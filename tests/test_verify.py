@@ -257,9 +257,13 @@ def test_configurations_are_chosen_on_the_splits_all_of_them_ran_on(tmp_path):
     # them would compare means over different splits
     write_runs(raw, series("als", 0.870, params={"factors": 20}, noise=0, splits=extra))
     code, (v,) = verify.verify(raw, write=False)
-    assert code == 2 and v.error and v.error.startswith(
-        "the 3 matrix-factorisation configurations with >= 5 split instances share only 0 of them "
-        "(split(s) random:test_ratio=0.1): configurations are chosen on the same splits"
+    assert (
+        code == 2
+        and v.error
+        and v.error.startswith(
+            "the 3 matrix-factorisation configurations with >= 5 split instances share only 0 of them "
+            "(split(s) random:test_ratio=0.1): configurations are chosen on the same splits"
+        )
     )
 
 
