@@ -159,6 +159,11 @@ def test_tune_command_end_to_end_and_equal_budgets(data, tmp_path, capsys, monke
     assert main(args) == 0
     assert "[  " not in capsys.readouterr().err
     assert [p.read_text().splitlines()[1:] for p in tomls] == before
+    # a smaller budget would not reproduce the study's best (the best of 7): refused, the configs untouched
+    smaller = [a if a != "7" else "5" for a in args]
+    assert main(smaller) == 2
+    assert "already holds 7 counted trials, more than the 5 asked for" in capsys.readouterr().err
+    assert [p.read_text().splitlines()[1:] for p in tomls] == before and "--trials 7" in tomls[0].read_text()
 
 
 def test_evaluate_runs_the_chosen_config_once_through_the_harness(data, tmp_path, capsys, monkeypatch):

@@ -91,6 +91,13 @@ def tune(
         store = storage(spec.storage)
         spec = settle(spec, store)
         study = open_study(spec, store)
+        held = budget_used(study)
+        if held > budget:  # its best is the best of more trials than asked: the command would not reproduce it
+            raise ConfigError(
+                f"study {spec.name!r} already holds {held} counted trials, more than the {budget} asked for "
+                f"(trials={trials}); its best trial comes from all {held}: ask for trials={held} (--trials {held}) "
+                "to use it, or give another study name (--study) for a study of this budget"
+            )
         if size is not None and size <= trials:
             for params in spaces.grid(spec.space):
                 study.enqueue_trial(params, skip_if_exists=True)
