@@ -228,6 +228,34 @@ def test_errors_come_before_any_work(argv, message, monkeypatch, capsys):
     assert message in capsys.readouterr().err and calls == []
 
 
+def test_every_value_of_the_space_is_checked_before_any_work(tmp_path, monkeypatch, capsys):
+    """A value the model refuses, past the first choice or at the upper bound, would spend trials of
+    the budget as failures: refused up front."""
+    import autorec.splits
+    from benchmarks.cli import main
+
+    calls = []
+    monkeypatch.setattr(autorec.splits, "load_split", lambda *a, **kw: calls.append(a))
+    for body, message in (
+        ("reg_user = [1.0, -5.0]", "reg_user=-5.0: must be >= 0"),
+        ('reg_item = {dist = "uniform", low = 1.0, high = 2.0}\nepochs = [5, 0]', "epochs=0: must be >= 1"),
+    ):
+        (tmp_path / "space.toml").write_text("[space]\n" + body + "\n")
+        argv = [
+            "tune",
+            "--dataset",
+            "ml-100k",
+            "--model",
+            "bias-only",
+            "--trials",
+            "2",
+            "--space",
+            str(tmp_path / "space.toml"),
+        ]
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err and calls == []
+
+
 def test_command_line_is_canonical():
     import argparse
 

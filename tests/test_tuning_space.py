@@ -31,6 +31,8 @@ AUTOREC_LIKE = {
         ({"k": {"dist": "int", "low": 1.5, "high": 3}}, "integer bounds"),
         ({"reg": {"dist": "uniform", "low": 0}}, "dist, low, high"),
         ({"reg": []}, "empty list"),
+        ({"reg": [1.0, 2, 1]}, "the choices 1.0 and 1 are the same value"),
+        ({"one_of": {"a": {"h": [[8], [8]]}}}, r"one_of.a.h: the choices \[8\] and \[8\] are the same value"),
         ({"reg": {"low": 0.1, "high": 1}}, r"a table with \['high', 'low'\] but no dist"),
         ({"one_of": {"a": {"lr": {"low": 1e-3}}}}, r"one_of.a.lr: a table with \['low'\] but no dist"),
         ({"one_of": {}}, "non-empty table"),
@@ -113,8 +115,15 @@ def test_space_sizes_grids_and_corners():
         {"one_of": "y", "y.a": 3, "y.b": True},
         {"one_of": "y", "y.a": 3, "y.b": False},
     ]
+    # counted, not listed: a range of 10^12 integers is a size, not a list in memory
+    assert spaces.size({"k": {"dist": "int", "low": 1, "high": 10**12}, "a": [1, 2]}) == 2 * 10**12
+    # every value a trial can give a parameter is built up front: each choice and both bounds, per variant
     corners = spaces.corners(AUTOREC_LIKE)
-    assert [c["optimizer"] for c in corners] == ["adam", "rprop"] and corners[1]["lr"] == 1e-3
+    adam, rprop = [c for c in corners if c["optimizer"] == "adam"], [c for c in corners if c["optimizer"] == "rprop"]
+    assert adam[0] == {"hidden": [8], "dropout": 0.0, "epochs": 30, "optimizer": "adam", "lr": 1e-4}
+    assert {c["lr"] for c in adam} == {1e-4, 1e-2} and {c["dropout"] for c in adam} == {0.0, 0.5}
+    assert [c["hidden"] for c in adam].count([16, 8]) == 1 and {c["steps"] for c in rprop} == {1, 2}
+    assert {c["lr"] for c in rprop} == {1e-3, 1e-1}
 
 
 def test_space_file(tmp_path):

@@ -86,6 +86,13 @@ def _validate_spec(spec: Any, where: str) -> None:
     if isinstance(spec, list):
         if not spec:
             raise ConfigError(f"{where}: an empty list of choices")
+        encoded = _choices(spec)
+        for i, c in enumerate(encoded):
+            same = [spec[j] for j in range(i) if encoded[j] == c]
+            if same:  # 1 and 1.0 (and True) are one Optuna value: the grid would count a configuration twice
+                raise ConfigError(
+                    f"{where}: the choices {same[0]!r} and {spec[i]!r} are the same value; list each once"
+                )
         return
     if not _is_dist(spec):
         if isinstance(spec, Mapping) and {"low", "high"} & set(spec):
@@ -225,15 +232,25 @@ def _product(named: list[tuple[str, Any]]) -> list[dict[str, Any]] | None:
     return [dict(combo) for combo in itertools.product(*axes)]
 
 
+def _count(spec: Any) -> int | None:
+    """How many values a spec can take (1 for a fixed value), ``None`` when infinitely many; counted,
+    not listed (an integer range may hold 10^12 values)."""
+    if isinstance(spec, list):
+        return len(spec)
+    if _is_dist(spec):
+        return None if spec["dist"] in FLOAT_DISTS else int(spec["high"]) - int(spec["low"]) + 1
+    return 1
+
+
 def size(space: Mapping[str, Any]) -> int | None:
     """The number of distinct configurations, ``None`` when infinite."""
     common, variants = parts(space)
     total = 1
     for spec in common.values():
-        values = _values(spec)
-        if values is None:
+        n = _count(spec)
+        if n is None:
             return None
-        total *= max(len(values), 1)
+        total *= n
     if not variants:
         return total
     per_variant = [size(sub) for sub in variants.values()]
@@ -261,16 +278,24 @@ def grid(space: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def corners(space: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One configuration per variant (first choice, lower bound): what is built to check a space's
-    parameter names and values against the model before any work."""
+    """Configurations that together take every value a trial can give each parameter (every choice,
+    both bounds), per variant: the first choices and lower bounds, then each other value in turn.
+    Built before any work, they check the space's names and values against the model, so that no
+    trial of the budget is spent on a value the model refuses."""
     common, variants = parts(space)
 
-    def first(spec: Any) -> Any:
+    def values(spec: Any) -> list[Any]:
         if isinstance(spec, list):
-            return spec[0]
+            return list(spec)
         if _is_dist(spec):
-            return int(spec["low"]) if spec["dist"] in INT_DISTS else float(spec["low"])
-        return spec
+            cast = int if spec["dist"] in INT_DISTS else float
+            return [cast(spec["low"]), cast(spec["high"])]
+        return [spec]
 
-    base = {k: first(v) for k, v in common.items()}
-    return [{**base, **{k: first(v) for k, v in sub.items()}} for sub in variants.values()] or [base]
+    out = []
+    for sub in list(variants.values()) or [{}]:
+        named = {**common, **sub}
+        base = {k: values(v)[0] for k, v in named.items()}
+        out.append(base)
+        out += [{**base, k: v} for k, spec in named.items() for v in values(spec)[1:]]
+    return out
