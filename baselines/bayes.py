@@ -102,13 +102,17 @@ def _share(v: float) -> bool:
     return 0.0 <= v < 1.0
 
 
+#: myfm's C++ binding keeps the low 32 bits of a larger rank (2**32 fitted a rank-0 model)
+_INT32_MAX = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class BayesConfig(ModelConfig):
     """The sampler's size, the feature grouping, and myfm's priors and initialisation (defaults:
     myfm's)."""
 
-    rank: int = param(10, low=1, doc="latent dimension")
-    n_iter: int = param(600, low=1, doc="Gibbs iterations")
+    rank: int = param(10, low=1, high=_INT32_MAX, doc="latent dimension (myfm takes a 32-bit int)")
+    n_iter: int = param(600, low=1, high=_INT32_MAX, doc="Gibbs iterations (myfm takes a 32-bit int)")
     burn_in: float = param(
         0.01,
         check=_share,

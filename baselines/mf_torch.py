@@ -70,7 +70,7 @@ class BiasedMFTorchConfig(IterativeConfig):
     epochs: int = param(40, low=1, doc="maximum epochs")
     patience: int | None = param(3, low=1, doc="early stopping patience on validation RMSE; None = off")
     batch_size: int = param(1024, low=1, doc="ratings per step")
-    init_std: float = nonnegative(0.1, "std of the normal initial factors (biases start at 0)")
+    init_std: float = positive(0.1, "std of the N(0, init_std) initial factors (biases start at 0)")
     devices: tuple[str, ...] = param(("cpu",), check=devices_ok, rule="a non-empty list of devices", doc="one device")
     threads: int | None = param(None, low=1, doc="intra-op threads set at fit (None = the default: idle cores)")
 

@@ -35,7 +35,7 @@ from autorec.errors import ConfigError, DataError
 from autorec.interactions import Interactions
 from autorec.models.base import FitInfo, IterativeRecommender, ProgressFn
 from autorec.models.batching import batches, epoch_order
-from autorec.models.config import IterativeConfig, choice, nonnegative, param, positive
+from autorec.models.config import IterativeConfig, check_factor_init, choice, nonnegative, param, positive
 from autorec.native_lib import EXACT_FLAGS, NativeLibrary, resolve_exact
 from baselines._numpy import FactorStateMixin
 
@@ -140,9 +140,10 @@ class BiasedMFSGDConfig(IterativeConfig):
     RESUME_MUTABLE: ClassVar[tuple[str, ...]] = (*IterativeConfig.RESUME_MUTABLE, "kernel")
 
     def check(self) -> None:
+        check_factor_init("init_std", self.init_std, "init_mean", self.init_mean)
         if self.kernel == "native" and self.batch_size == 1:
             raise ConfigError(
-                "biased-mf: kernel='native' needs batch_size >= 2 (batch_size=1 is the sequential "
+                "kernel='native' needs batch_size >= 2 (batch_size=1 is the sequential "
                 "per-rating loop, whose dot product is BLAS's); use kernel='auto' or 'numpy'"
             )
 

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from autorec.interactions import Interactions
 from autorec.models.base import FitInfo, ProgressFn, Recommender
-from autorec.models.config import ModelConfig, nonnegative, param, positive
+from autorec.models.config import ModelConfig, check_factor_init, nonnegative, param, positive
 from baselines._oneshot import mean_squared_error, one_shot_info
 
 
@@ -69,6 +69,9 @@ class SurpriseSVDConfig(ModelConfig):
     reg_pu: float | None = _optional("None = reg_all")
     reg_qi: float | None = _optional("None = reg_all")
 
+    def check(self) -> None:
+        check_factor_init("init_std_dev", self.init_std_dev, "init_mean", self.init_mean)
+
 
 @dataclass(frozen=True)
 class SurpriseSVDppConfig(ModelConfig):
@@ -91,6 +94,9 @@ class SurpriseSVDppConfig(ModelConfig):
     reg_qi: float | None = _optional("None = reg_all")
     reg_yj: float | None = _optional("None = reg_all")
     cache_ratings: bool = param(False)
+
+    def check(self) -> None:
+        check_factor_init("init_std_dev", self.init_std_dev, "init_mean", self.init_mean)
 
 
 SurpriseConfig = TypeVar("SurpriseConfig", SurpriseSVDConfig, SurpriseSVDppConfig)

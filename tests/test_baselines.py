@@ -615,3 +615,60 @@ def test_bad_pairs_and_bad_train_data(data):
     m.fit(data.train)
     with pytest.raises(DataError, match="user index out of range"):
         m.predict([data.train.n_users], [0])
+
+
+def test_fit_checks_the_parts_it_is_given(data):
+    """Indices beyond the index space raised deep in a model, a negative one wrapped around to the last
+    user, and a reversed scale made every prediction 1: each is a DataError naming the part."""
+    u, i, r = np.array([0, 1, 2], np.int32), np.array([0, 1, 1], np.int32), np.array([5, 4, 3], np.float32)
+    cases = [
+        (Interactions(np.array([0, 1, 7], np.int32), i, r, 3, 3, (1.0, 5.0)), r"user indices run from 0 to 7, outside"),
+        (Interactions(np.array([0, 1, -1], np.int32), i, r, 3, 3, (1.0, 5.0)), r"user indices run from -1 to 1"),
+        (Interactions(u, i.astype(np.float32), r, 3, 3, (1.0, 5.0)), "item indices must be integers"),
+        (Interactions(u, i, r, 3, 3, (5.0, 1.0)), r"rating scale \(5.0, 1.0\) must be \(low, high\)"),
+        (Interactions(u, i[:2], r, 3, 3, (1.0, 5.0)), "must be 1-d arrays of one length"),
+    ]
+    for name in ("global-mean", "bias-only", "als"):
+        for part, message in cases:
+            with pytest.raises(DataError, match=f"{name} \\(numpy\\): the train part's .*{message}"):
+                build(name).fit(part)
+    n_users = data.train.n_users
+    bad_valid = Interactions(np.array([0, n_users], np.int32), np.array([0, 0], np.int32), np.array([3, 3], np.float32),
+                             n_users, data.train.n_items, (1.0, 5.0))  # fmt: skip
+    with pytest.raises(DataError, match=f"the valid part's user indices run from 0 to {n_users}, outside"):
+        build("bias-only").fit(data.train, bad_valid)
+
+
+@pytest.mark.parametrize(
+    "name,backend,params,message",
+    [
+        ("biased-mf", "numpy", {"init_std": 0.0}, "init_std=0 with init_mean=0: every factor starts at 0"),
+        pytest.param("biased-mf", "torch", {"init_std": 0.0}, "init_std=0.0: must be > 0", marks=needs_torch),
+        pytest.param("surprise-svd", "surprise", {"init_std_dev": 0.0}, "init_std_dev=0 with", marks=needs_surprise),
+        pytest.param("surprise-svdpp", "surprise", {"init_std_dev": 0.0}, "init_std_dev=0", marks=needs_surprise),
+        ("als", "numpy", {"seed": 2**32}, "seed=4294967296: must be <= 4294967295"),
+        pytest.param(
+            "bayesian-mf",
+            "myfm",
+            {"rank": 2**32},
+            "rank=4294967296: must be <= 2147483647",
+            marks=pytest.mark.skipif(not has_module("myfm"), reason="myfm not installed"),
+        ),  # fmt: skip
+        pytest.param(
+            "bayesian-svdpp",
+            "myfm",
+            {"n_iter": 2**31},
+            "n_iter=2147483648: must be <= 2147483647",
+            marks=pytest.mark.skipif(not has_module("myfm"), reason="myfm not installed"),
+        ),  # fmt: skip
+    ],
+)
+def test_configs_a_library_would_silently_change_are_refused(name, backend, params, message):
+    """myfm keeps a rank's low 32 bits (2**32 fitted a rank-0 model); factors all starting at 0 never
+    move, leaving the biases alone; seeds beyond 32 bits reach the libraries as raw errors."""
+    with pytest.raises(ConfigError, match=message):
+        registry.get(name, backend).build(params)
+
+
+def test_factors_may_start_equal_when_not_at_zero():
+    assert registry.get("biased-mf", "numpy").build({"init_std": 0.0, "init_mean": 0.1}).config.init_std == 0.0

@@ -325,6 +325,7 @@ def check_parts(label: str, train: Interactions, valid: Interactions | None) -> 
     in the same index space."""
     if not isinstance(train, Interactions):
         raise DataError(f"{label}: train must be autorec.interactions.Interactions, got {type(train).__name__}")
+    _check_part(label, "train", train)
     if len(train) == 0:
         raise DataError(f"{label}: the train part is empty")
     r = np.asarray(train.ratings)
@@ -334,8 +335,33 @@ def check_parts(label: str, train: Interactions, valid: Interactions | None) -> 
         return
     if not isinstance(valid, Interactions):
         raise DataError(f"{label}: valid must be Interactions or None, got {type(valid).__name__}")
+    _check_part(label, "valid", valid)
     if (valid.n_users, valid.n_items) != (train.n_users, train.n_items):
         raise DataError(
             f"{label}: valid has index space {valid.n_users}x{valid.n_items}, train "
             f"{train.n_users}x{train.n_items}; both must come from the same split"
+        )
+
+
+def _check_part(label: str, name: str, part: Interactions) -> None:
+    """A part's arrays agree with each other and with its index space and scale (an index out of range
+    raised deep in a model, and a negative one wrapped to the last user or item)."""
+    users, items, ratings = (np.asarray(a) for a in (part.users, part.items, part.ratings))
+    if not (users.ndim == items.ndim == ratings.ndim == 1 and len(users) == len(items) == len(ratings)):
+        raise DataError(
+            f"{label}: the {name} part's users, items and ratings must be 1-d arrays of one length, got shapes "
+            f"{users.shape}, {items.shape}, {ratings.shape}"
+        )
+    for what, idx, n in (("user", users, part.n_users), ("item", items, part.n_items)):
+        if idx.size and idx.dtype.kind not in "iu":
+            raise DataError(f"{label}: the {name} part's {what} indices must be integers, got {idx.dtype}")
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= int(n)):
+            raise DataError(
+                f"{label}: the {name} part's {what} indices run from {int(idx.min())} to {int(idx.max())}, "
+                f"outside its index space [0, {int(n)})"
+            )
+    lo, hi = (float(x) for x in part.rating_scale)
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise DataError(
+            f"{label}: the {name} part's rating scale {part.rating_scale} must be (low, high) with low < high"
         )

@@ -74,6 +74,18 @@ def nonnegative(default: Any, doc: str = "") -> Any:
     return param(default, low=0, doc=doc)
 
 
+def check_factor_init(std_name: str, std: float, mean_name: str | None = None, mean: float = 0.0) -> None:
+    """:class:`ConfigError` where latent factors would start, all of them, at exactly 0: the gradient of
+    ``p_u . q_i`` is then 0 in both factors, gradient descent never moves them, and the model is
+    silently its biases alone."""
+    if std == 0 and mean == 0:
+        at = f" with {mean_name}=0" if mean_name else ""
+        raise ConfigError(
+            f"{std_name}=0{at}: every factor starts at 0 and gradient descent never moves it (the model would be "
+            f"its biases alone); give {std_name} > 0"
+        )
+
+
 def choice(default: str, choices: tuple | list, doc: str = "") -> Any:
     return param(default, choices=choices, doc=doc)
 
@@ -101,7 +113,7 @@ class ModelConfig:
     (``--seeds``, ``--cold-start``), never from a model's parameters.
     """
 
-    seed: int = param(0, low=0, doc="random seed of everything the fit draws")
+    seed: int = param(0, low=0, high=2**32 - 1, doc="random seed of everything the fit draws")
     cold_start: str = param(
         "global-mean",
         check=_cold_start_ok,
@@ -168,7 +180,10 @@ class ModelConfig:
         label = model or type(self).__name__
         for f in fields(self):
             coerce(type(self), f.name, getattr(self, f.name), model=label)
-        self.check()
+        try:
+            self.check()
+        except ConfigError as exc:  # the cross-field rules name the model as the field rules do
+            raise ConfigError(f"{label}: {exc}") from None
 
     def check(self) -> None:
         """Cross-field rules of a model (raise :class:`ConfigError`); none by default."""
@@ -276,12 +291,16 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     raise TypeError(f"{where}: unsupported config field type {tp!r}")  # pragma: no cover
 
 
+def _bound(b: float) -> str:
+    return str(b) if isinstance(b, int) else f"{b:g}"
+
+
 def _check_rule(value: Any, meta: Mapping[str, Any], where: str) -> None:
     low, high = meta.get("low"), meta.get("high")
     if low is not None and (value <= low if meta.get("low_open") else value < low):
-        raise ConfigError(f"{where}: must be {'>' if meta.get('low_open') else '>='} {low:g}")
+        raise ConfigError(f"{where}: must be {'>' if meta.get('low_open') else '>='} {_bound(low)}")
     if high is not None and value > high:
-        raise ConfigError(f"{where}: must be <= {high:g}")
+        raise ConfigError(f"{where}: must be <= {_bound(high)}")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"{where}: is not one of {list(choices)}")
