@@ -149,6 +149,19 @@ def auto_threads() -> int:
     return threads
 
 
+#: the most threads a run may ask for: far past any machine's cores, and below the counts at which
+#: torch's OpenMP pool crashes the process (10**6 threads: SIGSEGV at the first operator)
+MAX_THREADS = 1024
+
+
+def check_threads(n: int | None, where: str = "--threads") -> None:
+    """:class:`~autorec.errors.ConfigError` for a thread count outside 1..:data:`MAX_THREADS`."""
+    from autorec.errors import ConfigError
+
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS):
+        raise ConfigError(f"{where} {n!r} must be a whole number from 1 to {MAX_THREADS}")
+
+
 def resolve_threads(n: int | None = None) -> int:
     """``n`` when given, else :func:`default_thread_count`'s count."""
     return int(n) if n else default_thread_count()[0]

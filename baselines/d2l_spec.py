@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from autorec.env import MAX_THREADS
 from autorec.interactions import Interactions
 from autorec.models.base import FitInfo, IterativeRecommender, ProgressFn
 from autorec.models.config import IterativeConfig, devices_ok, nonnegative, param, positive
@@ -31,7 +32,9 @@ class D2LConfig(IterativeConfig):
     devices: tuple[str, ...] = param(
         ("cpu",), check=devices_ok, rule="a non-empty list of devices", doc="devices / contexts"
     )
-    threads: int | None = param(None, low=1, doc="intra-op threads set at fit (None = the default: idle cores)")
+    threads: int | None = param(
+        None, low=1, high=MAX_THREADS, doc="intra-op threads set at fit (None = the default: idle cores)"
+    )
 
 
 class D2LMF(IterativeRecommender[D2LConfig]):

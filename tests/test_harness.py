@@ -114,6 +114,20 @@ def test_errors_before_any_training(tmp_path, monkeypatch, capsys):
     assert not harness.raw_files(out)
 
 
+def test_thread_counts_are_bounded(tmp_path, capsys):
+    """torch segfaults at its first operator with 10**6 threads; the failure record said only "exited
+    with status 1".  A count outside 1..1024 is refused by every command and by the model configs."""
+    out = tmp_path / "raw"
+    for command in (["run", "--dataset", SYN, "--model", "bias-only", "--out", str(out)],
+                    ["sweep", "nonexistent.toml"], ["tune", "--dataset", SYN, "--model", "bias-only"]):  # fmt: skip
+        for bad in ("0", "1000000"):
+            assert cli([*command, "--threads", bad]) == 2
+            assert f"--threads {bad} must be a whole number from 1 to 1024" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="threads=1025: must be <= 1024"):
+        registry.get("i-autorec", "torch").build({"threads": 1025})
+    assert not harness.raw_files(out)
+
+
 # ------------------------------------------------------------------------------ running
 def test_run_writes_one_record_per_seed(tmp_path, capsys):
     out = tmp_path / "raw"

@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from autorec.errors import ConfigError
+from autorec.env import check_threads
 from autorec.models.config import parse_assignments
 from benchmarks import harness
 from benchmarks.sweep import parse_seeds, read_params_file
@@ -85,8 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def plan(args: argparse.Namespace) -> list[harness.RunPlan]:
     """One plan per seed; every problem raised before anything trains."""
-    if args.threads is not None and args.threads <= 0:
-        raise ConfigError(f"--threads {args.threads} must be > 0")
+    check_threads(args.threads)
     params = read_params_file(args.config, args.model) if args.config else {}
     params.update(parse_assignments(args.sets))
     return [

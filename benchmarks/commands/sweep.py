@@ -15,6 +15,7 @@ import os
 import time
 
 from autorec.atomic import atomic_write
+from autorec.env import check_threads
 from autorec.errors import ConfigError
 from autorec.jsonio import dumps
 from benchmarks import harness
@@ -98,8 +99,7 @@ def executor(args: argparse.Namespace) -> harness.Executor | None:
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs} must be >= 1")
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads {args.threads} must be >= 1")
+    check_threads(args.threads)
     engine = executor(args)
     harness.check_writable(args.out, create=not args.dry_run)
     source = harness.DataSource(data_dir=args.data_dir, offline=args.offline)

@@ -236,7 +236,7 @@ def _tune_on_dask(args: argparse.Namespace, specs: list[StudySpec], data: SplitD
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from autorec.env import environment, set_threads
+    from autorec.env import check_threads, environment, set_threads
     from autorec.models.config import ModelConfig, parse_assignments
     from autorec.splits import SplitSpec
     from benchmarks.harness.data import DataSource, check_rating_scale, load_data, parse_dataset
@@ -244,8 +244,9 @@ def run(args: argparse.Namespace) -> int:
     from benchmarks.tuning.config_file import write_config
     from benchmarks.tuning.study import sqlite_url
 
-    if args.trials <= 0 or (args.threads is not None and args.threads <= 0):
-        raise ConfigError(f"--trials {args.trials} and --threads {args.threads} must be > 0")
+    if args.trials <= 0:
+        raise ConfigError(f"--trials {args.trials} must be > 0")
+    check_threads(args.threads)
     _check_executor(args)
     fixed = parse_assignments(args.sets)
     harness = sorted(set(fixed) & set(ModelConfig.HARNESS))
