@@ -16,6 +16,7 @@ import pytest
 from autorec.errors import ConfigError, DataError, MissingDependencyError
 from autorec.interactions import Interactions
 from autorec.models import registry
+from autorec.models.base import NotFittedError
 from baselines import sgd
 from baselines.als import RatingRows, solve_side
 from baselines.sgd import ScatterPlan, scatter_add
@@ -615,6 +616,10 @@ def test_bad_pairs_and_bad_train_data(data):
     m.fit(data.train)
     with pytest.raises(DataError, match="user index out of range"):
         m.predict([data.train.n_users], [0])
+    with pytest.raises(DataError, match="user index 9223372036854775813 is out of range"):  # not wrapped to < 0
+        m.predict(np.array([2**63 + 5], dtype=np.uint64), [0])
+    with pytest.raises(NotFittedError, match=r"bias-only \(numpy\): call fit\(train\) before predict$"):
+        build("bias-only").predict([0], [0])  # no "load a saved model": the baselines have no save/load
 
 
 def test_fit_checks_the_parts_it_is_given(data):

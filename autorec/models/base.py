@@ -248,7 +248,8 @@ class Recommender(ABC, Generic[C]):
 
     def _facts(self) -> TrainFacts:
         if self.facts is None:
-            raise NotFittedError(f"{self.label()}: call fit(train) (or load a saved model) before predict")
+            saved = " (or load a saved model)" if callable(getattr(type(self), "load", None)) else ""
+            raise NotFittedError(f"{self.label()}: call fit(train){saved} before predict")
         return self.facts
 
     def _indices(self, values: Any, what: str) -> np.ndarray:
@@ -259,6 +260,8 @@ class Recommender(ABC, Generic[C]):
             raise DataError(f"{self.label()}: {what} indices must be integers, got {arr.dtype} values")
         if arr.ndim > 1:
             raise DataError(f"{self.label()}: {what} indices must be a 1-d array, got shape {arr.shape}")
+        if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+            raise DataError(f"{self.label()}: {what} index {int(arr.max())} is out of range")  # not wrapped negative
         return arr.astype(np.int64, copy=False).reshape(-1)
 
     def _checked_pairs(self, users: Any, items: Any) -> tuple[np.ndarray, np.ndarray]:

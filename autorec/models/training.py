@@ -93,7 +93,11 @@ def diverged(
     """The divergence error: model, epoch (and batch), the config, a hint."""
     where = f"epoch {epoch}" + (f", batch {batch}" if batch is not None else "")
     lr = getattr(config, "lr", None)
-    hint = (f"lower lr (now {lr:g}), " if isinstance(lr, (int, float)) else "") + "raise regularisation"
+    hint = (
+        (f"lower the step sizes (lr now {lr:g}, and any per-parameter ones)" if isinstance(lr, (int, float)) else "")
+        + ("; or " if isinstance(lr, (int, float)) else "")
+        + "look for an extreme value among the config's others (regularisation, initialisation)"
+    )
     exc = TrainingDivergedError(
         f"{model}: training diverged: {what} is {value} at {where} (config: {config.summary()}). Fix: {hint}."
     )

@@ -176,10 +176,14 @@ def resolve_model(
             raise ConfigError(f"parameter {key!r} of model {model!r} is set by the run ({flag}), not by --set / params")
     for key in cfg_cls.EXECUTION:
         if key in given:
-            how = f" ({HARNESS_FLAGS[key]})" if key in HARNESS_FLAGS else ""
+            how = (
+                f"the run sets it ({HARNESS_FLAGS[key]})"
+                if key in HARNESS_FLAGS
+                else "a run leaves it at its default (the model picks the fastest exact path and records which ran)"
+            )
             raise ConfigError(
                 f"parameter {key!r} of model {model!r} is an execution setting (the same numbers whatever its "
-                f"value, so no part of a run's identity): the run sets it{how}, not --set / params"
+                f"value, so no part of a run's identity): {how}, not --set / params"
             )
     given.update(seed=seed, cold_start=cold_start)
     if "devices" in cfg_cls.field_names():
