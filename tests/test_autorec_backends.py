@@ -327,6 +327,20 @@ def test_resume_equals_uninterrupted(Model, data, tmp_path, optimizer, extra):
     np.testing.assert_array_equal(again.get_weights()["W0"], full.get_weights()["W0"])
 
 
+def test_a_truncated_or_damaged_checkpoint_is_named(Model, data, tmp_path):
+    cfg = dict(hidden=(6,), epochs=2, batch_size=64)
+    ck = tmp_path / "ck.npz"
+    Model(cfg).fit(data.train, data.valid, checkpoint=ck)
+    raw = ck.read_bytes()
+    (tmp_path / "half.npz").write_bytes(raw[: len(raw) // 2])
+    flipped = bytearray(raw)
+    flipped[len(raw) // 3] ^= 0xFF
+    (tmp_path / "flipped.npz").write_bytes(bytes(flipped))
+    for name in ("half.npz", "flipped.npz"):
+        with pytest.raises(DataError, match=f"checkpoint file '{tmp_path / name}' is not a readable checkpoint"):
+            Model({**cfg, "epochs": 3}).fit(data.train, data.valid, resume=tmp_path / name)
+
+
 def test_resume_keeps_the_epochs_a_cosine_schedule_depends_on(Model, data, tmp_path):
     cfg = dict(hidden=(6,), epochs=2, batch_size=64, lr_schedule="cosine", threads=1)
     Model(cfg).fit(data.train, data.valid, checkpoint=tmp_path / "ck")

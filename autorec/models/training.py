@@ -32,6 +32,7 @@ import json
 import math
 import os
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -381,5 +382,5 @@ def read_npz(path: str | os.PathLike, kind: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{kind} file {path!r} is not a readable {kind} ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a truncated or damaged file
+        raise DataError(f"{kind} file {path!r} is not a readable {kind} ({type(exc).__name__}: {exc})") from None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import zipfile
 
 import mxnet as mx
 import numpy as np
@@ -121,7 +122,7 @@ def load_state(trainer, state: bytes) -> None:
     try:
         with np.load(io.BytesIO(bytes(state)), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"checkpoint optimizer state is not readable ({exc})") from None
     if "meta" not in arrays:
         raise DataError("checkpoint optimizer state has no meta record (not written by the mxnet backend)")
@@ -144,9 +145,11 @@ def load_state(trainer, state: bytes) -> None:
                 )
         upd.states = states
         upd.states_synced = dict.fromkeys(states, False)  # moved to each replica's context on first use
-    opt._all_index_update_counts = {
-        int(dev): {int(i): int(c) for i, c in counts.items()} for dev, counts in meta["counts"].items()
-    } or {0: {}}
-    first = next(iter(opt._all_index_update_counts))
-    opt._index_update_count = opt._all_index_update_counts[first]
+    # every replica applied every update, so the counts of each saved device are the same: each device of
+    # this trainer takes them, also one the checkpoint did not have (resumed on more contexts, a device
+    # left without counts restarted Adam's bias correction at step 1 and its replica drifted away)
+    saved = [{int(i): int(c) for i, c in counts.items()} for counts in meta["counts"].values()] or [{}]
+    devices = sorted({int(ctx.device_id) for ctx in trainer._contexts}) or [0]
+    opt._all_index_update_counts = {dev: dict(saved[0]) for dev in devices}
+    opt._index_update_count = opt._all_index_update_counts[devices[0]]
     opt.num_update = int(meta["num_update"])
