@@ -149,6 +149,20 @@ def auto_threads() -> int:
     return threads
 
 
+def die_with_parent() -> None:
+    """Be killed (SIGKILL) when the parent thread ends (Linux ``PR_SET_PDEATHSIG``; nothing elsewhere):
+    a killed launcher takes its children along.  Call it in a child after fork (a ``preexec_fn``), or
+    first thing in a child process (then check that the parent is not already gone)."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # pragma: no cover - not Linux / no glibc
+        pass
+
+
 #: the most threads a run may ask for: far past any machine's cores, and below the counts at which
 #: torch's OpenMP pool crashes the process (10**6 threads: SIGSEGV at the first operator)
 MAX_THREADS = 1024

@@ -109,3 +109,31 @@ def test_bad_arguments_rejected_before_launch(data):
                        t.rating_scale)  # fmt: skip
     with pytest.raises(DataError, match="NaN"):
         AutoRecTorch.fit_parallel({"hidden": [4]}, (bad, data.valid), nproc=2)
+
+
+def _ranks_of(job_dir) -> list[int]:
+    """Live processes (torchrun and its ranks) whose command line names ``job_dir``."""
+    import os
+
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if str(job_dir).encode() in fh.read():
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+def test_a_timeout_takes_torchrun_and_its_ranks_along(tmp_path, data):
+    """torchrun used to be killed alone: its ranks (in sessions of their own) trained on, orphaned."""
+    import time
+
+    cfg = dict(hidden=(16,), epochs=100_000, batch_size=16, threads=1)
+    with pytest.raises(AutoRecBenchError, match="torchrun did not finish within 8 s"):
+        AutoRecTorch.fit_parallel(cfg, (data.train, data.valid), nproc=2, workdir=tmp_path, timeout=8)
+    deadline = time.time() + 10  # the ranks get SIGKILL when torchrun dies; give the kernel a moment
+    while _ranks_of(tmp_path) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _ranks_of(tmp_path) == []

@@ -52,6 +52,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from autorec.env import die_with_parent
+
 ENV_FRESH = "AUTOREC_FRESH_WORKERS"
 REPO = Path(__file__).resolve().parents[2]
 #: modules a zygote of a backend imports besides the model's own module (which imports its
@@ -66,14 +68,8 @@ def enabled() -> bool:
     return os.environ.get(ENV_FRESH, "").strip().lower() not in ("1", "true", "yes", "on")
 
 
-def set_pdeathsig() -> None:
-    """Die with the parent thread (PR_SET_PDEATHSIG, SIGKILL): a killed sweep takes its workers along.
-    Runs in a child after fork (before exec, as a ``preexec_fn``)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:  # pragma: no cover - not Linux / no glibc
-        pass
+#: die with the parent thread (PR_SET_PDEATHSIG, SIGKILL): a killed sweep takes its workers along
+set_pdeathsig = die_with_parent
 
 
 def _send(sock: socket.socket, obj: dict, fds: list[int] | None = None) -> None:

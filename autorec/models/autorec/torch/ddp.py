@@ -44,6 +44,7 @@ import numpy as np
 from autorec import errors
 from autorec.atomic import atomic_write
 from autorec.devices import parse_device
+from autorec.env import die_with_parent
 from autorec.errors import AutoRecBenchError, ConfigError
 from autorec.interactions import Interactions
 from autorec.models.autorec.config import AutoRecConfig
@@ -197,15 +198,22 @@ def _launch(job_dir: Path, nproc: int, threads: int, timeout: float, quiet: bool
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["OMP_NUM_THREADS"] = str(threads)
     with open(job_dir / LOG, "wb") as log:
+        out = log if quiet else None
+        # torchrun dies with this process (and each rank with torchrun, see main): a launcher killed by a
+        # timeout or SIGKILL left torchrun and its ranks training on, beside the next runs
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT if quiet else None, preexec_fn=die_with_parent
+        )
         try:
-            out = log if quiet else None
-            proc = subprocess.run(
-                cmd, env=env, stdout=out, stderr=subprocess.STDOUT if quiet else None, timeout=timeout
-            )
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise AutoRecBenchError(
                 f"fit_parallel: torchrun did not finish within {timeout:g} s (log: {job_dir / LOG})"
             ) from None
+        finally:
+            if proc.poll() is None:  # timed out, or interrupted: the ranks go with torchrun
+                proc.kill()
+                proc.wait()
     raise_rank_errors(job_dir)
     if proc.returncode != 0 or not (job_dir / MODEL).is_file():
         tail = (job_dir / LOG).read_text(errors="replace")[-3000:]
@@ -370,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("worker", help="one torchrun rank (launched by fit_parallel)").add_argument("job_dir")
     ddp_train.add_arguments(sub.add_parser("train", help=ddp_train.HELP))
     args = p.parse_args(argv)
+    if args.cmd == "worker":  # a rank dies with its torchrun (killed by a timeout, or its launcher killed)
+        die_with_parent()
+        if os.getppid() == 1:  # torchrun was gone before that took effect
+            os._exit(1)
     # A rank leaves through os._exit once its results are written atomically: gloo's C++ worker
     # threads can otherwise abort the process during interpreter finalisation ("terminate called
     # without an active exception", SIGABRT), seen here under CPU load.
