@@ -7,6 +7,7 @@ tests/test_autorec_torch_ddp.py, tests/test_scale_native.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from typing import Any, cast
@@ -325,6 +326,13 @@ def test_resume_equals_uninterrupted(Model, data, tmp_path, optimizer, extra):
     again = Model({**cfg, "extra": {**extra, "predict_batch_rows": 7}})
     again.fit(data.train, data.valid, resume=ck)
     np.testing.assert_array_equal(again.get_weights()["W0"], full.get_weights()["W0"])
+    # other data of the same shape (one rating changed, or validation dropped) is another fit
+    changed = data.train.ratings.copy()
+    changed[0] = 2.0 if changed[0] == 1.0 else 1.0
+    other = dataclasses.replace(data.train, ratings=changed)
+    for parts in ((other, data.valid), (data.train, None)):
+        with pytest.raises(ConfigError, match="it was trained on other data"):
+            Model(cfg).fit(*parts, resume=ck)
 
 
 def test_a_truncated_or_damaged_checkpoint_is_named(Model, data, tmp_path):

@@ -307,9 +307,11 @@ class IterativeRecommender(Recommender[C]):
         checkpoint_every: int = 1,
         resume: Any = None,
     ) -> FitInfo:
-        from autorec.models.training import train_loop
+        from autorec.models.training import data_fingerprint, train_loop
 
         trainer = self.make_trainer(train, valid)
+        # checkpoints say what they were trained on (computed only where one is written or read)
+        data_key = data_fingerprint(train, valid) if checkpoint is not None or resume is not None else None
         valid_fn = (lambda: self.validation_rmse(valid)) if valid is not None else None  # noqa: E731
         return train_loop(
             trainer,
@@ -320,6 +322,7 @@ class IterativeRecommender(Recommender[C]):
             checkpoint=checkpoint,
             checkpoint_every=checkpoint_every,
             resume=resume,
+            data_key=data_key,
         )
 
 

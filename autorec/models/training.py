@@ -28,6 +28,7 @@ same way for every model, so that the families the verdict compares stop by the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -117,9 +118,12 @@ def train_loop(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 1,
     resume: str | os.PathLike | None = None,
+    data_key: str | None = None,
 ) -> Any:
     """Train ``trainer`` for up to ``config.epochs`` epochs; returns a
-    :class:`autorec.models.base.FitInfo` (see the module docstring for the rules)."""
+    :class:`autorec.models.base.FitInfo` (see the module docstring for the rules).  ``data_key``
+    (:func:`data_fingerprint` of the fit's parts) is written into checkpoints, and a checkpoint
+    written on other data is refused on ``resume``."""
     from autorec.models.base import FitInfo
 
     if int(checkpoint_every) <= 0:
@@ -131,6 +135,11 @@ def train_loop(
         if ck.model != model:
             raise ConfigError(f"cannot resume from {os.fspath(resume)!r}: written by {ck.model}, this is {model}")
         check_resume_config(ck.config, config, resume)
+        if ck.data is not None and data_key is not None and ck.data != data_key:
+            raise ConfigError(
+                f"cannot resume from {os.fspath(resume)!r}: it was trained on other data (train/validation "
+                f"fingerprint {ck.data[:16]}..., this fit's {data_key[:16]}...); resume on the parts it was written on"
+            )
         trainer.load_state(ck.state)
         trainer.load_optimizer_state(ck.optimizer_state)
         st = ck.loop
@@ -195,6 +204,7 @@ def train_loop(
                     state=trainer.state(copy=False),
                     optimizer_state=trainer.optimizer_state(),
                     loop=st,
+                    data=data_key,
                 ),
             )
         if progress is not None:
@@ -222,6 +232,22 @@ def train_loop(
             "resumed_from_epoch": (start - 1) if resume is not None else None,
         },
     )
+
+
+def data_fingerprint(*parts: Any) -> str:
+    """A SHA-256 of fit parts (:class:`~autorec.interactions.Interactions`, or ``None`` for an absent
+    one): their index spaces, scales, pairs and ratings, what a checkpoint must be resumed on."""
+    h = hashlib.sha256()
+    for part in parts:
+        if part is None or len(part) == 0:
+            h.update(b"none;")
+            continue
+        h.update(f"{int(part.n_users)},{int(part.n_items)},{tuple(float(x) for x in part.rating_scale)};".encode())
+        for arr in (part.users, part.items, part.ratings):
+            a = np.ascontiguousarray(arr)  # no copy of a part's own arrays (a Netflix part is 1.2 GB)
+            h.update(f"{a.dtype.str}{a.shape};".encode())
+            h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
 
 
 def _check_finite_state(
@@ -271,6 +297,9 @@ class Checkpoint:
     state: dict[str, np.ndarray]
     optimizer_state: OptimizerState
     loop: _LoopState
+    #: the fingerprint of the fit's train and validation parts (:func:`data_fingerprint`); ``None``
+    #: in checkpoints written before it was recorded
+    data: str | None = None
 
 
 def save_checkpoint(path: str | os.PathLike, ck: Checkpoint) -> None:
@@ -289,6 +318,7 @@ def save_checkpoint(path: str | os.PathLike, ck: Checkpoint) -> None:
         "since_best": int(lp.since_best),
         "stopped": bool(lp.stopped),
         "converged": bool(lp.converged),
+        "data": ck.data,
     }
     arrays = {"meta": json_array(meta)}
     if isinstance(ck.optimizer_state, dict):
@@ -325,6 +355,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         state=state,
         optimizer_state=_optimizer_state(z, path),
         loop=loop,
+        data=meta.get("data"),
     )
 
 
