@@ -280,7 +280,16 @@ class RankModel(AutoRecTorch):
         return math.sqrt(sse / n) if n > 0 else float("nan")
 
     def _fit_extra(self) -> dict[str, Any]:
-        return {**super()._fit_extra(), "world_size": self.world, "dist_backend": "nccl" if self.gpu else "gloo"}
+        import torch
+
+        # what each rank ran with: the launcher's own thread count (recorded in the run's environment)
+        # is not it (a run's --threads is shared out between the ranks, at least one each)
+        return {
+            **super()._fit_extra(),
+            "world_size": self.world,
+            "dist_backend": "nccl" if self.gpu else "gloo",
+            "threads_per_rank": int(torch.get_num_threads()),
+        }
 
 
 Parts = tuple[Interactions, Interactions | None]
