@@ -222,7 +222,9 @@ def set_threads(n: int | None = None) -> int:
 
         torch.set_num_threads(n)
     if "mxnet" in sys.modules:
+        mxnet_threads_at_import()  # before the variable is written below
         os.environ["OMP_NUM_THREADS"] = _written["OMP_NUM_THREADS"] = str(n)  # mxnet reads it for new engines
+        _set_mxnet_omp(n)
     try:
         from threadpoolctl import threadpool_limits
 
@@ -230,6 +232,40 @@ def set_threads(n: int | None = None) -> int:
     except ImportError:  # pragma: no cover
         pass
     return n
+
+
+_mxnet_at_import: list[str | None] = []  # OMP_NUM_THREADS as mxnet found it at import (once seen)
+
+
+def mxnet_threads_at_import() -> str | None:
+    """``OMP_NUM_THREADS`` when mxnet was imported (``None``: unset), read the first time this process
+    sees mxnet imported, before :func:`set_threads` writes the variable."""
+    if not _mxnet_at_import:
+        value = os.environ.get("OMP_NUM_THREADS") or None
+        _mxnet_at_import.append(None if value is not None and value == _written.get("OMP_NUM_THREADS") else value)
+    return _mxnet_at_import[0]
+
+
+def _set_mxnet_omp(n: int) -> None:
+    """MXNet's own operator threads (its OpenMP kernels) are set through its C API.  Its engine's
+    worker threads, which run the matrix products in OpenBLAS, took ``OMP_NUM_THREADS`` at import and
+    keep it: a fit asking for another count from Python ran on the import's (2 cores busy for
+    ``threads=1``), so that is said, and recorded (:func:`thread_counts`)."""
+    import ctypes
+
+    import mxnet
+
+    at_import = mxnet_threads_at_import()
+    setter = getattr(mxnet.base._LIB, "MXSetNumOMPThreads", None)
+    if setter is not None:
+        mxnet.base.check_call(setter(ctypes.c_int(n)))
+    if at_import is not None and at_import.strip() != str(n):
+        warnings.warn(
+            f"mxnet was imported with OMP_NUM_THREADS={at_import}: its matrix products keep that many threads, "
+            f"not the {n} asked for; set OMP_NUM_THREADS={n} before importing mxnet (the CLI does)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def thread_counts() -> dict:
@@ -244,6 +280,7 @@ def thread_counts() -> dict:
         out["torch_inter_op"] = torch.get_num_interop_threads()
     if "mxnet" in sys.modules:
         out["mxnet_omp"] = os.environ.get("OMP_NUM_THREADS") or os.environ.get("MXNET_CPU_WORKER_NTHREADS")
+        out["mxnet_omp_at_import"] = mxnet_threads_at_import()  # what its matrix products run with
     try:
         from threadpoolctl import threadpool_info
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import subprocess
 import sys
 
@@ -95,3 +97,25 @@ def test_als_solves_run_blas_on_one_thread(monkeypatch):
     parts = learnable(seed=0)
     als.ALS(epochs=2, factors=4).fit(parts.train, None)
     assert seen and set(seen) == {1}
+
+
+@pytest.mark.mxnet
+@pytest.mark.skipif(importlib.util.find_spec("mxnet") is None, reason="mxnet not installed")
+@pytest.mark.parametrize("at_import,asked,warns", [("2", 1, True), ("1", 1, False)])
+def test_mxnet_threads_fixed_at_import_are_said_and_recorded(at_import, asked, warns):
+    """MXNet's engine threads run its matrix products with the OMP_NUM_THREADS of its import: a fit
+    asking for another count ran on 2 cores and recorded 1.  It is said, and recorded as it ran."""
+    code = (
+        "import warnings, mxnet; from autorec import env\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    env.set_threads({asked})\n"
+        "c = env.thread_counts()\n"
+        "n = len([x for x in w if 'matrix products keep' in str(x.message)])\n"
+        "print(c['mxnet_omp_at_import'], c['mxnet_omp'], n)\n"
+    )
+    child = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", env.THREADS_VAR)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**child, "OMP_NUM_THREADS": at_import})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [at_import, str(asked), "1" if warns else "0"]
