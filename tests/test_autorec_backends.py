@@ -362,7 +362,9 @@ def test_resume_keeps_the_epochs_a_cosine_schedule_depends_on(Model, data, tmp_p
 # ====================================================================== faults and interface
 def test_divergence_names_epoch_and_batch(Model, data):
     m = Model(hidden=(8,), optimizer="sgd", lr=1e6, loss="observed-sum", epochs=3, hidden_activation="relu")
-    with pytest.raises(TrainingDivergedError, match=r"epoch \d+, batch \d+.*lower the step sizes \(lr now 1e\+06") as err:
+    with pytest.raises(
+        TrainingDivergedError, match=r"epoch \d+, batch \d+.*lower the step sizes \(lr now 1e\+06"
+    ) as err:
         m.fit(data.train)
     assert isinstance(err.value.history, list)  # type: ignore[attr-defined]
 

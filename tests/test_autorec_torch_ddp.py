@@ -87,8 +87,11 @@ def test_rank_errors_read_back_whatever_state_the_files_are_in(tmp_path):
     with pytest.raises(AutoRecBenchError, match=r"rank 1: failed \(error_rank1.json is unreadable\)"):
         raise_rank_errors(tmp_path)
     (tmp_path / "error_rank2.json").write_text(json.dumps({"rank": 2, "type": "RuntimeError", "message": "gloo"}))
-    with pytest.raises(AutoRecBenchError, match="rank 2: RuntimeError: gloo"):
+    with pytest.raises(AutoRecBenchError, match=r"rank 2: RuntimeError: gloo$"):
         raise_rank_errors(tmp_path)
+    # of a 4-rank job, rank 0 and 3 wrote nothing: one of them may have died first
+    with pytest.raises(AutoRecBenchError, match=r"rank 2: RuntimeError: gloo \(rank\(s\) 0, 3 wrote no error: one"):
+        raise_rank_errors(tmp_path, 4)
     record = {"rank": 0, "type": "TrainingDivergedError", "message": "epoch 1, batch 3"}
     (tmp_path / "error_rank0.json").write_text(json.dumps(record))
     with pytest.raises(TrainingDivergedError, match="rank 0: epoch 1, batch 3"):

@@ -214,7 +214,7 @@ def _launch(job_dir: Path, nproc: int, threads: int, timeout: float, quiet: bool
             if proc.poll() is None:  # timed out, or interrupted: the ranks go with torchrun
                 proc.kill()
                 proc.wait()
-    raise_rank_errors(job_dir)
+    raise_rank_errors(job_dir, nproc)
     if proc.returncode != 0 or not (job_dir / MODEL).is_file():
         tail = (job_dir / LOG).read_text(errors="replace")[-3000:]
         raise AutoRecBenchError(f"fit_parallel: torchrun exited with status {proc.returncode}; log tail:\n{tail}")
@@ -229,11 +229,13 @@ def _read_error(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def raise_rank_errors(job_dir: Path) -> None:
+def raise_rank_errors(job_dir: Path, nproc: int | None = None) -> None:
     """Re-raise a rank's failure.  The suite's own errors (e.g. TrainingDivergedError) come first,
     then other errors, then error files that cannot be read (they still say that their rank
     failed); within each, the earliest written wins (later ones are usually peers losing the
-    connection)."""
+    connection).  With ``nproc``, a rank of the job that wrote no error file is named beside a
+    foreign error: it may have died first (killed for memory, a crash), leaving its peers to report
+    the lost connection."""
     found = []
     for f in job_dir.glob("error_rank*.json"):
         e = _read_error(f)
@@ -247,7 +249,14 @@ def raise_rank_errors(job_dir: Path) -> None:
     if found:
         _, _, e, cls = min(found, key=lambda t: (t[0], t[1]))
         prefix = "" if cls is not None or "type" not in e else f"{e['type']}: "
-        raise (cls or AutoRecBenchError)(f"rank {e.get('rank')}: {prefix}{e.get('message')}")
+        silent = [r for r in range(nproc or 0) if not (job_dir / f"error_rank{r}.json").exists()]
+        tail = ""
+        if silent and cls is None:
+            tail = (
+                f" (rank(s) {', '.join(map(str, silent))} wrote no error: one may have died first, e.g. killed for "
+                f"memory, and this rank lost its connection; the torchrun log says: {job_dir / LOG})"
+            )
+        raise (cls or AutoRecBenchError)(f"rank {e.get('rank')}: {prefix}{e.get('message')}{tail}")
 
 
 # ====================================================================== worker side
