@@ -246,7 +246,7 @@ def data_fingerprint(*parts: Any) -> str:
         for arr in (part.users, part.items, part.ratings):
             a = np.ascontiguousarray(arr)  # no copy of a part's own arrays (a Netflix part is 1.2 GB)
             h.update(f"{a.dtype.str}{a.shape};".encode())
-            h.update(memoryview(a).cast("B"))
+            h.update(a.data)
     return h.hexdigest()
 
 
