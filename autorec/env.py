@@ -191,9 +191,12 @@ def default_thread_count() -> tuple[int, str]:
             continue  # set_threads wrote it for mxnet: not a choice to honour
         if value and value != "auto":
             try:
-                return max(1, int(value)), f"{var}={value}"
+                n = int(value)
             except ValueError:
                 raise ValueError(f"{var}={value!r} is not a thread count (an integer, or auto)") from None
+            if n > MAX_THREADS:
+                raise ValueError(f"{var}={value!r} is more than {MAX_THREADS} threads")
+            return max(1, n), f"{var}={value}"
     n = auto_threads()
     return n, thread_choice()
 
@@ -241,8 +244,7 @@ def mxnet_threads_at_import() -> str | None:
     """``OMP_NUM_THREADS`` when mxnet was imported (``None``: unset), read the first time this process
     sees mxnet imported, before :func:`set_threads` writes the variable."""
     if not _mxnet_at_import:
-        value = os.environ.get("OMP_NUM_THREADS") or None
-        _mxnet_at_import.append(None if value is not None and value == _written.get("OMP_NUM_THREADS") else value)
+        _mxnet_at_import.append(os.environ.get("OMP_NUM_THREADS") or None)
     return _mxnet_at_import[0]
 
 
@@ -259,10 +261,13 @@ def _set_mxnet_omp(n: int) -> None:
     setter = getattr(mxnet.base._LIB, "MXSetNumOMPThreads", None)
     if setter is not None:
         mxnet.base.check_call(setter(ctypes.c_int(n)))
-    if at_import is not None and at_import.strip() != str(n):
+    # unset at import, OpenMP's default is every core
+    effective = at_import.strip() if at_import is not None else str(os.cpu_count() or 1)
+    if effective != str(n):
+        how = f"with OMP_NUM_THREADS={at_import}" if at_import is not None else "without OMP_NUM_THREADS (all cores)"
         warnings.warn(
-            f"mxnet was imported with OMP_NUM_THREADS={at_import}: its matrix products keep that many threads, "
-            f"not the {n} asked for; set OMP_NUM_THREADS={n} before importing mxnet (the CLI does)",
+            f"mxnet was imported {how}: its matrix products keep that many threads, not the {n} asked for; set "
+            f"OMP_NUM_THREADS={n} before importing mxnet (autorec-bench run, sweep and tune do)",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -103,11 +103,11 @@ def settings(cores: int) -> list[Setting]:
 def neighbours(n: int) -> Iterator[list[subprocess.Popen]]:
     """``n`` single-threaded busy loops running for the duration of the block, stopped (and reaped)
     on the way out, whatever happens inside."""
-    from benchmarks.harness.launch import _set_pdeathsig  # a killed benchmark takes its neighbours along
+    from autorec.env import die_with_parent  # a killed benchmark takes its neighbours along
 
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL, preexec_fn=_set_pdeathsig
+            [sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
         )
         for _ in range(n)
     ]

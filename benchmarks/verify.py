@@ -244,10 +244,17 @@ def choose(runs: list[RawRun], family: str, select: str, min_runs: int) -> tuple
     if len(enough) > 1 and len(shared) < min_runs:
         what = "AutoRec" if family == "autorec" else "matrix-factorisation"
         kinds = sorted({split_group(s) for k in enough for s, _ in (_instance(r) for r in configs[k])})
+        each = "; ".join(
+            f"{describe(configs[k][0])} {canonical_json(configs[k][0].rec.identity.params)}: "
+            f"seeds {sorted({r.rec.split.seed for r in configs[k]})}"
+            for k in enough[:4]
+        )
         raise VerifyError(
             f"the {len(enough)} {what} configurations with >= {min_runs} split instances share only "
             f"{len(shared)} of them (split(s) {', '.join(kinds)}): configurations are chosen on the same splits; "
-            "run them on the same seeds / folds, or verify one split with --split"
+            f"run them on the same seeds / folds, or verify one split with --split ({each}"
+            + ("; ..." if len(enough) > 4 else "")
+            + ")"
         )
     scoring = {k: [r for r in configs[k] if _instance(r) in shared] or configs[k] for k in candidates}
     scored = [
@@ -299,8 +306,8 @@ def _selection_text(select: str) -> str:
 
 
 def _pairs(arun: list[RawRun], mrun: list[RawRun]) -> list[Pair]:
-    a_by = {(r.rec.split.spec, r.rec.split.seed): r for r in arun}
-    m_by = {(r.rec.split.spec, r.rec.split.seed): r for r in mrun}
+    a_by = {_instance(r): r for r in arun}
+    m_by = {_instance(r): r for r in mrun}
     out = []
     for key in sorted(set(a_by) & set(m_by)):
         a, m = a_by[key], m_by[key]

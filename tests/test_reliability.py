@@ -449,11 +449,12 @@ def test_a_divergence_with_a_finite_loss_is_a_failure_not_a_clipped_number(tmp_p
     """Adam at lr=1000 takes MF's predictions to about 1e8 with a finite loss; clipped to the scale
     they gave a plausible test RMSE (2.29) in an ``ok`` record.  With or without validation it fails."""
     params = {"optimizer": "adam", "lr": 1000.0, "epochs": 3}
-    for refit in (False, True):
-        plan = harness.plan_run(dataset=SYN, model="biased-mf", backend="torch", params=params, refit=refit)
-        rec = execute1(plan, tmp_path / f"raw{refit}")
+    # validated every epoch: the fit stops there; no validation part: the test predictions refuse
+    for valid_ratio, error in ((0.05, "TrainingDivergedError"), (0.0, "FloatingPointError")):
+        plan = harness.plan_run(dataset=SYN, model="biased-mf", backend="torch", params=params, valid_ratio=valid_ratio)
+        rec = execute1(plan, tmp_path / f"raw{valid_ratio}")
         assert rec.status == "failed" and rec.metrics is None
-        assert rec.error is not None and rec.error.type == "TrainingDivergedError"
+        assert rec.error is not None and rec.error.type == error
         assert "scale widths outside 1..5" in rec.error.message and "the model diverged" in rec.error.message
 
 

@@ -293,3 +293,16 @@ def test_the_committed_per_variant_studies_resume_per_variant(dataset, model, tm
     name = store.get_all_studies()[0].study_name
     spec = spec_for(tmp_path, name=name, storage=sqlite_url(copy))
     assert settle(spec, store).per_variant is True
+
+
+def test_a_study_holding_more_trials_than_asked_is_refused_beyond_the_workers_overshoot(data, tmp_path):
+    """Its best is the best of all its trials: a command asking for fewer would not reproduce it.  Tuner
+    workers sharing a study may each start its last trial, so up to workers - 1 over is not refused."""
+    from benchmarks.tuning.tuner import check_budget
+
+    spec = spec_for(tmp_path, "bias-only", space={"reg_user": LOGU, "reg_item": LOGU})
+    tune(spec, data.train, data.valid, trials=5)
+    check_budget(spec, 5)
+    check_budget(spec, 3, workers=3)  # 5 held, 3 asked, 2 over: two workers' overshoot each
+    with pytest.raises(ConfigError, match="already holds 5 counted trials, more than the 3 asked for"):
+        check_budget(spec, 3, workers=2)

@@ -256,6 +256,17 @@ def test_every_value_of_the_space_is_checked_before_any_work(tmp_path, monkeypat
         assert message in capsys.readouterr().err and calls == []
 
 
+def test_a_cold_start_constant_off_the_scale_is_refused_before_any_trial(tmp_path, capsys, monkeypatch):
+    from benchmarks.cli import main
+
+    monkeypatch.setenv("AUTOREC_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["tune", "--dataset", "synthetic:60,40,900", "--model", "bias-only", "--trials", "2", "--threads", "1",
+            "--cold-start", "constant:9", "--results", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 2
+    assert "constant:9: the constant is outside the rating scale 1..5" in capsys.readouterr().err
+    assert not list(tmp_path.glob("tuning/*/*.db"))  # no study, no failed trials
+
+
 def test_command_line_is_canonical():
     import argparse
 

@@ -54,7 +54,7 @@ def copy_problem(spec: DatasetSpec, folder: str | Path) -> str | None:
     if not path.is_file():
         return f"{path.name} is missing"
     n = count_rows(path, spec.fmt)
-    other = _release_with(n, spec)
+    other = _release_with(n, spec) if n != spec.n_ratings else None
     if other is not None:
         return (
             f"another dataset's ratings file: its {n:,} ratings are {other}'s count "

@@ -180,8 +180,7 @@ class Recommender(ABC, Generic[C]):
         (:attr:`train_pass`) makes for its history's ``train_loss``, which is then None (a refit whose
         history nobody reads); it changes nothing else. ``options`` are the model's own (checkpoint /
         resume for iterative models)."""
-        check_parts(self.label(), train, valid)
-        ColdStartPolicy.parse(self.config.cold_start).check_scale(train.rating_scale)
+        check_parts(self.label(), train, valid, cold_start=self.config.cold_start)
         if self.train_pass:
             options["score_train"] = bool(score_train)
         self.facts = TrainFacts.of(train)
@@ -326,9 +325,9 @@ class IterativeRecommender(Recommender[C]):
         )
 
 
-def check_parts(label: str, train: Interactions, valid: Interactions | None) -> None:
-    """``fit``'s argument checks: a non-empty, finite train part, and a validation part (if any)
-    in the same index space."""
+def check_parts(label: str, train: Interactions, valid: Interactions | None, *, cold_start: str | None = None) -> None:
+    """``fit``'s argument checks: a non-empty, finite train part, a validation part (if any) in the
+    same index space, and a ``cold_start`` constant (if given) on the train part's rating scale."""
     if not isinstance(train, Interactions):
         raise DataError(f"{label}: train must be autorec.interactions.Interactions, got {type(train).__name__}")
     _check_part(label, "train", train)
@@ -337,6 +336,8 @@ def check_parts(label: str, train: Interactions, valid: Interactions | None) -> 
     r = np.asarray(train.ratings)
     if not np.all(np.isfinite(r)):
         raise DataError(f"{label}: {int((~np.isfinite(r)).sum())} train ratings are NaN or infinite")
+    if cold_start is not None:
+        ColdStartPolicy.parse(cold_start).check_scale(train.rating_scale)
     if valid is None:
         return
     if not isinstance(valid, Interactions):

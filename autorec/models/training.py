@@ -243,9 +243,11 @@ def data_fingerprint(*parts: Any) -> str:
             h.update(b"none;")
             continue
         h.update(f"{int(part.n_users)},{int(part.n_items)},{tuple(float(x) for x in part.rating_scale)};".encode())
-        for arr in (part.users, part.items, part.ratings):
-            a = np.ascontiguousarray(arr)  # no copy of a part's own arrays (a Netflix part is 1.2 GB)
-            h.update(f"{a.dtype.str}{a.shape};".encode())
+        for arr, dtype in ((part.users, np.int32), (part.items, np.int32), (part.ratings, np.float32)):
+            # the content in Interactions' own dtypes (no copy of a part that has them: a Netflix part is
+            # 1.2 GB), so int64 copies of the same indices are the same data
+            a = np.ascontiguousarray(arr, dtype=dtype)
+            h.update(f"{a.shape};".encode())
             h.update(a.data)
     return h.hexdigest()
 

@@ -236,13 +236,15 @@ def _tune_on_dask(args: argparse.Namespace, specs: list[StudySpec], data: SplitD
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from autorec.env import check_threads, environment, set_threads
+    from autorec.env import check_threads, environment, resolve_threads, set_threads
+    from autorec.metrics import ColdStartPolicy
     from autorec.models.config import ModelConfig, parse_assignments
     from autorec.splits import SplitSpec
     from benchmarks.harness.data import DataSource, check_rating_scale, load_data, parse_dataset
     from benchmarks.tuning import StudySpec, describe, result_of, tune
     from benchmarks.tuning.config_file import write_config
     from benchmarks.tuning.study import sqlite_url
+    from benchmarks.tuning.tuner import check_budget
 
     if args.trials <= 0:
         raise ConfigError(f"--trials {args.trials} must be > 0")
@@ -252,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
     harness = sorted(set(fixed) & set(ModelConfig.HARNESS))
     if harness:
         raise ConfigError(f"--set {harness}: set from the run (--seed, --cold-start), not fixed by hand")
+    if "mxnet" not in sys.modules:  # mxnet's engine takes its threads from the environment at import
+        os.environ["OMP_NUM_THREADS"] = str(resolve_threads(args.threads))
     targets = _targets(args, fixed)
     threads = set_threads(args.threads)
     dataset = parse_dataset(args.dataset)  # a registered name, synthetic:..., or a files: split's own
@@ -263,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
         rating_scale=check_rating_scale(args.rating_scale),
     )
     data = load_data(dataset, split_spec, seed=args.seed, valid_ratio=args.valid_ratio, source=source)
+    ColdStartPolicy.parse(args.cold_start).check_scale(data.train.rating_scale)  # else every trial fails
     split = str(data.split.spec)
     folder = Path(args.results) / "tuning" / _slug(dataset.name)
     env = environment()
@@ -292,6 +297,8 @@ def run(args: argparse.Namespace) -> int:
             per_variant=None if args.pruner is None else args.pruner == "per-variant",
         )
         studies.append((given, spec))
+    for _, spec in studies:  # before any trial runs
+        check_budget(spec, args.trials, workers=(args.workers or 1) if args.executor == "dask" else 1)
     if args.executor == "dask":
         _tune_on_dask(args, [spec for _, spec in studies], data, log)
         where = f"{args.workers or 1} tuner worker(s) per study on the Dask cluster at {args.address}"

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from autorec import env as hostenv
+from autorec.env import die_with_parent
 from autorec.errors import ConfigError
 from autorec.jsonio import dumps
 from benchmarks import record
@@ -219,7 +220,7 @@ def launch(
                         stdout=None if verbose else log,
                         stderr=None if verbose else log,
                         pass_fds=(wfd,),
-                        preexec_fn=_set_pdeathsig,
+                        preexec_fn=die_with_parent,  # a killed sweep takes its workers along
                     )
             finally:
                 os.close(wfd)
@@ -304,9 +305,6 @@ def _crash_record(
             "include the parent's RSS at fork time)",
         )
     return plan.record("failed", error=ErrorInfo(type="WorkerCrashed", message=why, traceback=log), memory=memory)
-
-
-_set_pdeathsig = zygote.set_pdeathsig  # one definition; benchmarks.contention uses it too
 
 
 def _log_tail(path: Path, n: int = 4000) -> str:

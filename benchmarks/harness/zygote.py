@@ -68,10 +68,6 @@ def enabled() -> bool:
     return os.environ.get(ENV_FRESH, "").strip().lower() not in ("1", "true", "yes", "on")
 
 
-#: die with the parent thread (PR_SET_PDEATHSIG, SIGKILL): a killed sweep takes its workers along
-set_pdeathsig = die_with_parent
-
-
 def _send(sock: socket.socket, obj: dict, fds: list[int] | None = None) -> None:
     data = (json.dumps(obj) + "\n").encode()
     if fds:
@@ -128,7 +124,7 @@ def _exit_code(exc: SystemExit) -> int:
 
 def _run(req: dict, events_fd: int, log_fd: int, modules: list[str], zygote_pid: int) -> int:
     """The forked run: the worker's ``main`` on the job, as ``python -m benchmarks.harness.worker``."""
-    set_pdeathsig()
+    die_with_parent()
     if os.getppid() != zygote_pid:  # the zygote died before the line above: do not run orphaned
         return 1
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -284,7 +280,7 @@ class Zygote:
             stdout=self.log,
             stderr=self.log,
             pass_fds=(theirs.fileno(),),
-            preexec_fn=set_pdeathsig,
+            preexec_fn=die_with_parent,
         )
         theirs.close()
         self.sock, self.lines = ours, _Lines(ours)

@@ -8,7 +8,9 @@ The format (docs/design.md) is a mapping ``parameter -> spec``:
   ``hidden = [[100], [500]]``, travel through Optuna as their JSON text and reach the model decoded);
 - ``{dist = "loguniform" | "uniform", low, high}``: a float in [low, high];
 - ``{dist = "int" | "logint", low, high}``: an integer in [low, high];
-- a table without ``dist``: a fixed table value (e.g. AutoRec's ``extra = {lbfgs_max_iter = 1}``);
+- a table without ``dist``: a fixed table value (e.g. AutoRec's ``extra = {lbfgs_max_iter = 1}``); one
+  with ``low``/``high`` but no ``dist`` is refused (a distribution missing its ``dist``), and so are
+  choices that repeat a value (``1`` and ``1.0`` are one Optuna value);
 - the reserved key ``one_of = {variant = {sub-space}, ...}``: a trial first picks a variant (Optuna
   parameter ``one_of``), then samples the common part plus that variant's sub-space.  A variant's
   searched parameters are named ``<variant>.<parameter>`` in the study, so that two variants may give

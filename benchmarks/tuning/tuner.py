@@ -91,13 +91,6 @@ def tune(
         store = storage(spec.storage)
         spec = settle(spec, store)
         study = open_study(spec, store)
-        held = budget_used(study)
-        if held > budget:  # its best is the best of more trials than asked: the command would not reproduce it
-            raise ConfigError(
-                f"study {spec.name!r} already holds {held} counted trials, more than the {budget} asked for "
-                f"(trials={trials}); its best trial comes from all {held}: ask for trials={held} (--trials {held}) "
-                "to use it, or give another study name (--study) for a study of this budget"
-            )
         if size is not None and size <= trials:
             for params in spaces.grid(spec.space):
                 study.enqueue_trial(params, skip_if_exists=True)
@@ -115,6 +108,28 @@ def tune(
     finally:
         optuna.logging.set_verbosity(verbosity)
     return summarize(study, spec, budget)
+
+
+def check_budget(spec: StudySpec, trials: int, *, workers: int = 1) -> None:
+    """:class:`ConfigError` when ``spec``'s study already holds more finished trials counting toward
+    the budget than ``trials`` asks for: its best is the best of all of them, which a command asking
+    for fewer would not reproduce.  ``workers`` tuner workers sharing a study may each start the last
+    trial at once, so a study of theirs may end up to ``workers - 1`` trials over; that is not refused."""
+    budget = _budget(spec, trials)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        store = storage(spec.storage)
+        study = open_study(settle(spec, store), store)
+        held = sum(kind(t) in COUNTED for t in study.get_trials(deepcopy=False))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    if held > budget + max(0, int(workers) - 1):
+        raise ConfigError(
+            f"study {spec.name!r} already holds {held} counted trials, more than the {budget} asked for "
+            f"(trials={trials}); its best trial comes from all {held}: ask for trials={held} (--trials {held}) "
+            "to use it, or give another study name (--study) for a study of this budget"
+        )
 
 
 def _budget(spec: StudySpec, trials: int) -> int:

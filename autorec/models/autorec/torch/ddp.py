@@ -148,7 +148,7 @@ def fit_parallel(
         raise ConfigError(f"{label}: fit_parallel nproc={nproc} must be >= 1")
     _check_devices(label, cfg, nproc)
     train, valid = _parts(label, parts)
-    check_parts(label, train, valid)
+    check_parts(label, train, valid, cold_start=cfg.cold_start)
     own = workdir is None
     job_dir = Path(tempfile.mkdtemp(prefix="autorec-ddp-")) if own else Path(workdir)
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -397,8 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     ddp_train.add_arguments(sub.add_parser("train", help=ddp_train.HELP))
     args = p.parse_args(argv)
     if args.cmd == "worker":  # a rank dies with its torchrun (killed by a timeout, or its launcher killed)
+        torchrun = os.getppid()
         die_with_parent()
-        if os.getppid() == 1:  # torchrun was gone before that took effect
+        if os.getppid() != torchrun:  # torchrun was gone before that took effect (the rank was reparented)
             os._exit(1)
     # A rank leaves through os._exit once its results are written atomically: gloo's C++ worker
     # threads can otherwise abort the process during interpreter finalisation ("terminate called
