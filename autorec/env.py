@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -149,18 +150,26 @@ def auto_threads() -> int:
     return threads
 
 
+def _find_prctl():
+    """libc's ``prctl``, looked up once in the parent: as a ``preexec_fn`` the lookup (a ``dlopen``) would
+    run in the forked child of a multi-threaded process, where the loader's lock may be held."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - not Linux / no glibc
+        return None
+
+
+_PRCTL = _find_prctl()
+
+
 def die_with_parent() -> None:
     """Be killed (SIGKILL) when the parent thread ends (Linux ``PR_SET_PDEATHSIG``; nothing elsewhere):
     a killed launcher takes its children along.  Call it in a child after fork (a ``preexec_fn``), or
     first thing in a child process (then check that the parent is not already gone)."""
-    import ctypes
-    import signal
-
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:  # pragma: no cover - not Linux / no glibc
-        pass
+    if _PRCTL is not None:
+        _PRCTL(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
 #: the most threads a run may ask for: far past any machine's cores, and below the counts at which
@@ -215,10 +224,11 @@ def thread_choice() -> str:
     return f"auto: {s['threads']} of {s['cores']} cores ({busy} busy with other work at the start)"
 
 
-def set_threads(n: int | None = None) -> int:
+def set_threads(n: int | None = None, *, mxnet: bool = False) -> int:
     """Set the intra-op thread count of every framework already imported (and of BLAS via
     threadpoolctl when available) to ``n``, or to :func:`resolve_threads`'s default.  Returns the
-    count set.  Frameworks are never imported here."""
+    count set.  Frameworks are never imported here.  ``mxnet``: the caller computes with MXNet, and is
+    warned where MXNet's matrix products keep another count (fixed at its import)."""
     n = resolve_threads(n)
     if "torch" in sys.modules:
         import torch
@@ -227,7 +237,7 @@ def set_threads(n: int | None = None) -> int:
     if "mxnet" in sys.modules:
         mxnet_threads_at_import()  # before the variable is written below
         os.environ["OMP_NUM_THREADS"] = _written["OMP_NUM_THREADS"] = str(n)  # mxnet reads it for new engines
-        _set_mxnet_omp(n)
+        _set_mxnet_omp(n, warn=mxnet)
     try:
         from threadpoolctl import threadpool_limits
 
@@ -248,7 +258,7 @@ def mxnet_threads_at_import() -> str | None:
     return _mxnet_at_import[0]
 
 
-def _set_mxnet_omp(n: int) -> None:
+def _set_mxnet_omp(n: int, *, warn: bool) -> None:
     """MXNet's own operator threads (its OpenMP kernels) are set through its C API.  Its engine's
     worker threads, which run the matrix products in OpenBLAS, took ``OMP_NUM_THREADS`` at import and
     keep it: a fit asking for another count from Python ran on the import's (2 cores busy for
@@ -263,7 +273,7 @@ def _set_mxnet_omp(n: int) -> None:
         mxnet.base.check_call(setter(ctypes.c_int(n)))
     # unset at import, OpenMP's default is every core
     effective = at_import.strip() if at_import is not None else str(os.cpu_count() or 1)
-    if effective != str(n):
+    if warn and effective != str(n):
         how = f"with OMP_NUM_THREADS={at_import}" if at_import is not None else "without OMP_NUM_THREADS (all cores)"
         warnings.warn(
             f"mxnet was imported {how}: its matrix products keep that many threads, not the {n} asked for; set "

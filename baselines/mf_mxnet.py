@@ -133,7 +133,7 @@ class _D2LEpochs:
         from mxnet import gluon
 
         c = model.config
-        set_threads(c.threads)  # None: the default count (autorec.env.default_thread_count)
+        set_threads(c.threads, mxnet=True)  # None: the default count (autorec.env.default_thread_count)
         self.m = model
         mx.random.seed(c.seed)
         model.net = _net_class()(c.factors, train.n_users, train.n_items)

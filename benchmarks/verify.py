@@ -10,8 +10,7 @@ For every dataset with successful records (or the one asked for):
    only split instances (spec and seed) where both families ran (:func:`pairable`), and scores every
    candidate on the instances all candidates share (:func:`choose`), so that no configuration is ranked
    on splits the comparison never uses.  Configurations run on fewer than ``min_pairs`` split instances
-   (e.g. a 3-seed ablation) are passed over when any has that many
-   (:func:`benchmarks.report.tables.select_best`).
+   (e.g. a 3-seed ablation) are passed over when any has that many.
    ``select="test"`` chooses by mean test RMSE instead (optimistic; labelled so).
 2. **Pairing.**  The two are paired on the split instances (spec and seed) both ran on, which must
    have the same split SHA-256 (the same train / validation / test ratings); at least ``min_pairs``.
@@ -347,7 +346,7 @@ def _undecided(dataset: str, runs: list[RawRun], base: Verdict) -> Verdict:
             raise VerifyError(f"no successful results for dataset {dataset!r}{where}")
         check_splits(runs)
         if not all(any(r.rec.family == fam for r in runs) for fam in ("autorec", "mf")):
-            for fam in ("autorec", "mf"):  # the side that is there, then the error naming the missing one
+            for fam in ("autorec", "mf"):  # the AutoRec side when it is there, then the error naming the missing one
                 v = replace(v, **{fam: _side(choose(runs, fam, base.select, base.min_pairs)[1], base.select)})
         both = pairable(runs)
         if not both:
@@ -374,7 +373,8 @@ def _undecided(dataset: str, runs: list[RawRun], base: Verdict) -> Verdict:
         return replace(v, error=str(exc), sentence=f"verify could not decide on {dataset}: {exc}")
     if a_over or m_over:
         v = replace(v, notes=v.notes + (
-            f"Passed over in the choice for having fewer than {base.min_pairs} split instances: "
+            f"Passed over in the choice for having fewer than {base.min_pairs} split instances that both families "
+            "ran: "
             f"{a_over} AutoRec and {m_over} MF configuration(s).",
         ))  # fmt: skip
     return v

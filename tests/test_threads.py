@@ -109,7 +109,7 @@ def test_mxnet_threads_fixed_at_import_are_said_and_recorded(at_import, asked, w
         "import warnings, mxnet; from autorec import env\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
-        f"    env.set_threads({asked})\n"
+        f"    env.set_threads({asked}, mxnet=True)\n"
         "c = env.thread_counts()\n"
         "n = len([x for x in w if 'matrix products keep' in str(x.message)])\n"
         "print(c['mxnet_omp_at_import'], c['mxnet_omp'], n)\n"

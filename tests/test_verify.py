@@ -231,7 +231,7 @@ def test_configurations_with_too_few_splits_are_passed_over(tmp_path):
     write_runs(raw, series("als", 0.905, seed=3))
     code, (v,) = verify.verify(raw, write=False)
     assert code == 0 and v.autorec and v.autorec.params["hidden"] == [500] and v.stats and v.stats.n_pairs == 10
-    assert any("fewer than 5 split instances: 1 AutoRec and 0 MF" in n for n in v.notes)
+    assert any("fewer than 5 split instances that both families ran: 1 AutoRec and 0 MF" in n for n in v.notes)
 
 
 def test_configurations_are_chosen_on_the_splits_all_of_them_ran_on(tmp_path):

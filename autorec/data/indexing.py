@@ -85,8 +85,12 @@ def _check_ratings(
             + "; check the rating scale or the file"
         )
     if step:
-        pos = (r - lo) / step
-        offstep = np.abs(pos - np.round(pos)) > 1e-4
+        pos = r - lo
+        pos /= step
+        level = np.round(pos)
+        pos -= level  # in place: a 25M-rating file is 200 MB per float64 temporary
+        np.abs(pos, out=pos)
+        offstep = pos > 1e-4
         if offstep.any():
             k = int(np.argmax(offstep))
             more = int(offstep.sum()) - 1
@@ -95,8 +99,11 @@ def _check_ratings(
                 f"{step:g} ({lo:g}, {lo + step:g}, ..., {hi:g})"
                 + (f" (and {more} more such rating(s))" if more else "")
             )
-        r = lo + np.round(pos) * step
-    return np.clip(r, lo, hi).astype(np.float32)
+        level *= step
+        level += lo
+        r = level
+    np.clip(r, lo, hi, out=r)
+    return r.astype(np.float32)
 
 
 def _check_unique(

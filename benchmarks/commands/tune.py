@@ -170,7 +170,7 @@ def command_line(args: argparse.Namespace, model: str, pruner: str | None = None
 
 def _targets(args: argparse.Namespace, fixed: dict) -> list[tuple[str, registry.ModelRef, dict]]:
     """``(model as given, ModelRef, space)`` per ``--model``, each space checked against its model
-    (a configuration per variant is built) before any work."""
+    (configurations taking every choice and both bounds, per variant, are built) before any work."""
     from benchmarks.tuning import space as spaces
 
     if len(args.model) > 1 and (args.space or args.study or args.out):

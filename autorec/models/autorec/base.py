@@ -210,7 +210,7 @@ class AutoRecBase(IterativeRecommender[AutoRecConfig]):
         """The train matrix and a fresh network (seeded initialisation, or the fit's
         ``initial_weights``), then the backend's epoch trainer."""
         check_output_range(self.config, train.rating_scale)
-        set_threads(self.config.threads)
+        set_threads(self.config.threads, mxnet=self.backend == "mxnet")
         self._attach(train)
         self._build(self.n_in)
         if self._initial_weights is not None:

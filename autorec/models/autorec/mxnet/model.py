@@ -298,7 +298,7 @@ class AutoRecMXNet(AutoRecBase):
         super().__init__(config, **params)
         self._check_backend_config()
         self.ctxs = mx_contexts(self.label(), self.config.devices)
-        set_threads(self.config.threads)
+        set_threads(self.config.threads, mxnet=True)
 
     def _check_backend_config(self) -> None:
         """What the MXNet backend cannot do, rejected up front."""
