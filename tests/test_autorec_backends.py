@@ -270,7 +270,7 @@ def test_predict_before_fit_and_bad_pairs(Model, data):
     with pytest.raises(NotFittedError):
         next(m.reconstruct())
     m.fit(data.train)
-    with pytest.raises(DataError, match="user index"):
+    with pytest.raises(DataError, match="user indices run from"):
         m.predict(np.array([data.train.n_users]), np.array([0]))
     with pytest.raises(DataError, match="1 items"):
         m.predict(np.array([0, 1]), np.array([0]))

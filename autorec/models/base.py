@@ -268,15 +268,8 @@ class Recommender(ABC, Generic[C]):
         users, items = self._indices(users, "user"), self._indices(items, "item")
         if users.shape != items.shape:
             raise DataError(f"{self.label()}: predict got {users.size} users but {items.size} items")
-        if users.size:
-            if users.min() < 0 or users.max() >= f.n_users:
-                raise DataError(
-                    f"{self.label()}: user index out of range [0, {f.n_users}) (min {users.min()}, max {users.max()})"
-                )
-            if items.min() < 0 or items.max() >= f.n_items:
-                raise DataError(
-                    f"{self.label()}: item index out of range [0, {f.n_items}) (min {items.min()}, max {items.max()})"
-                )
+        check_index_range(f"{self.label()}: predict's", "user", users, f.n_users)
+        check_index_range(f"{self.label()}: predict's", "item", items, f.n_items)
         return users, items
 
 
@@ -362,13 +355,19 @@ def _check_part(label: str, name: str, part: Interactions) -> None:
     for what, idx, n in (("user", users, part.n_users), ("item", items, part.n_items)):
         if idx.size and idx.dtype.kind not in "iu":
             raise DataError(f"{label}: the {name} part's {what} indices must be integers, got {idx.dtype}")
-        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= int(n)):
-            raise DataError(
-                f"{label}: the {name} part's {what} indices run from {int(idx.min())} to {int(idx.max())}, "
-                f"outside its index space [0, {int(n)})"
-            )
+        check_index_range(f"{label}: the {name} part's", what, idx, n)
     lo, hi = (float(x) for x in part.rating_scale)
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise DataError(
             f"{label}: the {name} part's rating scale {part.rating_scale} must be (low, high) with low < high"
+        )
+
+
+def check_index_range(whose: str, what: str, idx: np.ndarray, n: int) -> None:
+    """:class:`DataError` (``"<whose> <what> indices run from A to B, outside the index space [0, n)"``)
+    for an index outside ``[0, n)``: the one range check of fit's parts and predict's pairs."""
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= int(n)):
+        raise DataError(
+            f"{whose} {what} indices run from {int(idx.min())} to {int(idx.max())}, outside the index space "
+            f"[0, {int(n)})"
         )

@@ -26,7 +26,7 @@ from typing import Any
 from autorec import data
 from autorec.cache import cache_root
 from autorec.devices import split_devices
-from autorec.errors import AutoRecBenchError, ConfigError, DataError
+from autorec.errors import AutoRecBenchError, ConfigError
 from autorec.metrics import ColdStartPolicy
 from autorec.models import registry
 from autorec.splits import SplitSpec
@@ -276,14 +276,15 @@ def _split_args(spec: SplitSpec, scale: tuple[float, ...] | None) -> dict[str, A
 
 
 # ====================================================================== plan_run
-def _registered_scale(ref: DatasetRef | None, spec: SplitSpec | None) -> tuple[float, float] | None:
-    """The rating scale of a registered real dataset (``None`` for synthetic data, ``files:``
-    splits and unknown names)."""
-    if ref is None or ref.synthetic is not None or spec is None or spec.kind == "files":
+def _known_scale(ref: DatasetRef | None, declared: tuple[float, ...] | None) -> tuple[float, float] | None:
+    """The rating scale a run's data will have, where it is known before loading it
+    (:func:`autorec.data.scale_for`: registered, or declared); ``None`` for synthetic data and an
+    undeclared custom dataset (whose scale only its ratings tell)."""
+    if ref is None or ref.synthetic is not None:
         return None
     try:
-        return data.get(ref.name).rating_scale
-    except DataError:
+        return data.scale_for(ref.name, declared)[0].bounds
+    except AutoRecBenchError:  # no scale known yet, or a contradiction the data checks report
         return None
 
 
@@ -345,9 +346,9 @@ def plan_run(
     with p.check():
         parsed = ColdStartPolicy.parse(cold_start)
         policy = str(parsed)
-        known = scale if scale is not None else _registered_scale(ref, spec)
+        known = _known_scale(ref, scale)
         if known is not None:  # else the fit checks it, once the train part's scale is known
-            parsed.check_scale((known[0], known[1]))
+            parsed.check_scale(known)
     with p.check():
         devs = tuple(split_devices(devices))
     with p.check():  # checked even when the run's other settings are bad (then with defaults)
