@@ -214,6 +214,6 @@ def test_threads_set_at_construction_and_fit(data, monkeypatch):
 
     calls = []
     for module in (base, model):
-        monkeypatch.setattr(module, "set_threads", lambda n=None: calls.append(n) or 1)
+        monkeypatch.setattr(module, "set_threads", lambda n=None, **kw: calls.append(n) or 1)
     AutoRecMXNet(hidden=(4,), epochs=1, threads=1).fit(data.train)
     assert calls == [1, 1]
