@@ -233,6 +233,7 @@ def choose(runs: list[RawRun], family: str, select: str, min_runs: int) -> tuple
     ``min_runs`` runs.  Every candidate is scored on the same split instances (those all of them ran
     on): a mean over other seeds or folds is another number, and would rank configurations on the
     luck of their splits.  :class:`VerifyError` when the candidates share fewer than ``min_runs``."""
+    what = "AutoRec" if family == "autorec" else "matrix-factorisation"
     configs: dict[tuple, list[RawRun]] = defaultdict(list)
     for r in runs:
         if r.rec.family == family:
@@ -241,8 +242,7 @@ def choose(runs: list[RawRun], family: str, select: str, min_runs: int) -> tuple
     candidates = enough or list(configs)
     shared = set.intersection(*({_instance(r) for r in configs[k]} for k in candidates)) if candidates else set()
     if len(enough) > 1 and len(shared) < min_runs:
-        what = "AutoRec" if family == "autorec" else "matrix-factorisation"
-        kinds = sorted({split_group(s) for k in enough for s, _ in (_instance(r) for r in configs[k])})
+        kinds = sorted({split_group(r.rec.split.spec) for k in enough for r in configs[k]})
         each = "; ".join(
             f"{describe(configs[k][0])} {canonical_json(configs[k][0].rec.identity.params)}: "
             f"seeds {sorted({r.rec.split.seed for r in configs[k]})}"
@@ -261,7 +261,6 @@ def choose(runs: list[RawRun], family: str, select: str, min_runs: int) -> tuple
     ]
     best, _ = select_best(scored, n=lambda t: len(scoring[t[3]]), rank=lambda t: t[:3], min_runs=min_runs)
     if best is None:
-        what = "AutoRec" if family == "autorec" else "matrix-factorisation"
         unscored = sorted({describe(v[0]) for v in scoring.values() if _score(v, select) is None})
         why = (
             f"{len(unscored)} configuration(s) have runs without one ({', '.join(unscored[:3])}"
