@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -138,10 +139,12 @@ def execute(
     if not force and store.is_finished(path, plan.run_id):
         store.clean_stale_claims(out_dir, [plan.run_id])  # one its finished runner could not release
         return Outcome(plan, path, "skipped", store.read_if_valid(path))
-    mine, holder = store.try_claim(out_dir, plan.run_id, plan.timeout_s)
-    if mine is None:
-        return Outcome(plan, path, "claimed", store.read_if_valid(path), holder=holder)
+    mine: store.Claim | None = None
     try:
+        with _signals_held():  # a Ctrl-C between taking the claim and the try below left it behind
+            mine, holder = store.try_claim(out_dir, plan.run_id, plan.timeout_s)
+        if mine is None:
+            return Outcome(plan, path, "claimed", store.read_if_valid(path), holder=holder)
         if not force and store.is_finished(path, plan.run_id):  # finished by another runner meanwhile
             return Outcome(plan, path, "skipped", store.read_if_valid(path))
         if threads is None:  # the default: AUTOREC_THREADS / OMP_NUM_THREADS, else the cores idle now
@@ -162,7 +165,23 @@ def execute(
             side.unlink(missing_ok=True)  # an earlier forced rerun's failure is history now
         return Outcome(plan, path, rec.status, rec, seconds)
     finally:
-        store.release(out_dir, mine)
+        if mine is not None:
+            with _signals_held():
+                store.release(out_dir, mine)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back (delivered when the block ends) in the main thread, where the
+    sweep turns them into KeyboardInterrupt: taking or releasing a claim is not cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def launch(
