@@ -361,8 +361,16 @@ def test_a_ctrl_c_just_after_claiming_still_releases_the_claim(tmp_path, monkeyp
         return got
 
     monkeypatch.setattr(store, "try_claim", claim_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        harness.execute(plan, out)
+    # Ctrl-C's handler, whatever this process inherited (a background job starts with SIGINT ignored);
+    # threads started by earlier tests may be the ones the kernel delivers the signal to
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    busy = threading.Thread(target=time.sleep, args=(2,), daemon=True)
+    busy.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            harness.execute(plan, out)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert not list((out / store.CLAIMS).iterdir())
 
 

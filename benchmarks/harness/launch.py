@@ -172,16 +172,27 @@ def execute(
 
 @contextmanager
 def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM held back (delivered when the block ends) in the main thread, where the
-    sweep turns them into KeyboardInterrupt: taking or releasing a claim is not cut in half."""
+    """SIGINT and SIGTERM held back (their Python handlers called when the block ends) in the main
+    thread, where the sweep turns them into KeyboardInterrupt: taking or releasing a claim is not cut in
+    half.  Python-level, not a signal mask: the kernel may deliver a signal to any of the process's
+    threads, and Python then runs its handler in the main thread at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    pending: list[tuple[int, Any]] = []
+    held = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if callable(handler):  # handled in Python (SIG_DFL / SIG_IGN are left as they are)
+            held[sig] = handler
+            signal.signal(sig, lambda s, frame: pending.append((s, frame)))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+        for sig, frame in pending[:1]:  # now: e.g. KeyboardInterrupt, after the claim is settled
+            held[sig](sig, frame)
 
 
 def launch(
