@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from autorec.env import MAX_THREADS
 from autorec.interactions import Interactions
 from autorec.models.base import FitInfo, IterativeRecommender, ProgressFn
-from autorec.models.config import IterativeConfig, devices_ok, nonnegative, param, positive
+from autorec.models.config import IterativeConfig, devices_ok, nonnegative, param, positive, threads_param
 
 #: the embedding tables of the chapter's ``MF`` block, in ``get_weights`` / ``set_weights`` layout
 TABLES = ("P", "Q", "user_bias", "item_bias")
@@ -32,9 +31,7 @@ class D2LConfig(IterativeConfig):
     devices: tuple[str, ...] = param(
         ("cpu",), check=devices_ok, rule="a non-empty list of devices", doc="devices / contexts"
     )
-    threads: int | None = param(
-        None, low=1, high=MAX_THREADS, doc="intra-op threads set at fit (None = the default: idle cores)"
-    )
+    threads: int | None = threads_param()
 
 
 class D2LMF(IterativeRecommender[D2LConfig]):

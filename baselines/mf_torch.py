@@ -28,12 +28,12 @@ from typing import Any, TypeVar
 import numpy as np
 
 from autorec.devices import parse_device
-from autorec.env import MAX_THREADS, set_threads
+from autorec.env import set_threads
 from autorec.errors import ConfigError
 from autorec.interactions import Interactions
 from autorec.models.base import IterativeRecommender
 from autorec.models.batching import batches, epoch_order
-from autorec.models.config import IterativeConfig, choice, devices_ok, nonnegative, param, positive
+from autorec.models.config import IterativeConfig, choice, devices_ok, nonnegative, param, positive, threads_param
 from baselines.d2l_spec import D2LMF, TABLES, D2LConfig
 
 PREDICT_BATCH = 1 << 16
@@ -72,9 +72,7 @@ class BiasedMFTorchConfig(IterativeConfig):
     batch_size: int = param(1024, low=1, doc="ratings per step")
     init_std: float = positive(0.1, "std of the N(0, init_std) initial factors (biases start at 0)")
     devices: tuple[str, ...] = param(("cpu",), check=devices_ok, rule="a non-empty list of devices", doc="one device")
-    threads: int | None = param(
-        None, low=1, high=MAX_THREADS, doc="intra-op threads set at fit (None = the default: idle cores)"
-    )
+    threads: int | None = threads_param()
 
 
 TorchConfig = TypeVar("TorchConfig", BiasedMFTorchConfig, D2LConfig)

@@ -47,7 +47,7 @@ from autorec.atomic import atomic_write
 from autorec.errors import AutoRecBenchError
 from autorec.jsonio import canonical_json, dumps
 from benchmarks.report.inputs import RawRun, check_splits, load_raw
-from benchmarks.report.tables import MIN_REPLICATES, config_key, describe, mean, select_best, slug, split_group
+from benchmarks.report.tables import MIN_REPLICATES, config_key, describe, mean, slug, split_group
 
 SELECTIONS = ("valid", "test")
 #: what the secondary tests mean (said once, by ``verify`` and by the report)
@@ -259,7 +259,7 @@ def choose(runs: list[RawRun], family: str, select: str, min_runs: int) -> tuple
     scored = [
         (sc, describe(v[0]), canonical_json(k), k) for k, v in scoring.items() if (sc := _score(v, select)) is not None
     ]
-    best, _ = select_best(scored, n=lambda t: len(scoring[t[3]]), rank=lambda t: t[:3], min_runs=min_runs)
+    best = min(scored, key=lambda t: t[:3], default=None)  # the candidates are scored on the same instances
     if best is None:
         unscored = sorted({describe(v[0]) for v in scoring.values() if _score(v, select) is None})
         why = (

@@ -63,6 +63,7 @@ HAS_TORCH = has_module("torch")
 HAS_MXNET = has_module("mxnet")
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch not installed (pip install .[torch])")
 needs_mxnet = pytest.mark.skipif(not HAS_MXNET, reason="mxnet not installed (pip install .[mxnet])")
+needs_myfm = pytest.mark.skipif(not has_module("myfm"), reason="myfm not installed (pip install .[bayes])")
 
 
 def exact_native(lib, differs, *, may_differ: str, reproduces: str):

@@ -20,7 +20,7 @@ from autorec.models.base import NotFittedError
 from baselines import sgd
 from baselines.als import RatingRows, solve_side
 from baselines.sgd import ScatterPlan, scatter_add
-from tests.conftest import exact_native, has_module, needs_mxnet, needs_torch
+from tests.conftest import exact_native, has_module, needs_mxnet, needs_myfm, needs_torch
 from tests.synthetic_parts import learnable
 
 needs_surprise = pytest.mark.skipif(not has_module("surprise"), reason="scikit-surprise not installed")
@@ -653,19 +653,11 @@ def test_fit_checks_the_parts_it_is_given(data):
         pytest.param("surprise-svdpp", "surprise", {"init_std_dev": 0.0}, "init_std_dev=0", marks=needs_surprise),
         ("als", "numpy", {"seed": 2**32}, "seed=4294967296: must be <= 4294967295"),
         pytest.param(
-            "bayesian-mf",
-            "myfm",
-            {"rank": 2**32},
-            "rank=4294967296: must be <= 2147483647",
-            marks=pytest.mark.skipif(not has_module("myfm"), reason="myfm not installed"),
-        ),  # fmt: skip
+            "bayesian-mf", "myfm", {"rank": 2**32}, "rank=4294967296: must be <= 2147483647", marks=needs_myfm
+        ),
         pytest.param(
-            "bayesian-svdpp",
-            "myfm",
-            {"n_iter": 2**31},
-            "n_iter=2147483648: must be <= 2147483647",
-            marks=pytest.mark.skipif(not has_module("myfm"), reason="myfm not installed"),
-        ),  # fmt: skip
+            "bayesian-svdpp", "myfm", {"n_iter": 2**31}, "n_iter=2147483648: must be <= 2147483647", marks=needs_myfm
+        ),
     ],
 )
 def test_configs_a_library_would_silently_change_are_refused(name, backend, params, message):

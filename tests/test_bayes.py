@@ -14,10 +14,9 @@ from autorec.interactions import Interactions
 from autorec.models import registry
 from baselines import bayes
 from baselines.bayes import BayesConfig, BayesianMF, BayesianSVDpp, relation_features
-from tests.conftest import exact_native, has_module
+from tests.conftest import exact_native, has_module, needs_myfm
 from tests.synthetic_parts import learnable
 
-needs_myfm = pytest.mark.skipif(not has_module("myfm"), reason="myfm not installed (pip install .[bayes])")
 FAST = {"rank": 4, "n_iter": 100}
 MODELS = ["bayesian-mf", "bayesian-svdpp"]
 

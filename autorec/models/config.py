@@ -27,6 +27,7 @@ from functools import cache
 from typing import Any, ClassVar, TypeVar
 
 from autorec.devices import is_device, split_devices
+from autorec.env import MAX_THREADS
 from autorec.errors import ConfigError
 from autorec.jsonio import to_plain
 from autorec.metrics import ColdStartPolicy
@@ -74,16 +75,21 @@ def nonnegative(default: Any, doc: str = "") -> Any:
     return param(default, low=0, doc=doc)
 
 
-def check_factor_init(std_name: str, std: float, mean_name: str | None = None, mean: float = 0.0) -> None:
+def check_factor_init(std_name: str, std: float, mean_name: str, mean: float) -> None:
     """:class:`ConfigError` where latent factors would start, all of them, at exactly 0: the gradient of
     ``p_u . q_i`` is then 0 in both factors, gradient descent never moves them, and the model is
     silently its biases alone."""
     if std == 0 and mean == 0:
-        at = f" with {mean_name}=0" if mean_name else ""
         raise ConfigError(
-            f"{std_name}=0{at}: every factor starts at 0 and gradient descent never moves it (the model would be "
-            f"its biases alone); give {std_name} > 0"
+            f"{std_name}=0 with {mean_name}=0: every factor starts at 0 and gradient descent never moves it "
+            f"(the model would be its biases alone); give {std_name} > 0"
         )
+
+
+def threads_param() -> Any:
+    """A model's ``threads`` field: intra-op threads set at fit, 1..:data:`autorec.env.MAX_THREADS`;
+    ``None``, the default count (:func:`autorec.env.default_thread_count`: idle cores)."""
+    return param(None, low=1, high=MAX_THREADS, doc="intra-op threads set at fit; None = the default (idle cores)")
 
 
 def choice(default: str, choices: tuple | list, doc: str = "") -> Any:

@@ -95,11 +95,9 @@ def diverged(
     """The divergence error: model, epoch (and batch), the config, a hint."""
     where = f"epoch {epoch}" + (f", batch {batch}" if batch is not None else "")
     lr = getattr(config, "lr", None)
-    hint = (
-        (f"lower the step sizes (lr now {lr:g}, and any per-parameter ones)" if isinstance(lr, (int, float)) else "")
-        + ("; or " if isinstance(lr, (int, float)) else "")
-        + "look for an extreme value among the config's others (regularisation, initialisation)"
-    )
+    hint = "look for an extreme value among the config's others (regularisation, initialisation)"
+    if isinstance(lr, (int, float)):
+        hint = f"lower the step sizes (lr now {lr:g}, and any per-parameter ones); or {hint}"
     exc = TrainingDivergedError(
         f"{model}: training diverged: {what} is {value} at {where} (config: {config.summary()}). Fix: {hint}."
     )

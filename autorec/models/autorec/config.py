@@ -18,8 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from autorec.env import MAX_THREADS
-from autorec.models.config import IterativeConfig, ModelConfig, choice, devices_ok, nonnegative, param, positive
+from autorec.models.config import (
+    IterativeConfig,
+    ModelConfig,
+    choice,
+    devices_ok,
+    nonnegative,
+    param,
+    positive,
+    threads_param,
+)
 
 ACTIVATIONS = ("identity", "sigmoid", "relu", "tanh", "elu", "selu")
 OPTIMIZERS = ("adam", "sgd", "rprop", "lbfgs")
@@ -79,9 +87,7 @@ class AutoRecConfig(IterativeConfig):
     devices: tuple[str, ...] = param(
         ("cpu",), check=devices_ok, rule="a non-empty list of devices", doc="torch: one per rank; mxnet: contexts"
     )
-    threads: int | None = param(
-        None, low=1, high=MAX_THREADS, doc="intra-op threads set at fit; None = the default (autorec.env)"
-    )
+    threads: int | None = threads_param()
     extra: dict[str, Any] = param(
         default_factory=dict, doc="backend-specific knobs (see each backend's KNOWN_EXTRA), recorded as given"
     )
